@@ -1,0 +1,187 @@
+"""The extractor contract.
+
+An extractor turns one item (media path + prompt + generator) into one float32
+vector. The runner (``extractors.runner``) drives every extractor the same way:
+
+    ex = get_extractor("clip", model="ViT-L-14")      # __init__ only stores options
+    ex.setup(device="cuda", precision="bf16")          # loads weights, main process
+    prepared = ex.prepare(item)                        # DataLoader worker: decode + preprocess
+    batch = ex.collate([prepared, ...])                # DataLoader worker
+    rows = ex.compute(batch, items)                    # main process: [B, D] float32
+
+``prepare`` raises :class:`ItemError` for a bad item (unreadable file, zero frames,
+...); the runner stores the reason for that item and goes on.
+
+The store key of an extractor is its name plus a hash of :meth:`Extractor.identity`,
+which must contain everything that changes the numbers: options (weights id and
+revision, input size, frame sampling, ...), the resolved precision, our own code
+version and the major.minor versions of the libraries that compute them.
+"""
+from __future__ import annotations
+
+import difflib
+import hashlib
+import json
+from dataclasses import dataclass
+from importlib import metadata
+from typing import Any, ClassVar, Sequence
+
+import numpy as np
+
+KINDS = ("image", "video", "text", "meta")
+PRECISIONS = ("fp32", "fp16", "bf16")
+
+
+class ItemError(Exception):
+    """A failure confined to one item; the message says why (it is stored verbatim)."""
+
+
+class WeightsNotFoundError(RuntimeError):
+    """Weights are absent (offline, or a local path that does not exist).
+
+    The message must name the missing file or hub id and say how to provide it.
+    """
+
+
+@dataclass(frozen=True)
+class Item:
+    """One row of a manifest, as an extractor sees it."""
+
+    index: int  # row in the manifest / store
+    item_id: str
+    path: str | None  # absolute path of the media file; None when the dataset has no media
+    prompt: str = ""
+    generator: str | None = None
+
+
+def suggest(name: str, choices: Sequence[str]) -> str:
+    """" Did you mean ...?" text for an unknown name (empty when nothing is close)."""
+    close = difflib.get_close_matches(name, list(choices), n=3, cutoff=0.5)
+    return f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
+
+
+def library_versions(packages: Sequence[str]) -> dict[str, str]:
+    """major.minor of each installed package (patch releases do not change numbers)."""
+    out = {}
+    for pkg in packages:
+        try:
+            v = metadata.version(pkg)
+        except metadata.PackageNotFoundError:
+            v = "absent"
+        out[pkg] = ".".join(v.split("+")[0].split(".")[:2])
+    return out
+
+
+def config_hash(identity: dict) -> str:
+    canonical = json.dumps(identity, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(canonical.encode()).hexdigest()[:12]
+
+
+class Extractor:
+    """Base class. Subclasses set the class attributes and implement prepare/compute."""
+
+    name: ClassVar[str] = ""
+    kind: ClassVar[str] = "image"
+    #: bump when our implementation changes the numbers it produces
+    version: ClassVar[str] = "1"
+    #: every option with its default; unknown options are refused
+    defaults: ClassVar[dict[str, Any]] = {}
+    #: distributions whose major.minor enter the store key
+    packages: ClassVar[tuple[str, ...]] = ("numpy",)
+    #: human-readable install hint shown by `python -m extractors list`
+    needs: ClassVar[str] = "core"
+    #: one line for `python -m extractors list`
+    summary: ClassVar[str] = ""
+
+    def __init__(self, **options: Any) -> None:
+        unknown = [k for k in options if k not in self.defaults]
+        if unknown:
+            raise ValueError(
+                f"extractor {self.name!r} has no option {unknown[0]!r}."
+                f"{suggest(unknown[0], list(self.defaults))} Options: {sorted(self.defaults)}"
+            )
+        self.options: dict[str, Any] = {**self.defaults, **options}
+        self.device = "cpu"
+        self.precision = "fp32"
+
+    # ----------------------------------------------------------------- identity
+    def identity(self) -> dict[str, Any]:
+        """Everything that changes the numbers. Subclasses may extend it."""
+        return {
+            "name": self.name,
+            "version": self.version,
+            "options": self.options,
+            "precision": self.precision,
+            "libraries": library_versions(self.packages),
+        }
+
+    def key(self) -> str:
+        """Store key: name plus a hash of the identity (readable, and unique per configuration)."""
+        return f"{self.name}-{config_hash(self.identity())}"
+
+    def output_dim(self) -> int | None:
+        """Vector length if known without loading weights, else None (the store learns it)."""
+        return None
+
+    def feature_names(self, dim: int) -> list[str]:
+        return [f"{self.name}_{i}" for i in range(dim)]
+
+    # ---------------------------------------------------------------- lifecycle
+    def setup(self, device: str = "cpu", precision: str = "fp32") -> None:
+        """Load weights onto ``device``. Called once, in the main process, before compute.
+
+        ``precision`` is the *resolved* precision (fp32/fp16/bf16); extractors that run
+        with autocast use it. It enters :meth:`identity`, so set it before :meth:`key`.
+        """
+        if precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+        self.device = device
+        self.precision = precision
+
+    def prepare(self, item: Item) -> Any:
+        """Worker-side: read and preprocess one item. Raise ItemError for a bad item."""
+        raise NotImplementedError
+
+    def collate(self, prepared: list[Any]) -> Any:
+        """Worker-side: combine prepared items into a batch (default: stack tensors)."""
+        import torch
+
+        if prepared and isinstance(prepared[0], torch.Tensor):
+            return torch.stack(prepared)
+        if prepared and isinstance(prepared[0], np.ndarray):
+            return np.stack(prepared)
+        return list(prepared)
+
+    def compute(self, batch: Any, items: list[Item]) -> np.ndarray:
+        """Main process: return float32 [len(items), D]."""
+        raise NotImplementedError
+
+    def __repr__(self) -> str:  # readable in notebooks and logs
+        opts = ", ".join(f"{k}={v!r}" for k, v in self.options.items())
+        return f"{type(self).__name__}({opts})"
+
+
+def autocast_context(device: str, precision: str):
+    """torch autocast for fp16/bf16 on GPU; a no-op for fp32 (and always on CPU fp32)."""
+    import contextlib
+
+    import torch
+
+    if precision == "fp32":
+        return contextlib.nullcontext()
+    dtype = torch.float16 if precision == "fp16" else torch.bfloat16
+    device_type = "cuda" if str(device).startswith("cuda") else "cpu"
+    return torch.autocast(device_type=device_type, dtype=dtype)
+
+
+def resolve_precision(precision: str, device: str) -> str:
+    """'auto' means bf16 (fp16 where bf16 is unsupported) on GPU and fp32 on CPU."""
+    if precision != "auto":
+        if precision not in PRECISIONS:
+            raise ValueError(f"precision must be auto or one of {PRECISIONS}, got {precision!r}")
+        return precision
+    if not str(device).startswith("cuda"):
+        return "fp32"
+    import torch
+
+    return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
