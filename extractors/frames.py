@@ -1,0 +1,144 @@
+"""Any image extractor over video frames, pooled per video (mean ‖ std ‖ mean |Δ|).
+
+``frames:base=effnet_lite0:n_frames=8`` decodes 8 uniformly spaced frames with PyAV,
+runs the base extractor's ``transform`` on each frame in the DataLoader worker, its
+``embed`` on all frames of the batch (in chunks of ``frame_batch``) and pools each
+video's [T, D] frame features into 3·D values:
+
+* ``mean``: average over frames (what the clip looks like),
+* ``std``: standard deviation over frames (population, ddof=0; how much it changes),
+* ``dabs``: mean absolute difference between consecutive frames (temporal jitter:
+  flicker moves it, a slow smooth change barely does). 0 for a one-frame clip.
+
+Bases that compute their vector in ``transform`` (``nss``) work unchanged: their
+``embed`` passes the vectors through. The store key is ``frames.<base>-<hash>``, the
+hash covering the base's identity, the frame sampling and this code's version.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from .base import Extractor, Item, ItemError, autocast_context, config_hash, library_versions
+from .media import frames_identity, read_video_frames
+
+POOLS = ("mean", "std", "dabs")
+
+
+class FramePooled(Extractor):
+    """An image extractor run on N frames of each video, pooled to mean ‖ std ‖ mean |Δ|."""
+
+    name = "frames"
+    kind = "video"
+    version = "1"
+    defaults = {"base": "effnet_lite0", "base_options": {}, "n_frames": 8, "sampling": "uniform",
+                "frame_batch": 64}
+    packages = ("numpy", "av")
+    needs = "the base extractor's needs"
+    summary = "image extractor over N video frames, pooled mean/std/mean|diff| (3*D)"
+
+    def __init__(self, **options: Any) -> None:
+        super().__init__(**options)
+        self._base = None
+
+    # ------------------------------------------------------------------ the base
+    @property
+    def base(self):
+        """The wrapped image extractor, built on first use (construction only stores options)."""
+        if self._base is None:
+            from .registry import get_extractor
+
+            base_name = self.options["base"]
+            if not isinstance(base_name, str) or not base_name:
+                raise ValueError(f"frames: option base must be an image extractor name, got {base_name!r}")
+            base = get_extractor(base_name, **dict(self.options["base_options"] or {}))
+            if base.kind != "image":
+                raise ValueError(f"frames: base {base_name!r} is a {base.kind} extractor; it must read images")
+            self._base = base
+        return self._base
+
+    def _sampling(self) -> dict:
+        sampling = self.options["sampling"]
+        if sampling not in ("uniform", "all"):
+            raise ValueError(f"frames: sampling must be 'uniform' or 'all', got {sampling!r}")
+        n = int(self.options["n_frames"])
+        if sampling == "uniform" and n < 1:
+            raise ValueError(f"frames: n_frames must be >= 1, got {n}")
+        return frames_identity(n if sampling == "uniform" else 0, sampling)
+
+    # ------------------------------------------------------------------ identity
+    def identity(self) -> dict[str, Any]:
+        # frame_batch changes speed, not numbers: it stays out. The base enters with its
+        # full identity (defaults filled in), so spelling out a default changes nothing.
+        return {
+            "name": self.name,
+            "version": self.version,
+            "sampling": self._sampling(),
+            "pooling": list(POOLS),
+            "base": self.base.identity(),
+            "precision": self.base.precision,
+            "libraries": library_versions(self.packages),
+        }
+
+    def key(self) -> str:
+        return f"frames.{self.base.name}-{config_hash(self.identity())}"
+
+    def output_dim(self) -> int | None:
+        d = self.base.output_dim()
+        return None if d is None else 3 * d
+
+    def feature_names(self, dim: int) -> list[str]:
+        names = self.base.feature_names(dim // 3)
+        return [f"{pool}_{n}" for pool in POOLS for n in names]
+
+    # ------------------------------------------------------------------ lifecycle
+    def setup(self, device: str = "cpu", precision: str = "fp32") -> None:
+        self._sampling()  # refuse bad options before any work
+        self.base.setup(device, precision)
+        super().setup(device, self.base.precision)
+
+    def prepare(self, item: Item):
+        """Decode and transform the frames of one video -> tensor [T, ...]."""
+        import torch
+        from PIL import Image
+
+        if not item.path:
+            raise ItemError(f"item {item.item_id!r} has no video path")
+        frames = read_video_frames(item.path, int(self.options["n_frames"]), self.options["sampling"])
+        try:
+            return torch.stack([self.base.transform(Image.fromarray(f)) for f in frames])
+        except ItemError as err:
+            raise ItemError(f"{item.path}: {err}") from err
+
+    def collate(self, prepared: list) -> tuple:
+        """All frames of the batch in one tensor + the frame count of each video."""
+        import torch
+
+        return torch.cat(prepared), [int(p.shape[0]) for p in prepared]
+
+    def compute(self, batch, items: list[Item]) -> np.ndarray:
+        import torch
+
+        frames, lengths = batch
+        if sum(lengths) != frames.shape[0] or len(lengths) != len(items):
+            raise ValueError("frames: batch does not match its items (use FramePooled.collate)")
+        prompts = [it.prompt for it, n in zip(items, lengths) for _ in range(n)]
+        step = max(1, int(self.options["frame_batch"]))
+        out = []
+        with torch.inference_mode(), autocast_context(self.device, self.precision):
+            for start in range(0, frames.shape[0], step):
+                chunk = frames[start : start + step].to(self.device, non_blocking=True)
+                out.append(np.asarray(self.base.embed(chunk, prompts[start : start + step]), dtype=np.float64))
+        feats = np.concatenate(out)
+        rows, start = [], 0
+        for n in lengths:
+            rows.append(pool(feats[start : start + n]))
+            start += n
+        return np.stack(rows).astype(np.float32)
+
+
+def pool(feats: np.ndarray) -> np.ndarray:
+    """[T, D] -> [3D]: mean ‖ std ‖ mean |x_t+1 - x_t| (zeros for T = 1)."""
+    diff = np.abs(np.diff(feats, axis=0)).mean(axis=0) if len(feats) > 1 else np.zeros(feats.shape[1])
+    return np.concatenate([feats.mean(axis=0), feats.std(axis=0), diff])
