@@ -1,0 +1,144 @@
+"""``python -m extractors list`` / ``python -m extractors run ...``.
+
+    python -m extractors run --track image --data ../shared/data/aigiqa20k \\
+        --extractors generator,prompt_minilm --store stores/aigiqa20k.h5
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+
+def split_specs(text: str) -> list[str]:
+    """'a,b:opt=[1, 2],c' -> ['a', 'b:opt=[1, 2]', 'c'] (commas inside brackets kept)."""
+    out, depth, cur = [], 0, []
+    for ch in text:
+        depth += ch in "[{("
+        depth -= ch in "]})"
+        if ch == "," and depth == 0:
+            out.append("".join(cur))
+            cur = []
+        else:
+            cur.append(ch)
+    out.append("".join(cur))
+    return [s.strip() for s in out if s.strip()]
+
+
+def _list(args) -> int:
+    from .registry import REGISTRY
+    from .runner import load_plugins
+
+    load_plugins(args.plugins)
+    rows = [("name", "kind", "output", "needs")] + [(n, e.kind, e.dim, e.needs) for n, e in sorted(REGISTRY.items())]
+    widths = [max(len(r[i]) for r in rows) for i in range(3)]
+    for r in rows:
+        print("  ".join(c.ljust(w) for c, w in zip(r[:3], widths)) + "  " + r[3])
+    return 0
+
+
+def _run(args) -> int:
+    from features_store.manifest import ManifestError, dataset_from_args, problems_frame
+    from features_store.store import FeatureStore
+
+    from .registry import for_track
+    from .runner import MEDIA_KINDS, load_plugins, parse_shard, run_extraction, shard_path
+
+    load_plugins(args.plugins)
+    specs = split_specs(args.extractors)
+    if not specs:
+        raise ValueError("--extractors is empty")
+    extractors = [for_track(s, args.track) for s in specs]  # unknown names fail before any work
+    manifest = dataset_from_args(args)
+    shard = parse_shard(args.shard)
+    store = Path(args.store or Path("stores") / f"{manifest.name}-{args.track}.h5")
+    if shard is not None and not args.store_is_shard:
+        store = shard_path(store, shard)
+    store.parent.mkdir(parents=True, exist_ok=True)
+
+    # structural problems (ids, labels, prompts, paths) concern every extractor
+    manifest, problems = manifest.validate(args.on_invalid, check_media=False)
+    if args.split is not None:
+        wanted = manifest.df["split"] == args.split
+    else:
+        wanted = manifest.df["split"].notna()
+    media = [e for e in extractors if e.kind in MEDIA_KINDS]
+    if media:
+        sub = manifest.subset(wanted.to_numpy())
+        missing = [p for p in sub.problems(check_media=True) if "media" in p.reason]
+        if missing and args.on_invalid == "stop":
+            raise ManifestError(manifest.name, missing)
+        problems += missing  # with skip: the runner records them as failed items of the media extractors
+    if problems:
+        report = Path(f"{store}.invalid.csv")
+        problems_frame(problems).to_csv(report, index=False)
+        print(f"{len(problems)} invalid item(s) skipped or to fail (all listed in {report}):", file=sys.stderr)
+        for p in problems[:10]:
+            print(f"  - {p}", file=sys.stderr)
+
+    summaries = []
+    with FeatureStore(store, mode="a", dtype=args.dtype) as st:
+        for ex in extractors:
+            s = run_extraction(
+                manifest, ex, st, device=args.device, precision=args.precision, batch_size=args.batch_size,
+                workers=args.workers, shard=shard, split=args.split, retry_failed=not args.no_retry_failed,
+                progress=not args.no_progress, checkpoint_every_s=args.checkpoint_every,
+            )
+            summaries.append(s)
+            print(s.line())
+            for iid, msg in s.failures[:20]:
+                print(f"  failed {iid}: {msg}")
+            if len(s.failures) > 20:
+                print(f"  ... {len(s.failures) - 20} more: python -m features_store errors {store} {s.key}")
+    print(f"store: {store} ({len(manifest)} items)")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m extractors", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    p = sub.add_parser("list", help="extractor names, kind, output size, needs")
+    p.add_argument("--plugins", default=None, help="modules to import that register extra extractors")
+    p.set_defaults(func=_list)
+
+    from features_store.cliargs import add_dataset_arguments
+
+    p = sub.add_parser("run", help="extract features into the store")
+    p.add_argument("--track", required=True, choices=["image", "video"])
+    add_dataset_arguments(p)
+    p.add_argument("--extractors", required=True, help="comma list of specs: name or name:opt=value:opt=value")
+    p.add_argument("--store", default=None, help="HDF5 store (default: stores/<dataset name>-<track>.h5)")
+    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")
+    p.add_argument("--precision", default="auto", choices=["auto", "fp32", "fp16", "bf16"])
+    p.add_argument("--dtype", default=None, choices=["float32", "float16"],
+                   help="storage dtype of a new store (default float32; an existing store keeps its own)")
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--workers", type=int, default=None,
+                   help="DataLoader workers for image/video extractors (default min(4, CPUs); meta/text use 0)")
+    p.add_argument("--shard", default=None, help="k/N: compute every N-th item from k (k from 0) into its own file")
+    p.add_argument("--store-is-shard", action="store_true", help="with --shard: write to --store as given")
+    p.add_argument("--split", default=None, help="only this split (default: all)")
+    p.add_argument("--on-invalid", default="stop", choices=["stop", "skip"])
+    p.add_argument("--no-retry-failed", action="store_true", help="leave items that failed before alone")
+    p.add_argument("--checkpoint-every", type=float, default=60.0, help="seconds between checkpoints")
+    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--plugins", default=None, help="modules to import that register extra extractors (or AIGCQ_PLUGINS)")
+    p.set_defaults(func=_run)
+    args = ap.parse_args(argv)
+    try:
+        return args.func(args)
+    except KeyboardInterrupt:
+        print("interrupted; computed rows are kept (journal), rerun to continue", file=sys.stderr)
+        return 130
+    except (ValueError, KeyError, FileNotFoundError, RuntimeError) as err:
+        if os.environ.get("AIGCQ_DEBUG"):
+            raise
+        msg = err.args[0] if isinstance(err, KeyError) and err.args else err
+        print(f"error: {msg}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

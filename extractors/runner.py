@@ -1,0 +1,324 @@
+"""Drive one extractor over the pending items of a manifest, into a feature store.
+
+    summary = run_extraction(manifest, get_extractor("generator"), "stores/aigiqa20k.h5")
+
+Only items not yet done are computed (failed ones are retried unless
+``retry_failed=False``). ``setup`` (weight loading) happens once, and only if
+something is pending. Items are prepared in DataLoader workers; a bad item
+(``ItemError`` or any other exception in ``prepare``) is recorded as failed with its
+reason and the run goes on. If ``compute`` fails for a batch, its items are retried
+one by one so that only the bad one is marked failed. Each batch is written to the
+store's journal at once (so ``kill -9`` loses at most the batch in flight) and the
+store is checkpointed periodically and at the end.
+"""
+from __future__ import annotations
+
+import importlib
+import logging
+import os
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from .base import Extractor, Item, ItemError, resolve_precision
+
+log = logging.getLogger(__name__)
+
+MEDIA_KINDS = ("image", "video")
+#: consecutive batches in which *every* item failed in compute (and nothing ever worked)
+#: after which the run stops: the extractor is broken, not the items
+MAX_BROKEN_BATCHES = 3
+
+
+class ContractError(RuntimeError):
+    """The extractor broke its contract (e.g. wrong output shape): a bug, so the run stops."""
+
+
+@dataclass
+class RunSummary:
+    key: str
+    name: str
+    done: int = 0  # computed now
+    failed: int = 0  # failed now
+    skipped: int = 0  # already done (or already failed with retry_failed=False)
+    seconds: float = 0.0
+    dim: int = 0
+    failures: list[tuple[str, str]] = field(default_factory=list)  # (item_id, reason) of this run
+
+    def line(self) -> str:
+        rate = f", {self.done / self.seconds:.1f} items/s" if self.seconds > 0 and self.done else ""
+        return (f"{self.key}: {self.done} computed, {self.failed} failed, {self.skipped} already in the store, "
+                f"dim {self.dim}, {self.seconds:.1f} s{rate}")
+
+
+def error_text(err: BaseException) -> str:
+    """ItemError messages are stored verbatim; anything else as 'ExcType: message'."""
+    if isinstance(err, ItemError):
+        return str(err)
+    return f"{type(err).__name__}: {err}"
+
+
+def parse_shard(text: str | tuple[int, int] | None) -> tuple[int, int] | None:
+    """'k/N' (k counted from 0) -> (k, N)."""
+    if text is None or isinstance(text, tuple):
+        return text
+    try:
+        k, n = (int(x) for x in str(text).split("/"))
+    except ValueError:
+        raise ValueError(f"shard must look like k/N (e.g. 0/4), got {text!r}") from None
+    if n < 1 or not 0 <= k < n:
+        raise ValueError(f"shard {text!r}: need 0 <= k < N (shards are counted from 0)")
+    return k, n
+
+
+def shard_path(store: str | os.PathLike, shard: tuple[int, int]) -> Path:
+    p = Path(store)
+    return p.with_name(f"{p.stem}.shard-{shard[0]}-of-{shard[1]}{p.suffix or '.h5'}")
+
+
+# ---------------------------------------------------------------- plugins
+def register_extractor(cls: type[Extractor], dim: str = "?", needs: str = "plugin") -> None:
+    """Make an extractor class defined outside this package known by its ``name``.
+
+    For users' own extractors (and tests): ``python -m extractors run --plugins mymodule``
+    imports ``mymodule``, which calls this. The registry resolves names to modules inside
+    ``extractors``, so the defining module is aliased there."""
+    from . import registry
+
+    alias = f"_plugin_{cls.name}"
+    sys.modules[f"{__package__}.{alias}"] = sys.modules[cls.__module__]
+    registry.REGISTRY[cls.name] = registry.Entry(f"{alias}:{cls.__name__}", cls.kind, dim, needs)
+
+
+def load_plugins(modules: str | Sequence[str] | None) -> None:
+    """Import plugin modules (comma list, or the AIGCQ_PLUGINS environment variable)."""
+    if modules is None:
+        modules = os.environ.get("AIGCQ_PLUGINS", "")
+    if isinstance(modules, str):
+        modules = [m for m in modules.split(",") if m.strip()]
+    for m in modules:
+        importlib.import_module(m.strip())
+
+
+# ---------------------------------------------------------------- batches
+class _Prepare:
+    """Dataset over items: (position, ok, prepared-or-reason). Runs in DataLoader workers."""
+
+    def __init__(self, extractor: Extractor, items: list[Item]):
+        self.extractor, self.items = extractor, items
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, pos: int):
+        try:
+            return pos, True, self.extractor.prepare(self.items[pos])
+        except Exception as err:  # any failure is this item's, recorded with its reason
+            return pos, False, error_text(err)
+
+
+class _Collate:
+    """Collate the good items of a batch; keep the failures apart. If collating the batch
+    fails, hand the prepared items over singly so the main process can isolate the bad one."""
+
+    def __init__(self, extractor: Extractor):
+        self.extractor = extractor
+
+    def __call__(self, samples):
+        good = [(p, x) for p, ok, x in samples if ok]
+        failures = [(p, x) for p, ok, x in samples if not ok]
+        positions = [p for p, _ in good]
+        if not good:
+            return positions, None, failures, None
+        try:
+            return positions, self.extractor.collate([x for _, x in good]), failures, None
+        except Exception:
+            return positions, None, failures, [x for _, x in good]
+
+
+def _batches(extractor: Extractor, items: list[Item], batch_size: int, workers: int):
+    ds, collate = _Prepare(extractor, items), _Collate(extractor)
+    if workers <= 0:  # in-process; needs no torch (meta/text extractors stay light)
+        for a in range(0, len(items), batch_size):
+            yield collate([ds[p] for p in range(a, min(a + batch_size, len(items)))])
+        return
+    from torch.utils.data import DataLoader
+
+    loader = DataLoader(ds, batch_size=batch_size, shuffle=False, num_workers=workers, collate_fn=collate,
+                        persistent_workers=False, prefetch_factor=2)
+    yield from loader
+
+
+def _check_rows(rows: Any, n: int, ex: Extractor) -> np.ndarray:
+    rows = np.asarray(rows, dtype=np.float32)
+    if rows.ndim != 2 or rows.shape[0] != n:
+        raise ContractError(f"extractor {ex.name!r}: compute returned shape {rows.shape} for {n} items; "
+                           "expected [n_items, D] (a bug in the extractor)")
+    return rows
+
+
+# ---------------------------------------------------------------- the run
+def run_extraction(
+    manifest,
+    extractor: Extractor,
+    store,
+    device: str = "cpu",
+    precision: str = "auto",
+    batch_size: int = 32,
+    workers: int | None = None,
+    shard: str | tuple[int, int] | None = None,
+    split: str | None = None,
+    retry_failed: bool = True,
+    progress: bool = True,
+    checkpoint_every_s: float = 60.0,
+    checkpoint_every_batches: int | None = None,
+) -> RunSummary:
+    """Compute ``extractor`` for the pending items of ``manifest`` (a Manifest or a list of
+    Items) into ``store`` (a path or an open FeatureStore in mode "a")."""
+    from features_store.manifest import Manifest
+    from features_store.store import FeatureStore
+
+    t0 = time.perf_counter()
+    if not isinstance(manifest, Manifest):
+        manifest = Manifest.from_items(list(manifest))
+    shard = parse_shard(shard)
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    if extractor.kind not in MEDIA_KINDS:
+        workers = 0  # label-only: nothing to decode, worker processes would only cost start-up time
+    elif workers is None:
+        workers = min(4, os.cpu_count() or 1)
+    own = not isinstance(store, FeatureStore)
+    st = FeatureStore(store, mode="a") if own else store
+    ok = False
+    try:
+        st.set_manifest(manifest)
+        st.set_shard(shard)
+        resolved = resolve_precision(precision, device)
+        # identity (hence key) depends on the resolved precision and, for some extractors,
+        # on the whole manifest (e.g. the list of generators): settle both before key()
+        extractor.device, extractor.precision = device, resolved
+        if hasattr(extractor, "fit_manifest"):
+            extractor.fit_manifest(manifest.df)
+        key = _declare(st, extractor)
+        summary = RunSummary(key, extractor.name)
+
+        df = manifest.df
+        wanted_mask = np.ones(len(df), bool) if split is None else (df["split"] == split).to_numpy()
+        if split is not None and not wanted_mask.any():
+            raise ValueError(f"no items in split {split!r}; splits: {sorted(df['split'].unique())}")
+        local = np.flatnonzero(wanted_mask)
+        rows = st.index_of(df["item_id"].to_numpy()[local])
+        if shard is not None:
+            keep = rows % shard[1] == shard[0]
+            local, rows = local[keep], rows[keep]
+        todo = np.isin(rows, st.pending(key, retry_failed=retry_failed))
+        summary.skipped = int((~todo).sum())
+        local, rows = local[todo], rows[todo]
+        if len(rows):
+            extractor.setup(device, resolved)
+            new_key = extractor.key()
+            if new_key != key:  # setup refined the identity (e.g. resolved a weights revision)
+                log.warning("%s: identity changed during setup; storing under %s", key, new_key)
+                key = _declare(st, extractor)
+                summary.key = key
+                todo = np.isin(rows, st.pending(key, retry_failed=retry_failed))
+                local, rows = local[todo], rows[todo]
+            items = [
+                Item(index=int(r), item_id=df["item_id"].iat[i], path=manifest.abspath(df["path"].iat[i]),
+                     prompt=df["prompt"].iat[i], generator=df["generator"].iat[i])
+                for i, r in zip(local, rows)
+            ]
+            _loop(st, key, extractor, items, summary, batch_size, workers, progress,
+                  checkpoint_every_s, checkpoint_every_batches)
+        summary.dim = st.config(key)["dim"]
+        st.checkpoint()
+        ok = True
+        summary.seconds = time.perf_counter() - t0
+        return summary
+    finally:
+        if own:
+            st.close(checkpoint=ok)
+
+
+def _declare(st, extractor: Extractor) -> str:
+    key = extractor.key()
+    dim = extractor.output_dim()
+    st.ensure_config(key, extractor.identity(), feature_names=extractor.feature_names(dim) if dim else None,
+                     name=extractor.name, kind=extractor.kind)
+    return key
+
+
+def _loop(st, key, ex, items, summary, batch_size, workers, progress, every_s, every_batches) -> None:
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=len(items), desc=key, unit="item", disable=not progress, dynamic_ncols=True)
+    last_ckpt, batches_since, broken = time.monotonic(), 0, 0
+    names_set = False
+    id_of = {it.index: it.item_id for it in items}
+    try:
+        for positions, batch, failures, singles in _batches(ex, items, batch_size, workers):
+            fail_idx = [items[p].index for p, _ in failures]
+            fail_msg = [m for _, m in failures]
+            good = [items[p] for p in positions]
+            done_idx, done_rows = [], []
+            batch_error = None
+            if good and batch is not None:
+                try:
+                    rows = _check_rows(ex.compute(batch, good), len(good), ex)
+                    done_idx, done_rows = [it.index for it in good], [rows]
+                except ContractError:
+                    raise
+                except Exception as err:
+                    batch_error = err
+            if good and (batch is None or batch_error is not None):
+                # isolate the bad item(s): one at a time
+                for j, it in enumerate(good):
+                    try:
+                        x = singles[j] if singles is not None else ex.prepare(it)
+                        rows = _check_rows(ex.compute(ex.collate([x]), [it]), 1, ex)
+                        done_idx.append(it.index)
+                        done_rows.append(rows)
+                    except ContractError:
+                        raise
+                    except Exception as err:
+                        fail_idx.append(it.index)
+                        fail_msg.append(error_text(err))
+            values = np.concatenate(done_rows) if done_rows else None
+            if values is not None:
+                finite = np.isfinite(values).all(axis=1)
+                if not finite.all():  # NaN marks "not done" in the store: such rows are failures
+                    for i in np.asarray(done_idx)[~finite]:
+                        fail_idx.append(int(i))
+                        fail_msg.append("ValueError: non-finite values (NaN/inf) in the extractor's output")
+                    done_idx = list(np.asarray(done_idx)[finite])
+                    values = values[finite]
+                if not names_set and len(done_idx):
+                    st.set_feature_names(key, ex.feature_names(values.shape[1]))
+                    names_set = True
+            st.record(key, done_idx, values, fail_idx, fail_msg)
+            summary.done += len(done_idx)
+            summary.failed += len(fail_idx)
+            if fail_idx:
+                summary.failures += [(id_of[i], m) for i, m in zip(fail_idx, fail_msg)]
+            # an extractor that fails on every item from the start is broken: stop, say why
+            if good and not done_idx and summary.done == 0 and batch_error is not None:
+                broken += 1
+                if broken >= MAX_BROKEN_BATCHES:
+                    raise RuntimeError(f"extractor {ex.name!r} failed on every item of the first {broken} batches; "
+                                       f"last error: {fail_msg[-1]}")
+            bar.update(len(positions) + len(failures))
+            if summary.failed:
+                bar.set_postfix(failed=summary.failed, refresh=False)
+            batches_since += 1
+            # a checkpoint copies the file: never spend more than ~10% of the time on them
+            wait_s = max(every_s, 10 * st.last_checkpoint_s)
+            if time.monotonic() - last_ckpt >= wait_s or (every_batches and batches_since >= every_batches):
+                st.checkpoint()
+                last_ckpt, batches_since = time.monotonic(), 0
+    finally:
+        bar.close()

@@ -1,0 +1,327 @@
+"""Dataset adapters: label files exactly as shipped -> :class:`Manifest`.
+
+* ``aigiqa20k``: ``info_{train,val,test}.xlsx`` (or ``.csv``, with or without a header
+  row, e.g. ``info_train_noheader.csv``); images in ``train/ val/ test/`` beside them.
+* ``t2vqa_db``: ``{train,val,test}.txt`` with ``name|prompt[|mos]``; generator index from
+  ``NNNNN_MM.mp4`` (train only). Val and test reuse names (``00000.mp4``), so the ids of a
+  split whose names collide with another split's are ``"<split>/<name>"``; the ``name``
+  column keeps the bare name that submission files need.
+* ``fetv``: ``labels.csv`` + ``videos/<name>``; labels static_quality, temporal_quality,
+  alignment (``mos`` stays NaN unless ``mos=<column>`` is given); group = prompt_id.
+* ``table``: any CSV/TSV/XLSX configured by column names (+ a regex for the generator),
+  from options or a YAML file ``{adapter: table, labels: f.csv, root: media/, columns: {...}}``.
+"""
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import pandas as pd
+
+from .manifest import Manifest
+
+SPLITS = ("train", "val", "test")
+AIGIQA_GENERATOR = re.compile(r"^(?P<generator>.+)_\d+$")  # LCM_SDXL_0123 -> LCM_SDXL
+T2VQA_GENERATOR = re.compile(r"^\d+_(?P<generator>\d+)$")  # 00000_01 -> "01"
+
+
+# --------------------------------------------------------------------- helpers
+def _read_table(path: Path, sep: str | None = None, sheet: Any = 0, header: Any = "auto",
+                names: list[str] | None = None, expect: tuple[str, ...] = ()) -> pd.DataFrame:
+    """Read CSV/TSV/XLSX as strings. ``header="auto"``: when column ``names`` are given and the
+    first row holds none of them (nor of ``expect``), that row is data."""
+    suffix = path.suffix.lower()
+
+    def read(h):
+        if suffix in (".xlsx", ".xls", ".xlsm"):
+            return pd.read_excel(path, sheet_name=sheet, header=h, dtype=str)
+        s = sep or ("\t" if suffix in (".tsv", ".tab") else ",")
+        return pd.read_csv(path, sep=s, header=h, dtype=str, keep_default_na=False, encoding="utf-8-sig")
+
+    if header == "auto":
+        df = read(0)
+        cols = {str(c).strip().lower() for c in df.columns}
+        if names and not cols & {e.lower() for e in (*expect, *names)}:
+            df = read(None)  # the first row is data
+    else:
+        df = read(0 if header else None)
+    if all(isinstance(c, (int, np.integer)) for c in df.columns):
+        if not names:
+            raise ValueError(f"{path}: no header row; give the column names (option names=[...])")
+        if len(names) < df.shape[1]:
+            names = [*names, *[f"col{i}" for i in range(len(names), df.shape[1])]]
+        df.columns = names[: df.shape[1]]
+    df.columns = [str(c).strip() for c in df.columns]
+    return df
+
+
+def _generator_from_name(names: pd.Series, pattern: str | re.Pattern | None) -> pd.Series:
+    """Apply ``pattern`` (named group ``generator`` or group 1) to each file stem."""
+    if pattern is None:
+        return pd.Series([None] * len(names), index=names.index, dtype=object)
+    rx = re.compile(pattern) if isinstance(pattern, str) else pattern
+
+    def one(name: str):
+        stem = Path(str(name)).stem
+        m = rx.search(stem) or rx.search(str(name))
+        if not m:
+            return None
+        return m.group("generator") if "generator" in rx.groupindex else m.group(1 if rx.groups else 0)
+
+    return names.map(one).astype(object)
+
+
+def _unique_ids(df: pd.DataFrame) -> pd.Series:
+    """Bare names where unique; ``split/name`` for every item of a split that collides."""
+    names, splits = df["name"].astype(str), df["split"].astype(str)
+    per_split = {sp: set(names[splits == sp]) for sp in splits.unique()}
+    colliding = {a for a in per_split for b in per_split if a != b and per_split[a] & per_split[b]}
+    return pd.Series([f"{s}/{n}" if s in colliding else n for n, s in zip(names, splits)], index=df.index)
+
+
+def _media_dir(root: Path, option: str | None, split: str, candidates: tuple[str, ...]) -> Path:
+    """The folder holding a split's media: the option (may contain ``{split}``), else the first
+    existing candidate, else the first candidate (media absent: paths still say where they belong)."""
+    if option:
+        p = Path(str(option).format(split=split)).expanduser()
+        return p if p.is_absolute() else root / p
+    for c in candidates:
+        p = root / c.format(split=split)
+        if p.is_dir():
+            return p
+    return root / candidates[0].format(split=split)
+
+
+def _relativise(abs_paths: list[Path], root: Path) -> tuple[Path, list[str]]:
+    """Paths relative to ``root`` when they all lie below it; else below their common folder."""
+    root = root.resolve()
+    resolved = [os.path.abspath(p) for p in abs_paths]
+    if resolved and not all(Path(p).is_relative_to(root) for p in resolved):
+        root = Path(os.path.commonpath([os.path.dirname(p) for p in resolved]))
+    return root, [os.path.relpath(p, root) for p in resolved]
+
+
+# -------------------------------------------------------------------- adapters
+def load_aigiqa20k(root: Path, images: str | None = None, name: str | None = None, **unused) -> Manifest:
+    _refuse_unknown("aigiqa20k", unused)
+    frames = []
+    for split in SPLITS:
+        path = next((root / f for f in (f"info_{split}.xlsx", f"info_{split}.csv", f"info_{split}_noheader.csv")
+                     if (root / f).is_file()), None)
+        if path is None:
+            continue
+        df = _read_table(path, names=["name", "prompt", "mos"], expect=("name", "prompt"))
+        df.columns = [c.lower() for c in df.columns]
+        missing = {"name", "prompt"} - set(df.columns)
+        if missing:
+            raise ValueError(f"{path}: expected columns name, prompt[, mos]; missing {sorted(missing)}")
+        df["split"] = split
+        df["generator"] = _generator_from_name(df["name"], AIGIQA_GENERATOR)
+        base = _media_dir(root, images, split, ("{split}", "images/{split}"))
+        df["_abs"] = [base / n for n in df["name"]]
+        frames.append(df)
+    if not frames:
+        raise FileNotFoundError(f"{root}: no AIGIQA-20K label file (info_train.xlsx / info_train.csv) found")
+    df = pd.concat(frames, ignore_index=True)
+    df["item_id"] = _unique_ids(df)
+    mroot, df["path"] = _relativise(list(df.pop("_abs")), root)
+    return Manifest(df, mroot, name or "aigiqa20k", adapter="aigiqa20k")
+
+
+def _read_t2vqa_lines(path: Path, split: str) -> pd.DataFrame:
+    rows = []
+    with open(path, encoding="utf-8-sig") as fh:
+        for lineno, line in enumerate(fh, 1):
+            line = line.rstrip("\r\n")
+            if not line.strip():
+                continue
+            parts = line.split("|")
+            name, mos = parts[0].strip(), None
+            rest = parts[1:]
+            if len(rest) >= 2:
+                try:  # a trailing number is the MOS; a '|' inside a prompt stays in the prompt
+                    float(rest[-1])
+                    mos = rest.pop().strip()
+                except ValueError:
+                    pass
+            rows.append({"name": name, "prompt": "|".join(rest).strip(), "mos": mos, "split": split, "line": lineno})
+    return pd.DataFrame(rows, columns=["name", "prompt", "mos", "split", "line"])
+
+
+def load_t2vqa_db(root: Path, videos: str | None = None, name: str | None = None, **unused) -> Manifest:
+    _refuse_unknown("t2vqa_db", unused)
+    frames = []
+    for split in SPLITS:
+        path = root / f"{split}.txt"
+        if not path.is_file():
+            continue
+        df = _read_t2vqa_lines(path, split)
+        df["generator"] = _generator_from_name(df["name"], T2VQA_GENERATOR)
+        base = _media_dir(root, videos, split, ("videos/{split}", "{split}", "videos", "."))
+        df["_abs"] = [base / n for n in df["name"]]
+        frames.append(df)
+    if not frames:
+        raise FileNotFoundError(f"{root}: no T2VQA-DB label file (train.txt / val.txt / test.txt) found")
+    df = pd.concat(frames, ignore_index=True)
+    df["item_id"] = _unique_ids(df)
+    mroot, df["path"] = _relativise(list(df.pop("_abs")), root)
+    return Manifest(df.drop(columns="line"), mroot, name or "t2vqa_db", adapter="t2vqa_db")
+
+
+FETV_LABELS = ("static_quality", "temporal_quality", "alignment")
+
+
+def load_fetv(root: Path, videos: str | None = None, mos: str | None = None, name: str | None = None,
+              **unused) -> Manifest:
+    _refuse_unknown("fetv", unused)
+    df = _read_table(root / "labels.csv", header=True)
+    if mos is not None and mos not in df:
+        raise ValueError(f"fetv: mos={mos!r} is not a column; choose one of {list(FETV_LABELS)}")
+    base = Path(videos).expanduser() if videos else root / "videos"
+    base = base if base.is_absolute() else root / base
+    out = pd.DataFrame({
+        "item_id": df["name"], "name": df["name"], "prompt": df["prompt"], "generator": df["model"],
+        "mos": df[mos] if mos else np.nan, "split": "train", "group": "prompt_" + df["prompt_id"].astype(str),
+        **{c: df[c] for c in FETV_LABELS}, "ai_generated": pd.to_numeric(df["ai_generated"]),
+        "prompt_id": df["prompt_id"],
+    })
+    mroot, out["path"] = _relativise([base / n for n in df["name"]], root)
+    return Manifest(out, mroot, name or "fetv", label_columns=FETV_LABELS, adapter="fetv")
+
+
+TABLE_GUESSES = {
+    "item_id": ("item_id", "name", "image", "image_name", "video", "video_name", "filename", "file", "path"),
+    "prompt": ("prompt", "text", "caption"),
+    "mos": ("mos", "score", "mos_quality", "quality"),
+    "split": ("split",),
+    "group": ("group",),
+    "generator": ("generator", "model"),
+}
+
+
+def load_table(labels: str | os.PathLike, root: str | os.PathLike | None = None, columns: dict | None = None,
+               generator_regex: str | None = None, split: str = "train", label_columns: list[str] | None = None,
+               sep: str | None = None, sheet: Any = 0, header: Any = "auto", names: list[str] | None = None,
+               name: str | None = None, **unused) -> Manifest:
+    """Generic label table. ``columns`` maps our names (item_id, path, prompt, mos, split, group,
+    generator) to the file's; unmapped ones are guessed from common names. ``path`` defaults to
+    the item_id column; ``generator_regex`` pulls the generator out of the file name."""
+    _refuse_unknown("table", unused)
+    labels = Path(labels).expanduser()
+    columns = dict(columns or {})
+    bad_keys = set(columns) - set(TABLE_GUESSES) - {"path"}
+    if bad_keys:
+        raise ValueError(f"table: unknown column role(s) {sorted(bad_keys)}; roles: item_id, path, {', '.join(list(TABLE_GUESSES)[1:])}")
+    df = _read_table(labels, sep=sep, sheet=sheet, header=header, names=names, expect=tuple(columns.values()))
+    lower = {c.lower(): c for c in df.columns}
+
+    def pick(role: str) -> str | None:
+        if role in columns:
+            col = columns[role]
+            if col not in df:
+                raise ValueError(f"{labels}: column {col!r} (for {role}) not found; columns are {list(df.columns)}")
+            return col
+        return next((lower[g] for g in TABLE_GUESSES.get(role, ()) if g in lower), None)
+
+    id_col = pick("item_id")
+    if id_col is None:
+        raise ValueError(f"{labels}: no item_id column; set columns.item_id (columns are {list(df.columns)})")
+    out = pd.DataFrame({"item_id": df[id_col], "name": df[id_col]})
+    path_col = columns.get("path", id_col)
+    if path_col not in df:
+        raise ValueError(f"{labels}: column {path_col!r} (for path) not found; columns are {list(df.columns)}")
+    for role in ("prompt", "mos", "split", "group", "generator"):
+        col = pick(role)
+        if col is not None:
+            out[role] = df[col]
+    if "split" not in out:
+        out["split"] = split
+    if generator_regex:
+        out["generator"] = _generator_from_name(df[id_col], generator_regex)
+    extra = [c for c in (label_columns or []) if c not in out]
+    for c in extra:
+        if c not in df:
+            raise ValueError(f"{labels}: label column {c!r} not found; columns are {list(df.columns)}")
+        out[c] = df[c]
+    base = Path(root).expanduser() if root else labels.parent
+    mroot = base.resolve()
+    rel = df[path_col].astype(str)
+    # absolute paths inside the root become relative; others stay as given and fail validation
+    out["path"] = [os.path.relpath(p, mroot) if os.path.isabs(p) and Path(p).is_relative_to(mroot) else p for p in rel]
+    return Manifest(out, mroot, name or labels.stem, label_columns=extra, adapter="table")
+
+
+# ------------------------------------------------------------------- dispatch
+ADAPTERS: dict[str, Callable[..., Manifest]] = {
+    "aigiqa20k": load_aigiqa20k,
+    "t2vqa_db": load_t2vqa_db,
+    "fetv": load_fetv,
+    "table": load_table,
+}
+
+
+def _refuse_unknown(adapter: str, unused: dict) -> None:
+    if unused:
+        raise ValueError(f"adapter {adapter!r} has no option(s) {sorted(unused)}")
+
+
+def detect(folder: Path) -> str:
+    if any((folder / f"info_train{ext}").is_file() for ext in (".xlsx", ".csv")) or \
+            (folder / "info_train_noheader.csv").is_file() or (folder / "info_test.xlsx").is_file():
+        return "aigiqa20k"
+    if any((folder / f"{s}.txt").is_file() for s in SPLITS):
+        return "t2vqa_db"
+    if (folder / "labels.csv").is_file():
+        head = (folder / "labels.csv").read_text(encoding="utf-8-sig").split("\n", 1)[0]
+        if {"static_quality", "prompt_id"} <= set(head.split(",")):
+            return "fetv"
+    raise ValueError(
+        f"{folder}: cannot tell which dataset this is (no info_train.xlsx, train.txt or FETV labels.csv). "
+        "Give a label file with --adapter table (and -O columns.item_id=...), or a YAML description."
+    )
+
+
+def _from_yaml(path: Path, adapter: str | None, options: dict) -> Manifest:
+    import yaml
+
+    cfg = yaml.safe_load(path.read_text()) or {}
+    if not isinstance(cfg, dict):
+        raise ValueError(f"{path}: expected a mapping such as {{adapter: table, labels: file.csv, columns: {{...}}}}")
+    cfg = {**cfg, **options}
+    adapter = adapter or cfg.pop("adapter", "table")
+    cfg.pop("adapter", None)
+    cfg.setdefault("name", path.stem)
+    for k in ("labels", "root", "path", "videos", "images"):  # relative to the YAML file
+        if isinstance(cfg.get(k), str) and not os.path.isabs(os.path.expanduser(cfg[k])):
+            cfg[k] = str(path.parent / cfg[k])
+    if adapter == "table":
+        if "labels" not in cfg:
+            raise ValueError(f"{path}: a table dataset needs 'labels: <file>'")
+        return load_table(**cfg)
+    folder = cfg.pop("path", None) or cfg.pop("root", None)
+    if folder is None:
+        raise ValueError(f"{path}: adapter {adapter!r} needs 'path: <dataset folder>'")
+    return load(folder, adapter=adapter, **cfg)
+
+
+def load(source: str | os.PathLike, adapter: str | None = None, **options: Any) -> Manifest:
+    src = Path(source).expanduser().resolve()
+    if not src.exists():
+        raise FileNotFoundError(f"dataset {source!s} not found")
+    if adapter is not None and adapter not in ADAPTERS:
+        from extractors.base import suggest
+
+        raise ValueError(f"unknown adapter {adapter!r}.{suggest(adapter, list(ADAPTERS))} Known: {', '.join(ADAPTERS)}")
+    if src.is_file() and src.suffix.lower() in (".yaml", ".yml"):
+        return _from_yaml(src, adapter, options)
+    if src.is_file():
+        if adapter not in (None, "table"):
+            raise ValueError(f"adapter {adapter!r} reads a dataset folder, not the file {src}")
+        return load_table(src, **options)
+    adapter = adapter or detect(src)
+    if adapter == "table":
+        raise ValueError(f"adapter 'table' needs a label file, not the folder {src}")
+    return ADAPTERS[adapter](src, **options)

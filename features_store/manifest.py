@@ -1,0 +1,260 @@
+"""A dataset as a table of items, and its validation.
+
+``load_dataset(source)`` turns a dataset folder (AIGIQA-20K, T2VQA-DB, FETV, detected
+from the files it ships) or a YAML/CSV/TSV/XLSX label file into a :class:`Manifest`:
+one row per item with ``item_id, path, prompt, generator, mos, split, group`` plus any
+extra label columns. Adapters live in :mod:`features_store.adapters`.
+
+Validation never drops silently: ``validate(policy="stop")`` raises a
+:class:`ManifestError` naming every bad item; ``policy="skip"`` returns the clean
+manifest *and* the list of problems for the caller to print or write.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+#: the standard columns, in order
+COLUMNS = ("item_id", "path", "prompt", "generator", "mos", "split", "group")
+#: columns whose values feed extractors: a store refuses to change them for an existing item
+INPUT_COLUMNS = ("path", "prompt", "generator")
+POLICIES = ("stop", "skip")
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One bad item and why."""
+
+    item_id: str
+    reason: str
+    row: int | None = None  # position in the manifest table (None when not row-specific)
+
+    def __str__(self) -> str:
+        where = f" (row {self.row})" if self.row is not None else ""
+        return f"{self.item_id}{where}: {self.reason}"
+
+
+class ManifestError(ValueError):
+    """Raised by ``validate(policy="stop")``; ``.problems`` holds every problem."""
+
+    def __init__(self, name: str, problems: list[Problem], limit: int = 20):
+        self.problems = list(problems)
+        lines = "\n".join(f"  - {p}" for p in self.problems[:limit])
+        more = f"\n  ... and {len(self.problems) - limit} more" if len(self.problems) > limit else ""
+        super().__init__(
+            f"dataset {name!r}: {len(self.problems)} invalid item(s):\n{lines}{more}\n"
+            "Fix them, or pass policy='skip' (CLI: --on-invalid skip) to leave them out and get a report."
+        )
+
+
+def _is_blank(v: Any) -> bool:
+    if isinstance(v, str):
+        return not v.strip()
+    try:
+        return v is None or bool(pd.isna(v))
+    except (TypeError, ValueError):  # array-like values are not blank
+        return False
+
+
+def _coerce_numeric(df: pd.DataFrame, col: str, problems: list[Problem]) -> None:
+    """Make ``col`` float; a value that is present but not a number becomes NaN *and* a problem."""
+    raw = df[col]
+    num = pd.to_numeric(raw, errors="coerce").astype(float)
+    bad = num.isna() & ~raw.map(_is_blank)
+    for pos in np.flatnonzero(bad.to_numpy()):
+        problems.append(Problem(str(df["item_id"].iat[pos]), f"{col} {raw.iat[pos]!r} is not a number", int(pos)))
+    df[col] = num
+
+
+class Manifest:
+    """The items of one dataset (see docs/architecture.md).
+
+    ``df`` columns: item_id (str, unique), path (str, relative to ``root``; "" when there
+    is no media), prompt, generator (str or None), mos (float, NaN when unlabelled),
+    split, group (CV group, default: the prompt), plus extra label columns listed in
+    ``labels`` and any other adapter columns (e.g. ``name``: the file name as shipped,
+    which submission files use).
+    """
+
+    def __init__(
+        self,
+        df: pd.DataFrame,
+        root: str | os.PathLike,
+        name: str,
+        label_columns: list[str] | tuple[str, ...] = (),
+        adapter: str = "",
+        load_problems: list[Problem] | None = None,
+    ):
+        self.root = os.path.abspath(os.fspath(root))
+        self.name = name
+        self.adapter = adapter
+        self.load_problems: list[Problem] = list(load_problems or [])
+        self.df = self._normalise(df.reset_index(drop=True), list(label_columns))
+
+    def _normalise(self, df: pd.DataFrame, label_columns: list[str]) -> pd.DataFrame:
+        df = df.copy()
+        if "item_id" not in df:
+            raise ValueError(f"dataset {self.name!r}: the manifest has no item_id column")
+        df["item_id"] = df["item_id"].map(lambda v: "" if _is_blank(v) else str(v).strip())
+        for col, default in (("path", ""), ("prompt", ""), ("split", "train")):
+            if col not in df:
+                df[col] = default
+            df[col] = df[col].map(lambda v, d=default: d if _is_blank(v) else str(v))
+        gens = df["generator"] if "generator" in df else [None] * len(df)
+        df["generator"] = pd.Series([None if _is_blank(v) else str(v) for v in gens], index=df.index, dtype=object)
+        if "group" not in df:
+            df["group"] = df["prompt"]
+        df["group"] = [p if _is_blank(g) else str(g) for g, p in zip(df["group"], df["prompt"])]
+        if "mos" not in df:
+            df["mos"] = np.nan
+        for col in ["mos", *[c for c in label_columns if c != "mos"]]:
+            _coerce_numeric(df, col, self.load_problems)
+        self._label_columns = ["mos", *[c for c in label_columns if c != "mos"]]
+        extra = [c for c in df.columns if c not in COLUMNS]
+        return df[[*COLUMNS, *extra]]
+
+    # ------------------------------------------------------------------ views
+    @property
+    def labels(self) -> list[str]:
+        """Numeric label columns that hold at least one value (``mos`` first when labelled)."""
+        return [c for c in self._label_columns if c in self.df and self.df[c].notna().any()]
+
+    def __len__(self) -> int:
+        return len(self.df)
+
+    def __repr__(self) -> str:
+        return f"Manifest({self.name!r}, {len(self)} items, root={self.root!r})"
+
+    def abspath(self, rel: str) -> str | None:
+        return os.path.join(self.root, rel) if rel else None
+
+    def items(self, split: str | None = None) -> list["Item"]:  # noqa: F821
+        """Items (``extractors.base.Item``) with absolute media paths; ``index`` = row here."""
+        from extractors.base import Item
+
+        df = self.df
+        rows = np.arange(len(df)) if split is None else np.flatnonzero((df["split"] == split).to_numpy())
+        return [
+            Item(
+                index=int(i),
+                item_id=df["item_id"].iat[i],
+                path=self.abspath(df["path"].iat[i]),
+                prompt=df["prompt"].iat[i],
+                generator=df["generator"].iat[i],
+            )
+            for i in rows
+        ]
+
+    def subset(self, mask) -> "Manifest":
+        m = Manifest.__new__(Manifest)
+        m.root, m.name, m.adapter, m.load_problems = self.root, self.name, self.adapter, []
+        m._label_columns = list(self._label_columns)
+        m.df = self.df[np.asarray(mask, dtype=bool)].reset_index(drop=True)
+        return m
+
+    @classmethod
+    def from_items(cls, items, name: str = "items", root: str = "/") -> "Manifest":
+        """A manifest from ``Item`` objects (absolute paths), for ``run_extraction(items, ...)``."""
+        rows = []
+        for it in items:
+            path = os.path.relpath(it.path, root) if it.path else ""
+            rows.append({"item_id": it.item_id, "path": path, "prompt": it.prompt, "generator": it.generator})
+        return cls(pd.DataFrame(rows, columns=["item_id", "path", "prompt", "generator"]), root, name)
+
+    def summary(self) -> dict[str, Any]:
+        """What ``python -m features_store describe`` prints."""
+        df = self.df
+        gens = df["generator"].dropna().value_counts()
+        labelled = int(df["mos"].notna().sum()) if "mos" in self.labels else int(
+            df[self.labels].notna().any(axis=1).sum() if self.labels else 0
+        )
+        return {
+            "name": self.name,
+            "adapter": self.adapter,
+            "root": self.root,
+            "items": int(len(df)),
+            "labelled": labelled,
+            "labels": self.labels,
+            "splits": {str(k): int(v) for k, v in df["split"].value_counts(sort=False).items()},
+            "generators": {str(k): int(v) for k, v in sorted(gens.items())},
+            "items_without_generator": int(df["generator"].isna().sum()),
+            "groups": int(df["group"].nunique()),
+        }
+
+    # ------------------------------------------------------------- validation
+    def problems(self, check_media: bool = True) -> list[Problem]:
+        """Every problem found, in row order (parse problems first)."""
+        df = self.df
+        out = list(self.load_problems)
+        ids = df["item_id"].to_numpy()
+        seen: dict[str, int] = {}
+        for pos, iid in enumerate(ids):
+            if not iid:
+                out.append(Problem(f"<row {pos}>", "empty item_id", pos))
+            elif iid in seen:
+                out.append(Problem(iid, f"duplicate item_id (first at row {seen[iid]})", pos))
+            else:
+                seen[iid] = pos
+        for pos in np.flatnonzero(df["prompt"].map(lambda s: not s.strip()).to_numpy()):
+            out.append(Problem(ids[pos], "empty prompt", int(pos)))
+        # a labelled split (some MOS present) must be labelled throughout
+        mos = df["mos"].to_numpy(dtype=float)
+        split = df["split"].to_numpy()
+        labelled_splits = set(split[~np.isnan(mos)])
+        parse_bad = {p.row for p in self.load_problems}
+        for pos in np.flatnonzero(np.isin(split, list(labelled_splits)) & ~np.isfinite(mos)):
+            if pos not in parse_bad:
+                what = "missing (empty or NaN)" if np.isnan(mos[pos]) else f"not finite ({mos[pos]})"
+                out.append(Problem(ids[pos], f"MOS {what} in labelled split {split[pos]!r}", int(pos)))
+        root = Path(self.root)
+        for pos, rel in enumerate(df["path"].to_numpy()):
+            if not rel:
+                if check_media:
+                    out.append(Problem(ids[pos], "no media path", pos))
+                continue
+            if os.path.isabs(rel) or os.path.normpath(rel).split(os.sep)[0] == "..":
+                out.append(Problem(ids[pos], f"path {rel!r} escapes the dataset root {self.root}", pos))
+            elif check_media and not (root / rel).is_file():
+                out.append(Problem(ids[pos], f"media file missing: {root / rel}", pos))
+        return sorted(out, key=lambda p: -1 if p.row is None else p.row)  # stable: row order
+
+    def validate(self, policy: str = "stop", check_media: bool = True) -> tuple["Manifest", list[Problem]]:
+        """Check the items. ``stop``: raise :class:`ManifestError` listing every problem.
+        ``skip``: return (manifest without the bad rows, problems) — the caller reports them.
+        Of duplicate ids the first row is kept."""
+        if policy not in POLICIES:
+            raise ValueError(f"policy must be one of {POLICIES}, got {policy!r}")
+        problems = self.problems(check_media=check_media)
+        if not problems:
+            return self, []
+        if policy == "stop":
+            raise ManifestError(self.name, problems)
+        bad_rows = {p.row for p in problems if p.row is not None}
+        keep = np.ones(len(self.df), dtype=bool)
+        keep[sorted(bad_rows)] = False
+        return self.subset(keep), problems
+
+
+def problems_frame(problems: list[Problem]) -> pd.DataFrame:
+    return pd.DataFrame([{"item_id": p.item_id, "row": p.row, "reason": p.reason} for p in problems],
+                        columns=["item_id", "row", "reason"])
+
+
+def load_dataset(source: str | os.PathLike, adapter: str | None = None, **options: Any) -> Manifest:
+    """Load a dataset folder or label/YAML file as a :class:`Manifest` (adapter auto-detected)."""
+    from .adapters import load
+
+    return load(source, adapter=adapter, **options)
+
+
+# command-line helpers live in a light module (no pandas) so `--help`/`list` start fast
+from .cliargs import add_dataset_arguments, parse_options  # noqa: E402,F401
+
+
+def dataset_from_args(args) -> Manifest:
+    return load_dataset(args.data, adapter=args.adapter, **parse_options(args.data_option))

@@ -1,0 +1,93 @@
+"""Combine shard stores (``--shard k/N`` runs) into one store.
+
+Every item must be computed by exactly one shard: an item done in two shards with
+different values is refused, and so is a key whose identity differs between shards
+or a mix of storage dtypes. Missing shards are refused unless ``allow_partial``.
+"""
+from __future__ import annotations
+
+import os
+from typing import Sequence
+
+import numpy as np
+
+from .store import DONE, FAILED, FeatureStore, StoreError
+
+_CHUNK = 4096
+
+
+def merge(out: str | os.PathLike, shards: Sequence[str | os.PathLike], allow_partial: bool = False) -> dict:
+    if not shards:
+        raise ValueError("no shard files given")
+    srcs = [FeatureStore(s, mode="r") for s in shards]
+    try:
+        dtypes = {str(s.dtype) for s in srcs}
+        if len(dtypes) > 1:
+            raise StoreError(f"shards store different dtypes {sorted(dtypes)}; refusing to mix them")
+        _check_shard_set(srcs, allow_partial)
+        report = {"out": str(out), "shards": len(srcs), "keys": {}}
+        with FeatureStore(out, mode="a", dtype=dtypes.pop()) as dst:
+            for s in srcs:
+                dst.set_manifest(s.manifest())
+            for s in srcs:
+                for key in s.keys():
+                    c = s.config(key)
+                    dst.ensure_config(key, c["identity"], feature_names=s.feature_names(key) if c["dim"] else None,
+                                      name=c["name"], kind=c["kind"] or "")
+            for key in sorted({k for s in srcs for k in s.keys()}):
+                owner: dict[int, str] = {}
+                for s in srcs:
+                    if key not in s.keys():
+                        continue
+                    status = s.status(key)
+                    rows = dst.index_of(s.df["item_id"])
+                    done = np.flatnonzero(status == DONE)
+                    dst_status = dst.status(key)
+                    for a in range(0, len(done), _CHUNK):
+                        src_rows = done[a:a + _CHUNK]
+                        vals = s.read(key, src_rows, dtype=None)
+                        d_rows = rows[src_rows]
+                        already = dst_status[d_rows] == DONE
+                        if already.any():
+                            prev = dst.read(key, d_rows[already], dtype=None)
+                            same = np.all((prev == vals[already]) | (np.isnan(prev) & np.isnan(vals[already])), axis=1)
+                            if not same.all():
+                                iid = s.df["item_id"].iat[int(src_rows[already][~same][0])]
+                                other = owner.get(int(d_rows[already][~same][0]), str(out))
+                                raise StoreError(f"{key}: item {iid!r} was computed by {s.path} and {other} with "
+                                                 "different values; every item must come from one shard")
+                        dst.write(key, d_rows[~already], vals[~already])
+                        for r in d_rows[~already]:
+                            owner[int(r)] = str(s.path)
+                        dst_status[d_rows] = DONE
+                    failed = np.flatnonzero(status == FAILED)
+                    if len(failed):
+                        errs = s.errors(key).set_index("row")["error"]
+                        keep = [r for r in failed if dst_status[rows[r]] != DONE]
+                        dst.fail(key, rows[keep], [errs[r] for r in keep])
+                        dst_status[rows[keep]] = FAILED
+                report["keys"][key] = dst.counts(key)
+            dst.checkpoint()
+            report["items"] = len(dst)
+        return report
+    finally:
+        for s in srcs:
+            s.close(checkpoint=False)
+
+
+def _check_shard_set(srcs: list[FeatureStore], allow_partial: bool) -> None:
+    tags = [s.meta.get("shard") or "" for s in srcs]
+    if not all(tags):
+        return  # plain stores: merged by item id, conflicts still refused
+    parsed = [tuple(int(x) for x in t.split("/")) for t in tags]
+    totals = {n for _, n in parsed}
+    if len(totals) != 1:
+        raise StoreError(f"shards come from different splits: {sorted(set(tags))}")
+    n = totals.pop()
+    ks = [k for k, _ in parsed]
+    dup = sorted({k for k in ks if ks.count(k) > 1})
+    if dup:
+        raise StoreError(f"shard(s) {dup} of {n} given twice")
+    missing = sorted(set(range(n)) - set(ks))
+    if missing and not allow_partial:
+        raise StoreError(f"shard(s) {missing} of {n} missing; pass --allow-partial to merge what is there")
