@@ -67,12 +67,15 @@ demo: $(BOOT)
 
 ablate: $(BOOT)
 	$(PY) -m experiments.ablate --track $(TRACK) --store $(STORE) --target $(TARGET) --out $(OUT)/ablation \
-		$(if $(RECIPE),--recipe $(RECIPE),)
+		$(if $(RECIPE),--recipe $(RECIPE),--extractors $(EXTRACTORS)) $(if $(TRIALS),--trials $(TRIALS),) \
+		--protocol $(PROTOCOL)
 
 reproduce: $(BOOT)
 	@test -n "$(DATA)" || { echo "set DATA=<official AIGIQA-20K or T2VQA-DB download>"; exit 2; }
-	$(PY) -m experiments.reproduce --track $(TRACK) --data $(DATA) --device $(DEVICE) \
-		$(if $(RECIPE),--recipe $(RECIPE),) $(if $(SHARD),--shard $(SHARD),)
+	$(PY) -m experiments.reproduce --track $(TRACK) --data $(DATA) --device $(DEVICE) --store $(STORE) \
+		--precision $(PRECISION) --batch-size $(BATCH) --workers $(WORKERS) \
+		$(if $(RECIPE),--recipe $(RECIPE),) $(if $(SHARD),--shard $(SHARD),) $(if $(TRIALS),--trials $(TRIALS),) \
+		$(if $(FIT_ONLY),--fit-only,)
 
 test: $(BOOT)
 	$(PY) -m pytest -q
