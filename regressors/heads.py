@@ -1,0 +1,277 @@
+"""Regression heads: scikit-learn estimators that know the feature blocks.
+
+A feature matrix is the concatenation of extractor outputs ("blocks"). ``blocks`` maps
+a block name (an extractor name) to its column range ``[start, stop)``; ``None`` means
+one block named ``all``. Every head runs the same preprocessing
+(:class:`BlockTransformer`): per-block standardisation, optional per-block PCA, an
+optional per-block weight, and optionally an interaction block (one-hot of a block such
+as ``generator`` times the leading components of another, e.g. the prompt embedding:
+a per-generator slope for a linear head). ``use`` restricts a head to some blocks,
+which is how "one head per block" (bag of features) is built.
+
+Heads standardise the target internally so one search space fits MOS on 0-5 and
+on 0-100 alike. ``__init__`` only stores parameters; fitted state ends in ``_``.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from sklearn.base import BaseEstimator, RegressorMixin, TransformerMixin
+from sklearn.decomposition import PCA
+from sklearn.linear_model import ElasticNet
+from sklearn.svm import SVR
+from sklearn.utils.validation import check_is_fitted, validate_data
+
+
+def blocks_from_dims(dims: dict[str, int]) -> dict[str, list[int]]:
+    """{'generator': 16, 'prompt_minilm': 384} -> {'generator': [0, 16], 'prompt_minilm': [16, 400]}."""
+    out, start = {}, 0
+    for name, d in dims.items():
+        out[name] = [start, start + int(d)]
+        start += int(d)
+    return out
+
+
+def resolve_blocks(blocks: dict | None, n_features: int, use=None) -> dict[str, tuple[int, int]]:
+    """Validate a block map against the matrix width and apply ``use``."""
+    if blocks is None:
+        resolved = {"all": (0, n_features)}
+    else:
+        resolved = {str(k): (int(v[0]), int(v[1])) for k, v in dict(blocks).items()}
+        for name, (a, b) in resolved.items():
+            if not 0 <= a < b <= n_features:
+                raise ValueError(f"block {name!r} spans columns [{a}, {b}) but X has {n_features} columns")
+    if use is not None:
+        wanted = [use] if isinstance(use, str) else list(use)
+        missing = [u for u in wanted if u not in resolved]
+        if missing:
+            raise ValueError(f"use={missing[0]!r} is not a block; blocks: {sorted(resolved)}")
+        resolved = {k: resolved[k] for k in wanted}
+    return resolved
+
+
+class BlockTransformer(TransformerMixin, BaseEstimator):
+    """Per-block standardise -> optional PCA -> weight; optional interaction block.
+
+    pca: None/0 (off), int (components, applied to blocks wider than that) or float in
+    (0, 1) (explained variance). balance: divide each block by sqrt(its width) so a
+    16-column one-hot and a 1,024-column embedding start with equal say in an RBF
+    kernel. weights: {block: factor} on top of that. interact: (onehot_block,
+    other_block, k): adds onehot x first k standardised columns of the other block.
+    """
+
+    def __init__(self, blocks=None, use=None, pca=None, balance=False, weights=None, interact=None, random_state=0):
+        self.blocks = blocks
+        self.use = use
+        self.pca = pca
+        self.balance = balance
+        self.weights = weights
+        self.interact = interact
+        self.random_state = random_state
+
+    def fit(self, X, y=None):
+        X = validate_data(self, X, dtype=np.float64)
+        self.blocks_ = resolve_blocks(self.blocks, X.shape[1], self.use)
+        self.steps_ = {}
+        for name, (a, b) in self.blocks_.items():
+            Z = X[:, a:b]
+            mu = Z.mean(0)
+            sd = Z.std(0)
+            sd[sd < 1e-12] = 1.0  # constant columns stay constant (zero) rather than NaN
+            Z = (Z - mu) / sd
+            pca = None
+            n_comp = self.pca
+            if n_comp and not (isinstance(n_comp, (int, np.integer)) and Z.shape[1] <= n_comp):
+                if isinstance(n_comp, (int, np.integer)):
+                    n_comp = int(min(n_comp, Z.shape[0], Z.shape[1]))
+                pca = PCA(n_components=n_comp, random_state=self.random_state, svd_solver="auto").fit(Z)
+                Z = pca.transform(Z)
+            scale = 1.0 / np.sqrt(Z.shape[1]) if self.balance else 1.0
+            scale *= float((self.weights or {}).get(name, 1.0))
+            self.steps_[name] = (mu, sd, pca, scale)
+        if self.interact:
+            onehot, other, k = self.interact
+            all_blocks = resolve_blocks(self.blocks, X.shape[1])
+            for n in (onehot, other):
+                if n not in all_blocks:
+                    raise ValueError(f"interact names block {n!r}, which is not among {sorted(all_blocks)}")
+            a, b = all_blocks[other]
+            Z = X[:, a:b]
+            mu, sd = Z.mean(0), Z.std(0)
+            sd[sd < 1e-12] = 1.0
+            pca = PCA(n_components=int(min(k, Z.shape[0], Z.shape[1])), random_state=self.random_state).fit((Z - mu) / sd)
+            self.interact_ = (all_blocks[onehot], (a, b), mu, sd, pca)
+        else:
+            self.interact_ = None
+        return self
+
+    def transform(self, X):
+        check_is_fitted(self, "steps_")
+        X = validate_data(self, X, dtype=np.float64, reset=False)
+        parts = []
+        for name, (a, b) in self.blocks_.items():
+            mu, sd, pca, scale = self.steps_[name]
+            Z = (X[:, a:b] - mu) / sd
+            if pca is not None:
+                Z = pca.transform(Z)
+            parts.append(Z * scale)
+        if self.interact_ is not None:
+            (oa, ob), (a, b), mu, sd, pca = self.interact_
+            comps = pca.transform((X[:, a:b] - mu) / sd)
+            comps /= np.sqrt(pca.explained_variance_[None, :]) + 1e-12  # unit variance per component
+            onehot = X[:, oa:ob]
+            parts.append((onehot[:, :, None] * comps[:, None, :]).reshape(len(X), -1))
+        return np.hstack(parts)
+
+
+class _BlockHead(RegressorMixin, BaseEstimator):
+    """Shared fit/predict: BlockTransformer -> model on the standardised target."""
+
+    _transform_params = ("blocks", "use", "pca", "balance", "weights", "interact")
+
+    def _model(self):  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def _transformer(self) -> BlockTransformer:
+        kw = {p: getattr(self, p, None) for p in self._transform_params}
+        kw["balance"] = bool(kw["balance"])
+        return BlockTransformer(**kw, random_state=getattr(self, "random_state", 0))
+
+    def _group_ids(self, X) -> np.ndarray | None:
+        """Row -> group (argmax of the one-hot block named by ``group_target``), or None."""
+        name = getattr(self, "group_target", None)
+        if not name:
+            return None
+        blocks = resolve_blocks(self.blocks, X.shape[1])
+        if name not in blocks:
+            raise ValueError(f"group_target={name!r} is not a block; blocks: {sorted(blocks)}")
+        a, b = blocks[name]
+        return np.argmax(X[:, a:b], axis=1)
+
+    def fit(self, X, y):
+        X, y = validate_data(self, X, y, dtype=np.float64, y_numeric=True)
+        if not np.all(np.isfinite(y)):
+            raise ValueError(f"target has {int((~np.isfinite(y)).sum())} NaN/inf values; drop unlabelled items first")
+        self.transformer_ = self._transformer().fit(X)
+        self.y_mean_ = float(y.mean())
+        self.y_scale_ = float(y.std()) or 1.0
+        # per-group offset and scale (e.g. per generator): the model then learns the within-group
+        # deviation in group-specific units; unseen groups fall back to the global mean/scale
+        self.group_stats_ = {}
+        gid = self._group_ids(X)
+        mean, scale = np.full(len(y), self.y_mean_), np.full(len(y), self.y_scale_)
+        if gid is not None:
+            for g in np.unique(gid):
+                m = gid == g
+                if m.sum() >= 2 and y[m].std() > 0:
+                    self.group_stats_[int(g)] = (float(y[m].mean()), float(y[m].std()))
+                    mean[m], scale[m] = self.group_stats_[int(g)]
+        self.model_ = self._model().fit(self.transformer_.transform(X), (y - mean) / scale)
+        return self
+
+    def predict(self, X):
+        check_is_fitted(self, "model_")
+        X = validate_data(self, X, dtype=np.float64, reset=False)
+        z = self.model_.predict(self.transformer_.transform(X))
+        gid = self._group_ids(X)
+        if gid is None or not self.group_stats_:
+            return z * self.y_scale_ + self.y_mean_
+        stats = np.array([self.group_stats_.get(int(g), (self.y_mean_, self.y_scale_)) for g in gid])
+        return z * stats[:, 1] + stats[:, 0]
+
+
+class SVRHead(_BlockHead):
+    """RBF (or other kernel) SVR on balanced, standardised blocks."""
+
+    def __init__(self, C=1.0, epsilon=0.1, gamma=1.0, kernel="rbf", blocks=None, use=None, pca=None,
+                 balance=True, weights=None, interact=None, group_target=None, cache_size=1000):
+        self.C = C
+        self.epsilon = epsilon
+        self.gamma = gamma
+        self.kernel = kernel
+        self.blocks = blocks
+        self.use = use
+        self.pca = pca
+        self.balance = balance
+        self.weights = weights
+        self.interact = interact
+        self.group_target = group_target
+        self.cache_size = cache_size
+
+    def _model(self):
+        # with balance=True every block has unit mean squared norm, so gamma ~ 1/(#blocks) is a sane scale
+        return SVR(C=self.C, epsilon=self.epsilon, gamma=self.gamma, kernel=self.kernel, cache_size=self.cache_size)
+
+
+class ElasticNetHead(_BlockHead):
+    """Linear head; with ``interact`` it learns per-generator slopes on the prompt components."""
+
+    def __init__(self, alpha=1e-3, l1_ratio=0.5, blocks=None, use=None, pca=None, balance=False, weights=None,
+                 interact=None, group_target=None, max_iter=5000, random_state=0):
+        self.alpha = alpha
+        self.l1_ratio = l1_ratio
+        self.blocks = blocks
+        self.use = use
+        self.pca = pca
+        self.balance = balance
+        self.weights = weights
+        self.interact = interact
+        self.group_target = group_target
+        self.max_iter = max_iter
+        self.random_state = random_state
+
+    def _model(self):
+        return ElasticNet(alpha=self.alpha, l1_ratio=self.l1_ratio, max_iter=self.max_iter, tol=1e-4,
+                          selection="cyclic", random_state=self.random_state)
+
+    def fit(self, X, y):
+        import warnings
+
+        from sklearn.exceptions import ConvergenceWarning
+
+        with warnings.catch_warnings():  # a tuning trial with tiny alpha may not converge; that is scored, not fatal
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            super().fit(X, y)
+        self.n_iter_ = self.model_.n_iter_  # sklearn convention for estimators with max_iter
+        return self
+
+
+class LGBMHead(_BlockHead):
+    """Gradient-boosted trees (LightGBM); learns generator x prompt interactions by itself."""
+
+    def __init__(self, n_estimators=300, learning_rate=0.05, num_leaves=31, min_child_samples=20, subsample=0.8,
+                 colsample_bytree=0.8, reg_lambda=0.0, blocks=None, use=None, pca=None, n_jobs=1, random_state=0):
+        self.n_estimators = n_estimators
+        self.learning_rate = learning_rate
+        self.num_leaves = num_leaves
+        self.min_child_samples = min_child_samples
+        self.subsample = subsample
+        self.colsample_bytree = colsample_bytree
+        self.reg_lambda = reg_lambda
+        self.blocks = blocks
+        self.use = use
+        self.pca = pca
+        self.n_jobs = n_jobs
+        self.random_state = random_state
+
+    def _model(self):
+        from lightgbm import LGBMRegressor
+
+        return LGBMRegressor(
+            n_estimators=self.n_estimators, learning_rate=self.learning_rate, num_leaves=self.num_leaves,
+            min_child_samples=self.min_child_samples, subsample=self.subsample, subsample_freq=1,
+            colsample_bytree=self.colsample_bytree, reg_lambda=self.reg_lambda, n_jobs=self.n_jobs,
+            random_state=self.random_state, verbose=-1,
+        )
+
+
+HEADS: dict[str, type[_BlockHead]] = {"svr": SVRHead, "enet": ElasticNetHead, "lgbm": LGBMHead}
+
+
+def make_head(kind: str, **params: Any) -> _BlockHead:
+    try:
+        cls = HEADS[kind]
+    except KeyError:
+        raise ValueError(f"unknown head {kind!r}; known: {sorted(HEADS)}") from None
+    return cls(**params)

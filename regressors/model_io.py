@@ -1,0 +1,81 @@
+"""Saving and loading fitted models, guarded by a sha256 checksum.
+
+A model file is a joblib pickle: loading it runs code. We therefore write
+``<model>.sha256`` (``<hex>  <filename>``, the format of ``sha256sum``) beside every
+model, plus ``<model>.json`` with what the model needs from a store (extractor names
+and store keys, block layout, target, track), and refuse to unpickle a file whose
+checksum is missing or does not match. The checksum guards against corrupted or
+swapped files, not against an attacker who can rewrite both files: only load models
+you trust.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+import joblib
+
+
+class ModelChecksumError(RuntimeError):
+    """The model file does not match its recorded sha256 (or none is recorded)."""
+
+
+def sha256_file(path: str | Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def checksum_path(path: str | Path) -> Path:
+    return Path(str(path) + ".sha256")
+
+
+def meta_path(path: str | Path) -> Path:
+    return Path(str(path) + ".json")
+
+
+def save_model(model: Any, path: str | Path, meta: dict) -> Path:
+    """Write model, checksum and metadata; returns the model path."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    joblib.dump({"model": model, "meta": meta}, tmp, compress=3)
+    tmp.replace(path)
+    digest = sha256_file(path)
+    checksum_path(path).write_text(f"{digest}  {path.name}\n")
+    meta_path(path).write_text(json.dumps({**meta, "sha256": digest}, indent=2, default=str))
+    return path
+
+
+def read_meta(path: str | Path) -> dict:
+    """Metadata without unpickling anything (safe on untrusted files)."""
+    p = meta_path(path)
+    if not p.exists():
+        raise FileNotFoundError(f"{p} is missing: it records which store keys the model {path} needs")
+    return json.loads(p.read_text())
+
+
+def load_model(path: str | Path) -> tuple[Any, dict]:
+    """Verify the checksum, then unpickle. Returns (model, meta)."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"model file {path} does not exist")
+    cpath = checksum_path(path)
+    if not cpath.exists():
+        raise ModelChecksumError(
+            f"refusing to load {path}: no checksum file {cpath.name} beside it. Loading a pickle runs code; "
+            "only models written by `python -m regressors fit` (which records the checksum) are loaded."
+        )
+    expected = cpath.read_text().split()[0].strip().lower()
+    actual = sha256_file(path)
+    if actual != expected:
+        raise ModelChecksumError(
+            f"refusing to load {path}: sha256 {actual} does not match {expected} recorded in {cpath.name} "
+            "(the file was changed or corrupted after it was saved)"
+        )
+    payload = joblib.load(path)
+    return payload["model"], payload["meta"]

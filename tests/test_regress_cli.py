@@ -1,0 +1,100 @@
+"""`python -m regressors fit|predict` end to end on a tiny synthetic feature store."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from features_store import FeatureStore, Manifest
+from regressors import model_io
+from regressors.cli import main
+
+
+def _make_store(path, n_train=240, n_val=40, n_test=30, seed=0, with_prompt=True, gen_key="generator-aaaaaaaaaaaa"):
+    rng = np.random.default_rng(seed)
+    n = n_train + n_val + n_test
+    gens = np.array(["A", "B", "C"])[rng.integers(0, 3, n)]
+    prompt_id = rng.integers(0, 90, n)
+    emb = rng.normal(size=(90, 8))[prompt_id]
+    mos = np.select([gens == "A", gens == "B"], [1.0, 2.0], 3.0) + np.sin(emb[:, 0]) + 0.2 * rng.normal(size=n)
+    split = np.array(["train"] * n_train + ["val"] * n_val + ["test"] * n_test)
+    mos[split == "test"] = np.nan  # test unlabelled; val labelled (a held-out split)
+    df = pd.DataFrame({"item_id": [f"{g}_{i:04d}.png" for i, g in enumerate(gens)], "path": "",
+                       "prompt": [f"prompt {p}" for p in prompt_id], "generator": gens, "mos": mos, "split": split})
+    df["name"] = df["item_id"]
+    df["group"] = df["prompt"]
+    onehot = (gens[:, None] == np.array(["A", "B", "C"])[None]).astype(np.float32)
+    with FeatureStore(path, mode="a") as st:
+        st.set_manifest(Manifest(df, path.parent, "toy"))
+        st.ensure_config(gen_key, {"name": "generator", "v": gen_key}, name="generator")
+        st.write(gen_key, np.arange(n), onehot)
+        if with_prompt:
+            st.ensure_config("prompt_minilm-bbbbbbbbbbbb", {"name": "prompt_minilm"}, name="prompt_minilm")
+            st.write("prompt_minilm-bbbbbbbbbbbb", np.arange(n), emb.astype(np.float32))
+        st.checkpoint()
+    return path
+
+
+@pytest.fixture(scope="module")
+def fitted(tmp_path_factory):
+    root = tmp_path_factory.mktemp("cli")
+    store = _make_store(root / "toy.h5")
+    out = root / "out"
+    rc = main(["fit", "--track", "image", "--store", str(store), "--extractors", "generator,prompt_minilm",
+               "--out", str(out), "--trials", "2", "--folds", "3", "--tune-folds", "3", "--pca", "0",
+               "--bootstrap", "50"])
+    assert rc == 0
+    return store, out
+
+
+def test_fit_writes_everything(fitted):
+    store, out = fitted
+    m = json.loads((out / "metrics.json").read_text())
+    for k in ("srcc", "plcc", "main", "n", "krcc", "rmse", "ci"):
+        assert k in m, k
+    assert m["main"] > 0.5 and 0 < m["n"] < 240  # nested=split: tuning items are not scored
+    assert set(m["heads"]) == {"svr", "enet", "lgbm"}
+    assert set(m["blocks"]) == {"generator", "prompt_minilm"}
+    assert set(m["per_generator"]) == {"A", "B", "C"}
+    assert "val" in m["heldout"] and m["heldout"]["val"]["n"] == 40
+    pred = pd.read_csv(out / "predictions.csv")
+    assert {"item_id", "prediction", "target"} <= set(pred.columns) and len(pred) == 310
+    lines = (out / "submission" / "output.txt").read_text().splitlines()
+    assert len(lines) == 30 and all(len(line.split(",")) == 2 for line in lines)
+    float(lines[0].split(",")[1])
+    readme = (out / "submission" / "readme.txt").read_text().splitlines()
+    assert len(readme) == 5 and readme[0].startswith("runtime per image [s] : ")
+    assert "regression time only" in readme[4]
+    assert (out / "scatter.png").stat().st_size > 1000
+    assert "| stack (cross-validated) |" in (out / "report.md").read_text()
+    assert (out / "model.pkl.sha256").exists()
+
+
+def test_predict_and_checksum(fitted, tmp_path):
+    store, out = fitted
+    assert main(["predict", "--model", str(out / "model.pkl"), "--store", str(store), "--split", "test",
+                 "--out", str(tmp_path / "p")]) == 0
+    assert len((tmp_path / "p" / "submission" / "output.txt").read_text().splitlines()) == 30
+    # a tampered model file is refused before unpickling
+    bad = tmp_path / "model.pkl"
+    bad.write_bytes((out / "model.pkl").read_bytes() + b"x")
+    for suffix in (".sha256", ".json"):
+        (tmp_path / f"model.pkl{suffix}").write_bytes((out / f"model.pkl{suffix}").read_bytes())
+    with pytest.raises(model_io.ModelChecksumError, match="does not match"):
+        model_io.load_model(bad)
+    (tmp_path / "model.pkl.sha256").unlink()
+    with pytest.raises(model_io.ModelChecksumError, match="no checksum"):
+        model_io.load_model(bad)
+
+
+def test_predict_refuses_store_without_the_features(fitted, tmp_path, capsys):
+    store, out = fitted
+    other = _make_store(tmp_path / "other.h5", with_prompt=False, gen_key="generator-cccccccccccc")
+    rc = main(["predict", "--model", str(out / "model.pkl"), "--store", str(other), "--split", "test",
+               "--out", str(tmp_path / "p")])
+    err = capsys.readouterr().err
+    assert rc == 2
+    assert "prompt_minilm-bbbbbbbbbbbb" in err and "no 'prompt_minilm' features" in err
+    assert "only with another configuration: generator-cccccccccccc" in err

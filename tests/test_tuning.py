@@ -1,0 +1,110 @@
+"""Grouped folds, Optuna tuning (seeded, pruned, resumable) and honest stacking."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from regressors.heads import blocks_from_dims
+from regressors.stacking import StackConfig, base_specs, cross_validate, fit_stack
+from regressors.tuning import make_folds, subsample_groups, tune_head
+
+
+@pytest.fixture(scope="module")
+def toy():
+    rng = np.random.default_rng(0)
+    n, n_prompts = 480, 160
+    gen = rng.integers(0, 4, n)
+    prompt = rng.integers(0, n_prompts, n)
+    emb = rng.normal(size=(n_prompts, 12))[prompt]
+    X = np.hstack([np.eye(4)[gen], emb])
+    y = np.array([0.0, 1.0, 2.0, -1.0])[gen] + np.sin(emb[:, 0]) + 0.3 * rng.normal(size=n)
+    return X, y, prompt.astype(str), blocks_from_dims({"generator": 4, "prompt": 12})
+
+
+def test_grouped_folds_keep_prompts_together(toy):
+    X, y, groups, _ = toy
+    folds = make_folds(len(y), groups, 5, seed=3)
+    assert sorted(np.concatenate([te for _, te in folds]).tolist()) == list(range(len(y)))
+    for tr, te in folds:
+        assert not set(groups[tr]) & set(groups[te])
+    # shuffled by seed: another seed gives other folds
+    other = make_folds(len(y), groups, 5, seed=4)
+    assert any(not np.array_equal(a[1], b[1]) for a, b in zip(folds, other))
+    random = make_folds(len(y), groups, 5, protocol="random")
+    assert any(set(groups[tr]) & set(groups[te]) for tr, te in random)
+    with pytest.raises(ValueError, match="at least 5 distinct groups"):
+        make_folds(10, ["a", "b"] * 5, 5)
+
+
+def test_subsample_takes_whole_groups(toy):
+    _, _, groups, _ = toy
+    idx = subsample_groups(groups, 100, seed=0)
+    assert 100 <= len(idx) < 130
+    chosen = set(groups[idx])
+    assert all(g in chosen for g in groups[np.isin(groups, list(chosen))])
+    assert len(subsample_groups(groups, None)) == len(groups)
+
+
+def test_tuning_is_seeded_and_improves_on_defaults(toy):
+    X, y, groups, blocks = toy
+    a = tune_head("svr", X, y, groups, base_params={"blocks": blocks}, n_trials=8, seed=1)
+    b = tune_head("svr", X, y, groups, base_params={"blocks": blocks}, n_trials=8, seed=1)
+    assert a.params == b.params and a.best_score == pytest.approx(b.best_score)
+    assert a.history[0] <= a.best_score  # trial 0 is the hand-set default
+    assert set(a.params) >= {"C", "epsilon", "gamma", "weights", "blocks"}
+
+
+def test_pruning_prunes_bad_trials(toy):
+    X, y, groups, blocks = toy
+    res = tune_head("enet", X, y, groups, base_params={"blocks": blocks}, n_trials=20, n_splits=3, seed=0)
+    assert res.n_pruned > 0
+    unpruned = tune_head("enet", X, y, groups, base_params={"blocks": blocks}, n_trials=6, seed=0, prune=False)
+    assert unpruned.n_pruned == 0
+
+
+def test_storage_resumes_a_study(toy, tmp_path):
+    X, y, groups, blocks = toy
+    journal = str(tmp_path / "study.journal")
+    first = tune_head("enet", X, y, groups, base_params={"blocks": blocks}, n_trials=3, storage=journal,
+                      study_name="s", seed=0)
+    assert first.n_trials == 3
+    second = tune_head("enet", X, y, groups, base_params={"blocks": blocks}, n_trials=5, storage=journal,
+                       study_name="s", seed=0)
+    assert second.n_trials == 5  # 3 resumed + 2 new, not 5 new
+    db = f"sqlite:///{tmp_path / 'study.db'}"
+    assert tune_head("enet", X, y, groups, base_params={"blocks": blocks}, n_trials=2, storage=db,
+                     study_name="s").n_trials == 2
+
+
+def test_base_specs_bag_of_features(toy):
+    *_, blocks = toy
+    specs = base_specs(blocks, StackConfig())
+    names = [s.name for s in specs]
+    assert names == ["svr", "enet", "lgbm", "block:generator", "block:prompt"]
+    enet = specs[1]
+    assert enet.params["interact"] == ("generator", "prompt", 16)
+    assert base_specs(None, StackConfig(block_head=None))[0].params["blocks"] is None
+
+
+@pytest.mark.parametrize("nested", ["split", "full"])
+def test_cross_validate_is_honest(toy, nested):
+    X, y, groups, blocks = toy
+    cfg = StackConfig(n_trials=3, outer_folds=3, tune_folds=3, nested=nested, pca=None, heads=("enet", "svr"))
+    cv = cross_validate(X, y, groups, blocks, cfg)
+    scored = cv["scored"]
+    if nested == "split":
+        tune_set = np.setdiff1d(np.arange(len(y)), scored)
+        assert len(tune_set) > 0
+        assert not set(groups[tune_set]) & set(groups[scored])  # no prompt both tuned on and scored
+    assert len(cv["stack"]) == len(scored)
+    from regressors.metrics import main_score
+
+    assert main_score(cv["stack"], y[scored]) > main_score(cv["heads"]["block:prompt"], y[scored])
+
+
+def test_meta_weights_nonnegative(toy):
+    X, y, groups, blocks = toy
+    model = fit_stack(X, y, groups, blocks, StackConfig(n_trials=2, tune_folds=3, pca=None, heads=("enet",)))
+    w = model.weights()
+    assert all(v >= 0 for v in w.values()) and sum(w.values()) > 0
+    assert model.predict(X[:7]).shape == (7,)
