@@ -233,8 +233,11 @@ def run_extraction(
                      prompt=df["prompt"].iat[i], generator=df["generator"].iat[i])
                 for i, r in zip(local, rows)
             ]
+            t_loop = time.perf_counter()
             _loop(st, key, extractor, items, summary, batch_size, workers, progress,
                   checkpoint_every_s, checkpoint_every_batches)
+            if summary.done:  # decode + forward wall time, for submission readmes
+                st.add_timing(key, time.perf_counter() - t_loop, summary.done, device)
         summary.dim = st.config(key)["dim"]
         st.checkpoint()
         ok = True

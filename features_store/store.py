@@ -365,6 +365,16 @@ class FeatureStore:
             cfg.feature_names = list(names)
             cfg.dirty = True
 
+    def add_timing(self, key: str, seconds: float, items: int, device: str | None = None) -> None:
+        """Accumulate extraction wall time over runs (the submission's "runtime per item")."""
+        cfg = self._cfg(key)
+        total = float(cfg.attrs.get("seconds_total", 0.0)) + float(seconds)
+        n = int(cfg.attrs.get("items_timed", 0)) + int(items)
+        cfg.attrs.update(seconds_total=total, items_timed=n, seconds_per_item=total / n if n else 0.0)
+        if device:
+            cfg.attrs["device"] = str(device)
+        cfg.dirty = True
+
     def _cfg(self, key: str) -> _Config:
         try:
             return self._configs[key]

@@ -225,3 +225,22 @@ def test_generator_over_aigiqa20k(shared_data, tmp_path):
 
     X, y, ids, groups = load_features(tmp_path / "a.h5", ["generator"])
     assert X.shape == (14000, 16) and (X.sum(axis=1) == 1).all() and not np.isnan(y).any()
+
+
+def test_runner_records_runtime_per_item(tmp_path):
+    """The submission readme's runtime per item comes from the store, measured by the runner."""
+    import pandas as pd
+
+    from extractors.registry import get_extractor
+    from extractors.runner import run_extraction
+    from features_store.manifest import Manifest
+    from features_store.store import FeatureStore
+
+    df = pd.DataFrame({"item_id": [f"i{i}" for i in range(6)], "path": [""] * 6, "prompt": ["p"] * 6,
+                       "generator": ["a", "b"] * 3, "mos": [1.0] * 6, "split": ["train"] * 6, "group": ["p"] * 6})
+    store = tmp_path / "s.h5"
+    summary = run_extraction(Manifest(df, root=str(tmp_path), name="t"), get_extractor("generator"), store,
+                             progress=False)
+    with FeatureStore(store, mode="r") as st:
+        attrs = st._cfg(summary.key).attrs
+        assert attrs["items_timed"] == 6 and attrs["seconds_per_item"] > 0 and attrs["device"] == "cpu"
