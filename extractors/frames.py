@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from .base import Extractor, Item, ItemError, autocast_context, config_hash, library_versions
+from .image_base import build_image_base
 from .media import frames_identity, read_video_frames
 
 POOLS = ("mean", "std", "dabs")
@@ -47,15 +48,7 @@ class FramePooled(Extractor):
     def base(self):
         """The wrapped image extractor, built on first use (construction only stores options)."""
         if self._base is None:
-            from .registry import get_extractor
-
-            base_name = self.options["base"]
-            if not isinstance(base_name, str) or not base_name:
-                raise ValueError(f"frames: option base must be an image extractor name, got {base_name!r}")
-            base = get_extractor(base_name, **dict(self.options["base_options"] or {}))
-            if base.kind != "image":
-                raise ValueError(f"frames: base {base_name!r} is a {base.kind} extractor; it must read images")
-            self._base = base
+            self._base = build_image_base("frames", self.options["base"], self.options["base_options"])
         return self._base
 
     def _sampling(self) -> dict:

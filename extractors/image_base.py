@@ -34,3 +34,15 @@ class ImageExtractor(Extractor):
         with torch.inference_mode(), autocast_context(self.device, self.precision):
             out = self.embed(batch.to(self.device, non_blocking=True), [it.prompt for it in items])
         return np.asarray(out, dtype=np.float32)
+
+
+def build_image_base(owner: str, name, options) -> ImageExtractor:
+    """The image extractor that a video extractor (frames, temporal_consistency) runs over frames."""
+    from .registry import get_extractor
+
+    if not isinstance(name, str) or not name:
+        raise ValueError(f"{owner}: option base must be an image extractor name, got {name!r}")
+    base = get_extractor(name, **dict(options or {}))
+    if base.kind != "image":
+        raise ValueError(f"{owner}: base {name!r} is a {base.kind} extractor; it must read images (an image extractor)")
+    return base

@@ -17,8 +17,8 @@ from typing import Any
 
 import numpy as np
 
-from . import registry
 from .base import Extractor, Item, ItemError, autocast_context, config_hash
+from .image_base import build_image_base
 from .media import frames_identity, read_video_frames
 
 CONSISTENCY_FEATURES: dict[str, str] = {
@@ -74,8 +74,8 @@ class TemporalConsistency(Extractor):
     def base(self):
         """The image extractor, built on first use (``__init__`` only stores options)."""
         if self._base is None:
-            base = registry.get_extractor(self.options["base"], **dict(self.options["base_options"] or {}))
-            if base.kind != "image" or not hasattr(base, "transform") or not hasattr(base, "embed"):
+            base = build_image_base("temporal_consistency", self.options["base"], self.options["base_options"])
+            if not hasattr(base, "transform") or not hasattr(base, "embed"):
                 raise ValueError(f"temporal_consistency: base {self.options['base']!r} must be an image extractor "
                                  "with transform/embed (an extractors.image_base.ImageExtractor)")
             self._base = base
