@@ -16,6 +16,8 @@ DEVICE ?= cpu
 PRECISION ?= auto
 BATCH ?= 32
 WORKERS ?= 2
+# torch CPU threads for extraction (empty: torch's default); 1 is best on a busy shared machine
+THREADS ?=
 SHARD ?=
 SPLIT ?=
 TARGET ?= mos
@@ -53,7 +55,7 @@ features: $(BOOT)
 	@test -n "$(DATA)" || { echo "set DATA=<dataset folder or yaml>"; exit 2; }
 	$(PY) -m extractors run --track $(TRACK) --data $(DATA) --extractors $(EXTRACTORS) --store $(STORE) \
 		--device $(DEVICE) --precision $(PRECISION) --batch-size $(BATCH) --workers $(WORKERS) \
-		$(if $(SHARD),--shard $(SHARD),) $(if $(SPLIT),--split $(SPLIT),)
+		$(if $(SHARD),--shard $(SHARD),) $(if $(SPLIT),--split $(SPLIT),) $(if $(THREADS),--threads $(THREADS),)
 
 regress: $(BOOT)
 	$(PY) -m regressors fit --track $(TRACK) --store $(STORE) --extractors $(EXTRACTORS) --target $(TARGET) \

@@ -39,6 +39,10 @@ def _list(args) -> int:
 
 
 def _run(args) -> int:
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
     from features_store.manifest import ManifestError, dataset_from_args, problems_frame
     from features_store.store import FeatureStore
 
@@ -120,6 +124,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--shard", default=None, help="k/N: compute every N-th item from k (k from 0) into its own file")
     p.add_argument("--store-is-shard", action="store_true", help="with --shard: write to --store as given")
     p.add_argument("--split", default=None, help="only this split (default: all)")
+    p.add_argument("--threads", type=int, default=None,
+                   help="torch CPU threads (default: torch's). On a shared machine use 1: intra-op threads "
+                        "that wait for each other at every barrier run many times slower when cores are busy")
     p.add_argument("--on-invalid", default="stop", choices=["stop", "skip"])
     p.add_argument("--no-retry-failed", action="store_true", help="leave items that failed before alone")
     p.add_argument("--checkpoint-every", type=float, default=60.0, help="seconds between checkpoints")
