@@ -5,10 +5,14 @@ labels where ../shared/data is present (random blocks otherwise), padded with ra
 blocks up to ``--dims``. Three measurements, each printed as it finishes:
 
 1. ``full``: what `python -m regressors fit` does with the default budget
-   (cross_validate + final fit, nested=split), wall time and peak RSS;
+   (cross_validate + final fit; nested=auto is split at 14,000 items), wall time and
+   peak RSS;
 2. ``scaling``: one fit of each head at growing item counts and widths;
 3. ``pruning``: the same Optuna search (seeded TPE) with and without the MedianPruner;
    ratio of wall time, and the best scores reached.
+
+BLAS runs single-threaded (as in `regressors fit`); every result carries the load
+average, since the machine is shared and other jobs stretch every time printed here.
 
     .venv/bin/python benchmarks/bench_regress.py                   # all three
     .venv/bin/python benchmarks/bench_regress.py --only pruning --trials 30
@@ -61,6 +65,13 @@ def features(n: int, dims: int, seed: int = 0):
     return np.hstack(parts), y, groups, blocks_from_dims(dims_now), real
 
 
+def load_avg() -> list[float]:
+    """1/5/15-min load average: other jobs on a shared 2-core machine inflate every time here."""
+    import os
+
+    return [round(x, 2) for x in os.getloadavg()]
+
+
 def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
@@ -77,7 +88,7 @@ def bench_full(args) -> dict:
     total = time.perf_counter() - t0
     from regressors.metrics import main_score
 
-    out = {"items": len(y), "dims": X.shape[1], "blocks": {b: r[1] - r[0] for b, r in blocks.items()}, "real": real,
+    out = {"load_avg_end": load_avg(), "items": len(y), "dims": X.shape[1], "blocks": {b: r[1] - r[0] for b, r in blocks.items()}, "real": real,
            "cv_s": t_cv, "total_s": total, "peak_rss_mb": peak_rss_mb(),
            "cv_main": main_score(cv["stack"], y[cv["scored"]]), "config": cfg.to_dict()}
     print(json.dumps({"full": out}, indent=1), flush=True)
@@ -93,7 +104,8 @@ def bench_scaling(args) -> dict:
         for kind in ("svr", "enet", "lgbm"):
             t0 = time.perf_counter()
             make_head(kind, blocks=blocks, pca=128).fit(X, y)
-            rows.append({"items": n, "dims": X.shape[1], "head": kind, "seconds": time.perf_counter() - t0})
+            rows.append({"items": n, "dims": X.shape[1], "head": kind, "seconds": time.perf_counter() - t0,
+                         "load_avg": load_avg()})
             print(rows[-1], flush=True)
     return {"rows": rows}
 
@@ -111,6 +123,8 @@ def bench_pruning(args) -> dict:
             res["pruned" if prune else "unpruned"] = {"seconds": r.seconds, "best": r.best_score,
                                                       "n_pruned": r.n_pruned}
         res["time_ratio_pruned_over_unpruned"] = res["pruned"]["seconds"] / res["unpruned"]["seconds"]
+        res["best_score_gap"] = res["pruned"]["best"] - res["unpruned"]["best"]  # ~0: same best at less time
+        res["load_avg"] = load_avg()
         out[kind] = res
         print(json.dumps({"pruning": {kind: res}}, indent=1), flush=True)
     return out
@@ -123,7 +137,12 @@ def main() -> None:
     ap.add_argument("--dims", type=int, default=2000)
     ap.add_argument("--trials", type=int, default=24)
     ap.add_argument("--out", default=None)
+    ap.add_argument("--blas-threads", type=int, default=1, help="as `regressors fit` (1: see regressors.cli)")
     args = ap.parse_args()
+    from threadpoolctl import threadpool_limits
+
+    threadpool_limits(args.blas_threads, user_api="blas")
+    print(f"load average at start: {load_avg()} on {__import__('os').cpu_count()} cores", flush=True)
     results = {}
     for name, fn in (("full", bench_full), ("scaling", bench_scaling), ("pruning", bench_pruning)):
         if args.only in (None, name):

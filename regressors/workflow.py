@@ -17,7 +17,7 @@ MODEL_FILE = "model.pkl"
 NESTED_NOTE = {
     "split": "hyper-parameters and meta-learner weights chosen on a held-apart tuning subset of whole prompts; "
              "the CV score covers only the other items, none of which was seen in tuning",
-    "full": "tuning and meta-learner fit inside every outer training fold",
+    "full": "tuning and meta-learner fit inside every outer training fold; every item scored once",
 }
 
 
@@ -48,11 +48,16 @@ def fit_command(track: str, store: str, extractors: list[str] | None, target: st
     t_cv = time.perf_counter() - t0
     scored = cv["scored"]
     y_s = data.y[scored]
-    metrics: dict = {"track": track, "target": target, "protocol": cfg.protocol, "folds": cfg.outer_folds,
-                     "nested": cfg.nested, "nested_note": NESTED_NOTE[cfg.nested], "store": str(store),
+    nested = cv["info"]["nested"]  # "auto" resolved by the number of items
+    metrics: dict = {"track": track, "target": target, "protocol": cfg.protocol,
+                     "folds": cv["info"].get("outer_folds", cfg.outer_folds), "nested": nested,
+                     "nested_requested": cfg.nested, "nested_note": NESTED_NOTE[nested], "store": str(store),
                      "store_keys": data.keys}
     metrics.update(safe_evaluate(cv["stack"], y_s, n_boot=n_boot))
-    metrics["heads"] = {n: safe_evaluate(p, y_s, n_boot=0) for n, p in cv["heads"].items() if not n.startswith("block:")}
+    metrics["heads"] = {n: safe_evaluate(p, y_s, n_boot=0) for n, p in cv["heads"].items()
+                        if not n.startswith(("block:", "fixed:"))}
+    metrics["fixed_heads"] = {n.split(":", 1)[1]: safe_evaluate(p, y_s, n_boot=0)
+                              for n, p in cv["heads"].items() if n.startswith("fixed:")}
     metrics["blocks"] = {n.split(":", 1)[1]: safe_evaluate(p, y_s, n_boot=0)
                          for n, p in cv["heads"].items() if n.startswith("block:")}
     metrics["per_generator"] = per_group(cv["stack"], y_s, data.generators[scored])

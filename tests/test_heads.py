@@ -112,3 +112,19 @@ def test_per_generator_target_offset_and_scale(blocky):
     assert main_score(p, y[300:]) > 0.8
     with pytest.raises(ValueError, match="group_target='nope' is not a block"):
         SVRHead(blocks=blocks, group_target="nope").fit(X, y)
+
+
+def test_block_pca_is_reused_only_for_identical_blocks():
+    from regressors import heads
+
+    rng = np.random.default_rng(5)
+    X = rng.normal(size=(60, 30))
+    blocks = {"a": [0, 20], "b": [20, 30]}
+    heads._PCA_CACHE.clear()
+    t1 = heads.BlockTransformer(blocks=blocks, pca=5).fit(X)
+    t2 = heads.BlockTransformer(blocks=blocks, pca=5, weights={"a": 2.0}).fit(X)
+    assert t1.steps_["a"][2] is t2.steps_["a"][2]  # same rows, same block: one PCA fit
+    np.testing.assert_allclose(t2.transform(X)[:, :5], 2.0 * t1.transform(X)[:, :5])
+    t3 = heads.BlockTransformer(blocks=blocks, pca=5).fit(X[:50])
+    assert t3.steps_["a"][2] is not t1.steps_["a"][2]  # other rows: refitted
+    assert len(heads._PCA_CACHE) == 4  # blocks a and b, two row sets

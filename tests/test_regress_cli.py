@@ -44,7 +44,7 @@ def fitted(tmp_path_factory):
     out = root / "out"
     rc = main(["fit", "--track", "image", "--store", str(store), "--extractors", "generator,prompt_minilm",
                "--out", str(out), "--trials", "2", "--folds", "3", "--tune-folds", "3", "--pca", "0",
-               "--bootstrap", "50"])
+               "--bootstrap", "50", "--nested", "split"])
     assert rc == 0
     return store, out
 

@@ -78,9 +78,17 @@ def test_storage_resumes_a_study(toy, tmp_path):
 
 def test_base_specs_bag_of_features(toy):
     *_, blocks = toy
-    specs = base_specs(blocks, StackConfig())
+    specs = base_specs(blocks, StackConfig(fixed_heads=()))
     names = [s.name for s in specs]
     assert names == ["svr", "enet", "lgbm", "block:generator", "block:prompt"]
+    assert names == [s.name for s in base_specs(blocks, StackConfig())]  # no fixed head by default
+    smooth = StackConfig(fixed_heads=("svr_smooth",))
+    fixed = {s.name: s for s in base_specs(blocks, smooth)}["fixed:svr_smooth"]
+    assert fixed.name == "fixed:svr_smooth" and not fixed.tune and fixed.params["group_target"] == "generator"
+    assert "group_target" not in {s.name: s for s in base_specs({"prompt": blocks["prompt"]}, smooth)}[
+        "fixed:svr_smooth"].params
+    with pytest.raises(ValueError, match="unknown fixed head"):
+        base_specs(blocks, StackConfig(fixed_heads=("nope",)))
     enet = specs[1]
     assert enet.params["interact"] == ("generator", "prompt", 16)
     assert base_specs(None, StackConfig(block_head=None))[0].params["blocks"] is None
@@ -108,3 +116,30 @@ def test_meta_weights_nonnegative(toy):
     w = model.weights()
     assert all(v >= 0 for v in w.values()) and sum(w.values()) > 0
     assert model.predict(X[:7]).shape == (7,)
+
+
+def test_nested_auto_scores_every_item_on_small_sets(toy):
+    from regressors.stacking import resolve_nested
+
+    X, y, groups, blocks = toy
+    assert resolve_nested(StackConfig(), len(y)) == "full"
+    assert resolve_nested(StackConfig(), 5000) == "split"
+    assert resolve_nested(StackConfig(auto_full_below=10), len(y)) == "split"
+    with pytest.raises(ValueError, match="nested must be"):
+        resolve_nested(StackConfig(nested="bogus"), 10)
+    cfg = StackConfig(n_trials=2, outer_folds=3, tune_folds=3, pca=None, heads=("enet",), block_head=None)
+    cv = cross_validate(X, y, groups, blocks, cfg)
+    assert cv["info"]["nested"] == "full" and len(cv["scored"]) == len(y)
+
+
+def test_few_groups_lower_the_fold_count(toy):
+    X, y, groups, blocks = toy
+    few = np.asarray(groups)
+    uniq = np.unique(few)[:4]
+    keep = np.isin(few, uniq)
+    cfg = StackConfig(n_trials=2, outer_folds=5, tune_folds=3, pca=None, heads=("enet",), block_head=None)
+    cv = cross_validate(X[keep], y[keep], few[keep], blocks, cfg)
+    assert cv["info"]["outer_folds"] == 4 and len(set(cv["folds"])) == 4
+    one = np.full(int(keep.sum()), "p")
+    with pytest.raises(ValueError, match="at least 2 distinct groups"):
+        cross_validate(X[keep], y[keep], one, blocks, cfg)
