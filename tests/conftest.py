@@ -22,3 +22,12 @@ def _offline_hub(monkeypatch):
     # Tests never download: any hub access must come from a local path or fail clearly.
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("TRANSFORMERS_OFFLINE", "1")
+
+
+@pytest.fixture(scope="session")
+def astronaut():
+    """A real photograph shipped with scikit-image (no download)."""
+    from PIL import Image
+    from skimage import data
+
+    return Image.fromarray(data.astronaut())

@@ -7,10 +7,10 @@ import torch
 
 from extractors.base import Item, WeightsNotFoundError
 from extractors.registry import get_extractor
+from tiny_models import photo_views as images
 
 PROMPTS = ["an astronaut", "a woman in a space suit, 8k", "", "a red flag", "cat", "NASA portrait",
            "a very long prompt " * 30, "a"]
-
 
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
@@ -18,30 +18,14 @@ def tiny(tmp_path_factory):
 
     return build_tiny_blip2(tmp_path_factory.mktemp("blip2"))
 
-
-@pytest.fixture(scope="module")
-def astronaut():
-    from PIL import Image
-    from skimage import data
-
-    return Image.fromarray(data.astronaut())
-
-
-def images(astronaut, n=8):
-    w, h = astronaut.size
-    return [astronaut.crop((7 * i, 3 * i, w - 11 * i, h - 29 * i)).rotate(10 * i) for i in range(n)]
-
-
 def items(prompts):
     return [Item(i, f"x{i}", None, p) for i, p in enumerate(prompts)]
-
 
 @pytest.fixture(scope="module")
 def ex(tiny):
     e = get_extractor("blip2", model=tiny)
     e.setup("cpu", "fp32")
     return e
-
 
 def test_preprocessing_equals_checkpoint_processor(tiny, astronaut):
     from transformers import Blip2Processor
@@ -52,7 +36,6 @@ def test_preprocessing_equals_checkpoint_processor(tiny, astronaut):
         ref = proc.image_processor(images=im, return_tensors="pt")["pixel_values"][0]
         t = e.transform(im)
         assert t.shape == (3, 224, 224) and torch.allclose(t, ref, atol=1e-6)
-
 
 def test_matches_transformers_retrieval_forward(ex, tiny, astronaut):
     """Our single-pass forward gives the same ITC/ITM/text embedding as the library's forward."""
@@ -79,7 +62,6 @@ def test_matches_transformers_retrieval_forward(ex, tiny, astronaut):
     assert names[0] == "blip2_q_0" and names[32] == "blip2_t_0" and names[-2:] == ["blip2_itc", "blip2_itm"]
     assert get_extractor("blip2").output_dim() == 1026
 
-
 def test_deterministic_and_batch_invariant(ex, astronaut):
     x = torch.stack([ex.transform(im) for im in images(astronaut)])
     batch = ex.compute(x, items(PROMPTS))
@@ -88,14 +70,12 @@ def test_deterministic_and_batch_invariant(ex, astronaut):
     np.testing.assert_allclose(batch, single, atol=1e-5)
     assert not np.allclose(batch[0, 32:48], batch[1, 32:48])  # the prompt matters
 
-
 def test_identity_and_options(ex):
     ident = ex.identity()
     assert ident["options"]["max_text_tokens"] == 32 and ident["image_size"] == {"height": 224, "width": 224}
     assert {"transformers", "torch", "tokenizers"} <= set(ident["libraries"])
     with pytest.raises(ValueError, match="max_text_tokens"):
         get_extractor("blip2", max_text_tokens=0)
-
 
 def test_missing_weights_offline_are_named():
     with pytest.raises(WeightsNotFoundError, match="Salesforce/blip2-itm-vit-g"):

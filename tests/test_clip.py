@@ -8,9 +8,9 @@ import torch
 from extractors.base import Item, WeightsNotFoundError
 from extractors.clip import IQA_PAIRS, LEVELS, crop_boxes
 from extractors.registry import get_extractor
+from tiny_models import photo_views as images
 
 open_clip = pytest.importorskip("open_clip")
-
 
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
@@ -18,27 +18,10 @@ def tiny(tmp_path_factory):
 
     return build_tiny_openclip(tmp_path_factory.mktemp("clip"))
 
-
-@pytest.fixture(scope="module")
-def astronaut():
-    from PIL import Image
-    from skimage import data
-
-    return Image.fromarray(data.astronaut())
-
-
-def images(astronaut, n=8):
-    """n different real-photo views (different sizes and aspect ratios)."""
-    w, h = astronaut.size
-    return [astronaut.crop((7 * i, 3 * i, w - 11 * i, h - 29 * i)).rotate(10 * i) for i in range(n)]
-
-
 def items(prompts):
     return [Item(i, f"x{i}", None, p) for i, p in enumerate(prompts)]
 
-
 PROMPTS = ["an astronaut", "a woman in a space suit, 8k", "", "a red flag", "cat", "NASA portrait", "a very long prompt " * 30, "a"]
-
 
 @pytest.fixture(scope="module")
 def ex(tiny):
@@ -46,13 +29,11 @@ def ex(tiny):
     e.setup("cpu", "fp32")
     return e
 
-
 def test_preprocessing_equals_open_clip(tiny, astronaut):
     _, _, preprocess = open_clip.create_model_and_transforms("local-dir:" + tiny["local_dir"])
     e = get_extractor("clip", model="local-dir:" + tiny["local_dir"])  # transform works before setup (workers)
     for im in (astronaut, images(astronaut)[5]):
         assert torch.allclose(e.transform(im), preprocess(im), atol=1e-6)
-
 
 def test_tag_preprocessing_and_quickgelu_follow_open_clip():
     from open_clip.pretrained import get_pretrained_cfg
@@ -62,7 +43,6 @@ def test_tag_preprocessing_and_quickgelu_follow_open_clip():
     e = get_extractor("clip")  # default ViT-L-14 / openai
     assert get_pretrained_cfg("ViT-L-14", "openai")["quick_gelu"] and e._quick_gelu()
     assert e.preprocess_cfg()["size"] == 224 and e.output_dim() == 2 * 768 + 2 + len(IQA_PAIRS)
-
 
 def test_shapes_names_and_ranges(ex, astronaut):
     x = torch.stack([ex.transform(im) for im in images(astronaut, 3)])
@@ -78,7 +58,6 @@ def test_shapes_names_and_ranges(ex, astronaut):
     assert np.all((out[:, 2 * e + 1] > 1) & (out[:, 2 * e + 1] < len(LEVELS)))
     assert np.all((out[:, -len(IQA_PAIRS):] > 0) & (out[:, -len(IQA_PAIRS):] < 1))
     assert not np.allclose(out[0, e:2 * e], out[1, e:2 * e])  # the prompt matters
-
 
 def test_scores_follow_their_definition(ex, tiny, astronaut):
     """Recompute prompt embedding, five-level score and good/bad prob straight from open_clip."""
@@ -98,7 +77,6 @@ def test_scores_follow_their_definition(ex, tiny, astronaut):
     np.testing.assert_allclose(out[2 * e + 1], float((p * torch.arange(1, 6)).sum()), atol=1e-4)
     np.testing.assert_allclose(out[2 * e + 2], float((s * t[6:8] @ img).softmax(0)[0]), atol=1e-5)
 
-
 def test_deterministic_and_batch_invariant(ex, astronaut):
     ims = images(astronaut)
     x = torch.stack([ex.transform(im) for im in ims])
@@ -109,7 +87,6 @@ def test_deterministic_and_batch_invariant(ex, astronaut):
     ex._text_cache.clear()
     single = np.concatenate([ex.compute(x[i:i + 1], items([PROMPTS[i]])) for i in range(8)])
     np.testing.assert_allclose(batch, single, atol=1e-5)
-
 
 def test_crops(tiny, astronaut, ex):
     e4 = get_extractor("clip", model="local-dir:" + tiny["local_dir"], crops=4)
@@ -127,7 +104,6 @@ def test_crops(tiny, astronaut, ex):
     with pytest.raises(ValueError, match="crops"):
         get_extractor("clip", crops=-1)
 
-
 def test_checkpoint_file_with_registered_config(tiny, ex, astronaut):
     open_clip.add_model_config(tiny["config_file"])
     e = get_extractor("clip", model="tiny-clip-test", pretrained=None, checkpoint=tiny["checkpoint"])
@@ -136,13 +112,11 @@ def test_checkpoint_file_with_registered_config(tiny, ex, astronaut):
     np.testing.assert_allclose(e.compute(x, items(["a"])), ex.compute(x, items(["a"])), atol=1e-6)
     assert e.identity()["checkpoint_file"][0] == "tiny_clip_state.pt"
 
-
 def test_identity_names_model_and_versions(ex):
     ident = ex.identity()
     assert ident["options"]["model"].startswith("local-dir:")
     assert ident["preprocess"]["size"] == 224 and ident["options"]["crops"] == 0
     assert {"open_clip_torch", "torch", "timm"} <= set(ident["libraries"])
-
 
 def test_missing_weights_offline_are_named(tmp_path):
     with pytest.raises(WeightsNotFoundError, match="vit_large_patch14_clip_224.openai"):

@@ -7,7 +7,7 @@ import torch
 
 from extractors.base import Item, WeightsNotFoundError
 from extractors.registry import get_extractor
-
+from tiny_models import photo_views as images
 
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
@@ -15,30 +15,14 @@ def tiny(tmp_path_factory):
 
     return build_tiny_dinov2(tmp_path_factory.mktemp("dinov2"))
 
-
-@pytest.fixture(scope="module")
-def astronaut():
-    from PIL import Image
-    from skimage import data
-
-    return Image.fromarray(data.astronaut())
-
-
-def images(astronaut, n=8):
-    w, h = astronaut.size
-    return [astronaut.crop((7 * i, 3 * i, w - 11 * i, h - 29 * i)).rotate(10 * i) for i in range(n)]
-
-
 def items(n):
     return [Item(i, f"x{i}", None, "") for i in range(n)]
-
 
 @pytest.fixture(scope="module")
 def ex(tiny):
     e = get_extractor("dinov2", model=tiny)
     e.setup("cpu", "fp32")
     return e
-
 
 def test_preprocessing_equals_checkpoint_processor(tiny, astronaut):
     from transformers import AutoImageProcessor
@@ -58,7 +42,6 @@ def test_preprocessing_equals_checkpoint_processor(tiny, astronaut):
     ])
     assert torch.allclose(e.transform(astronaut), recipe(astronaut), atol=1e-5)
 
-
 def test_size_option_overrides_processor(tiny, astronaut):
     from transformers import AutoImageProcessor
 
@@ -73,7 +56,6 @@ def test_size_option_overrides_processor(tiny, astronaut):
     assert e.key() != get_extractor("dinov2", model=tiny).key()
     with pytest.raises(ValueError, match="size"):
         get_extractor("dinov2", size="big")
-
 
 def test_outputs_cls_and_mean_patch(ex, tiny, astronaut):
     from transformers import AutoModel
@@ -91,12 +73,10 @@ def test_outputs_cls_and_mean_patch(ex, tiny, astronaut):
     assert get_extractor("dinov2").output_dim() == 1536
     assert get_extractor("dinov2", model="facebook/dinov2-with-registers-large").output_dim() == 2048
 
-
 def test_518_input_runs(tiny, astronaut):
     e = get_extractor("dinov2", model=tiny, size=518)
     e.setup()
     assert e.compute(e.transform(astronaut)[None], items(1)).shape == (1, 64)
-
 
 def test_deterministic_and_batch_invariant(ex, astronaut):
     x = torch.stack([ex.transform(im) for im in images(astronaut)])
@@ -106,12 +86,10 @@ def test_deterministic_and_batch_invariant(ex, astronaut):
     np.testing.assert_allclose(batch, single, atol=1e-5)
     assert not np.allclose(batch[0], batch[1])
 
-
 def test_identity(ex):
     ident = ex.identity()
     assert ident["image_size"] == 224 and ident["options"]["revision"] is None
     assert {"transformers", "torch"} <= set(ident["libraries"])
-
 
 def test_missing_weights_offline_are_named(tmp_path):
     with pytest.raises(WeightsNotFoundError, match="facebook/dinov2-base"):

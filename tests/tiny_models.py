@@ -208,3 +208,9 @@ def reiqa_fullsize_random(tmp_dir, device: str = "cpu", precision: str = "fp32")
     ex = get_extractor("reiqa", content_ckpt=str(content), quality_ckpt=str(quality))
     ex.setup(device, precision)
     return ex
+
+
+def photo_views(photo, n=8):
+    """n different views of a real photo (different sizes and aspect ratios), for batch tests."""
+    w, h = photo.size
+    return [photo.crop((7 * i, 3 * i, w - 11 * i, h - 29 * i)).rotate(10 * i) for i in range(n)]
