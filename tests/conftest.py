@@ -31,3 +31,18 @@ def astronaut():
     from skimage import data
 
     return Image.fromarray(data.astronaut())
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """One torch intra-op thread for a module, restored after.
+
+    Why: on a busy 2-core machine (CI, shared dev boxes) two intra-op threads wait for
+    each other at every barrier and run CNN/RAFT tests several times slower than one.
+    """
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)

@@ -15,18 +15,11 @@ from extractors.base import Item, WeightsNotFoundError  # noqa: E402
 from extractors.effnet_lite0 import EffNetLite0  # noqa: E402
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    # The shared test machine is oversubscribed: one intra-op thread is several times
-    # faster there than two fighting with other processes.
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
-def ex(_one_thread):
+def ex(one_torch_thread):
     e = EffNetLite0()
     e.setup("cpu", "fp32")
     return e

@@ -97,13 +97,7 @@ def test_working_size_is_divisible_by_8_and_keeps_aspect():
 
 
 # ------------------------------------------------------------------ the extractor (random raft_small)
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """RAFT's many small ops slow down 4x with 2 threads on a shared 2-core box; restore after."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

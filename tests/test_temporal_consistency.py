@@ -55,13 +55,7 @@ class Thumbnail(ImageExtractor):
         return (x - x.mean(dim=1, keepdim=True)).cpu().numpy()
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """CNNs over many small frames run ~4x slower with 2 threads on a shared 2-core box; restore after."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(autouse=True)
