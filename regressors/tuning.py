@@ -85,6 +85,9 @@ def suggest_params(trial: optuna.Trial, kind: str, block_names: list[str]) -> di
         p["subsample"] = trial.suggest_float("subsample", 0.5, 1.0)
         p["colsample_bytree"] = trial.suggest_float("colsample_bytree", 0.2, 1.0)
         p["reg_lambda"] = trial.suggest_float("reg_lambda", 1e-3, 30.0, log=True)
+    elif kind == "knn":  # the per-generator target scaling is fixed by base_specs (the generator is not in `use`)
+        p["n_neighbors"] = trial.suggest_int("n_neighbors", 10, 400, log=True)
+        p["power"] = trial.suggest_float("power", 0.5, 12.0, log=True)
     else:
         raise ValueError(f"no search space for head {kind!r}")
     return p
@@ -141,7 +144,8 @@ def tune_head(kind: str, X: np.ndarray, y: np.ndarray, groups=None, *, base_para
         defaults = {"svr": {"C": 1.0, "epsilon": 0.1, "gamma": 1.0, **{f"w_{b}": 1.0 for b in block_names}},
                     "enet": {"alpha": 1e-3, "l1_ratio": 0.5},
                     "lgbm": {"n_estimators": 300, "learning_rate": 0.05, "num_leaves": 31, "min_child_samples": 20,
-                             "subsample": 0.8, "colsample_bytree": 0.8, "reg_lambda": 1e-3}}[kind]
+                             "subsample": 0.8, "colsample_bytree": 0.8, "reg_lambda": 1e-3},
+                    "knn": {"n_neighbors": 100, "power": 4.0}}[kind]
         study.enqueue_trial(defaults if len(block_names) > 1 or kind != "svr" else
                             {k: v for k, v in defaults.items() if not k.startswith("w_")})
 

@@ -29,9 +29,20 @@ def _runtime(data, predict_seconds: float, n: int) -> tuple[float, str]:
         "regression time only, measured on this machine (the store records no extraction time)")
 
 
-def _describe(track: str, keys: dict[str, str]) -> str:
-    return (f"Frozen pretrained features ({', '.join(keys)}) + tuned SVR/ElasticNet/LightGBM heads stacked by a "
-            f"non-negative linear meta-learner ({track} track); trained only on the challenge training data; CPU.")
+def _on_gpu(devices: dict[str, str]) -> bool:
+    """Whether any feature was extracted on an accelerator (the readme's "CPU[1] / GPU[0]" line)."""
+    return any(not str(d).lower().startswith("cpu") for d in devices.values())
+
+
+def _describe(track: str, keys: dict[str, str], devices: dict[str, str]) -> str:
+    if devices:
+        where = "extraction on " + ", ".join(sorted(set(devices.values()))) + ", heads on CPU"
+        if len(devices) < len(keys):
+            where += f" (device not recorded for {len(keys) - len(devices)} of {len(keys)} features)"
+    else:
+        where = "CPU heads; the store records no extraction device"
+    return (f"Frozen pretrained features ({', '.join(keys)}) + tuned SVR/ElasticNet/LightGBM/kNN heads stacked by a "
+            f"non-negative linear meta-learner ({track} track); trained only on the challenge training data; {where}.")
 
 
 def fit_command(track: str, store: str, extractors: list[str] | None, target: str, out: str,
@@ -100,7 +111,8 @@ def fit_command(track: str, store: str, extractors: list[str] | None, target: st
                                         "source": "unlabelled"}))
             runtime, how = _runtime(part, dt, len(p))
             folder = out_dir / ("submission" if split == submit_split else f"submission_{split}")
-            write_submission(folder, part.names, p, runtime, how, _describe(track, data.keys))
+            write_submission(folder, part.names, p, runtime, how, _describe(track, data.keys, part.devices),
+                             cpu=not _on_gpu(part.devices))
             submitted[split] = {"folder": str(folder), "n": int(len(p)), "runtime_per_item_s": runtime,
                                 "runtime_source": how}
     metrics["heldout"] = heldout
@@ -166,7 +178,8 @@ def predict_command(model_file: str, store: str, split: str, out: str, n_boot: i
         result.update(safe_evaluate(p, data.y, n_boot=n_boot))
         scatter_plot(p, data.y, out_dir / "scatter.png", title=f"{split}: main {result.get('main', float('nan')):.3f}")
     runtime, how = _runtime(data, dt, len(p))
-    write_submission(out_dir / "submission", data.names, p, runtime, how, _describe(meta["track"], meta["store_keys"]))
+    write_submission(out_dir / "submission", data.names, p, runtime, how,
+                     _describe(meta["track"], meta["store_keys"], data.devices), cpu=not _on_gpu(data.devices))
     result["runtime_per_item_s"], result["runtime_source"] = runtime, how
     df.to_csv(out_dir / "predictions.csv", index=False)
     write_json(out_dir / "metrics.json", result)

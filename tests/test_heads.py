@@ -6,7 +6,8 @@ import pytest
 from sklearn.base import clone
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
-from regressors.heads import BlockTransformer, ElasticNetHead, LGBMHead, SVRHead, blocks_from_dims, resolve_blocks
+from regressors.heads import (BlockTransformer, ElasticNetHead, KNNHead, LGBMHead, SVRHead, blocks_from_dims,
+                              resolve_blocks)
 from regressors.metrics import main_score
 
 # Checks that cannot apply, with the reason. Everything else must pass.
@@ -21,7 +22,8 @@ def _expected_failed(est):
 
 
 @parametrize_with_checks(
-    [SVRHead(), ElasticNetHead(), LGBMHead(n_estimators=20, min_child_samples=2), BlockTransformer(pca=2)],
+    [SVRHead(), ElasticNetHead(), LGBMHead(n_estimators=20, min_child_samples=2), KNNHead(n_neighbors=5),
+     BlockTransformer(pca=2)],
     expected_failed_checks=_expected_failed,
 )
 def test_sklearn_checks(estimator, check):
@@ -89,6 +91,28 @@ def test_heads_learn_and_are_scale_free(blocky, head):
     # MOS on 0-100 instead of ~0-5: internal target scaling gives the same ranking
     p2 = clone(h).fit(X[:300], 20 * y[:300] + 50).predict(X[300:])
     assert np.corrcoef(p1, p2)[0, 1] > 0.99
+
+
+def test_knn_head_finds_similar_prompts_relative_to_each_generator():
+    # 60 prompt "topics" (clusters in embedding space) with a difficulty each; 4 generators with their own mean
+    # and spread: the item's MOS is generator mean + generator spread x topic difficulty
+    rng = np.random.default_rng(1)
+    n, topics = 1200, 60
+    topic, gen = rng.integers(0, topics, n), rng.integers(0, 4, n)
+    centres = rng.normal(size=(topics, 32))
+    emb = centres[topic] + 0.3 * rng.normal(size=(n, 32))
+    difficulty = rng.normal(size=topics)
+    y = np.array([3.0, 4.0, 2.0, 3.5])[gen] + np.array([0.2, 0.4, 1.0, 0.3])[gen] * difficulty[topic]
+    y = y + 0.1 * rng.normal(size=n)
+    X, blocks = np.hstack([np.eye(4)[gen], emb]), blocks_from_dims({"generator": 4, "prompt": 32})
+    tr, te = slice(0, 900), slice(900, None)
+    knn = KNNHead(n_neighbors=10, blocks=blocks, use="prompt", group_target="generator").fit(X[tr], y[tr])
+    assert main_score(knn.predict(X[te]), y[te]) > 0.9
+    # without the per-generator target, neighbours from other generators pull towards the wrong mean
+    plain = KNNHead(n_neighbors=10, blocks=blocks, use="prompt").fit(X[tr], y[tr])
+    assert main_score(knn.predict(X[te]), y[te]) > main_score(plain.predict(X[te]), y[te]) + 0.2
+    # fewer training rows than neighbours asked for: uses them all rather than failing
+    assert KNNHead(n_neighbors=500, blocks=blocks).fit(X[:20], y[:20]).predict(X[:3]).shape == (3,)
 
 
 def test_nan_target_is_refused(blocky):

@@ -55,7 +55,7 @@ def test_fit_writes_everything(fitted):
     for k in ("srcc", "plcc", "main", "n", "krcc", "rmse", "ci"):
         assert k in m, k
     assert m["main"] > 0.5 and 0 < m["n"] < 240  # nested=split: tuning items are not scored
-    assert set(m["heads"]) == {"svr", "enet", "lgbm"}
+    assert set(m["heads"]) == {"svr", "enet", "lgbm", "knn"}
     assert set(m["blocks"]) == {"generator", "prompt_minilm"}
     assert set(m["per_generator"]) == {"A", "B", "C"}
     assert "val" in m["heldout"] and m["heldout"]["val"]["n"] == 40
@@ -67,6 +67,7 @@ def test_fit_writes_everything(fitted):
     readme = (out / "submission" / "readme.txt").read_text().splitlines()
     assert len(readme) == 5 and readme[0].startswith("runtime per image [s] : ")
     assert "regression time only" in readme[4]
+    assert readme[1] == "CPU[1] / GPU[0] : 1" and "records no extraction device" in readme[4]
     assert (out / "scatter.png").stat().st_size > 1000
     assert "| stack (cross-validated) |" in (out / "report.md").read_text()
     assert (out / "model.pkl.sha256").exists()
@@ -87,6 +88,25 @@ def test_predict_and_checksum(fitted, tmp_path):
     (tmp_path / "model.pkl.sha256").unlink()
     with pytest.raises(model_io.ModelChecksumError, match="no checksum"):
         model_io.load_model(bad)
+
+
+def test_submission_readme_uses_the_recorded_extraction_time_and_device(fitted, tmp_path):
+    import shutil
+
+    store, out = fitted
+    timed = tmp_path / "timed.h5"
+    shutil.copy(store, timed)
+    with FeatureStore(timed, mode="a") as st:
+        st.add_timing("generator-aaaaaaaaaaaa", 0.5, 100, device="cpu")
+        st.add_timing("prompt_minilm-bbbbbbbbbbbb", 3.0, 100, device="cuda:0")
+        st.checkpoint()
+    assert main(["predict", "--model", str(out / "model.pkl"), "--store", str(timed), "--split", "test",
+                 "--out", str(tmp_path / "p"), "--bootstrap", "0"]) == 0
+    readme = (tmp_path / "p" / "submission" / "readme.txt").read_text().splitlines()
+    runtime = float(readme[0].split(":")[1])
+    assert 0.035 <= runtime < 0.1  # 0.005 + 0.03 s per item recorded by extraction, plus regression time
+    assert readme[1] == "CPU[1] / GPU[0] : 0"  # one feature was extracted on a GPU
+    assert "extraction on cpu, cuda:0, heads on CPU" in readme[4]
 
 
 def test_predict_refuses_store_without_the_features(fitted, tmp_path, capsys):

@@ -80,7 +80,7 @@ def test_base_specs_bag_of_features(toy):
     *_, blocks = toy
     specs = base_specs(blocks, StackConfig(fixed_heads=()))
     names = [s.name for s in specs]
-    assert names == ["svr", "enet", "lgbm", "block:generator", "block:prompt"]
+    assert names == ["svr", "enet", "lgbm", "knn", "block:generator", "block:prompt"]
     assert names == [s.name for s in base_specs(blocks, StackConfig())]  # no fixed head by default
     smooth = StackConfig(fixed_heads=("svr_smooth",))
     fixed = {s.name: s for s in base_specs(blocks, smooth)}["fixed:svr_smooth"]
@@ -91,6 +91,10 @@ def test_base_specs_bag_of_features(toy):
         base_specs(blocks, StackConfig(fixed_heads=("nope",)))
     enet = specs[1]
     assert enet.params["interact"] == ("generator", "prompt", 16)
+    knn = specs[3]  # neighbours in the prompt block, relative to each generator's mean and spread
+    assert knn.params["use"] == ["prompt"] and knn.params["group_target"] == "generator"
+    assert "knn" not in [s.name for s in base_specs({"generator": blocks["generator"]}, StackConfig())]
+    assert "use" not in {s.name: s for s in base_specs(None, StackConfig())}["knn"].params
     assert base_specs(None, StackConfig(block_head=None))[0].params["blocks"] is None
 
 
@@ -143,3 +147,38 @@ def test_few_groups_lower_the_fold_count(toy):
     one = np.full(int(keep.sum()), "p")
     with pytest.raises(ValueError, match="at least 2 distinct groups"):
         cross_validate(X[keep], y[keep], one, blocks, cfg)
+
+
+@pytest.mark.parametrize("nested", ["split", "full"])
+def test_worker_processes_give_the_same_stack_as_one_process(toy, nested):
+    X, y, groups, blocks = toy
+    base = dict(n_trials=3, outer_folds=3, tune_folds=3, nested=nested, pca=None, heads=("enet", "svr", "lgbm"))
+    serial = cross_validate(X, y, groups, blocks, StackConfig(**base, n_jobs=1))
+    parallel = cross_validate(X, y, groups, blocks, StackConfig(**base, n_jobs=2))
+    np.testing.assert_array_equal(serial["scored"], parallel["scored"])
+    np.testing.assert_allclose(parallel["stack"], serial["stack"], rtol=1e-10, atol=1e-12)
+    assert list(parallel["heads"]) == list(serial["heads"])  # same heads, same order
+
+
+def test_resolve_jobs():
+    import os
+
+    from regressors.stacking import resolve_jobs
+
+    cores = len(os.sched_getaffinity(0))
+    assert resolve_jobs(3) == 3 and resolve_jobs(-1) == cores and resolve_jobs(-cores - 5) == 1
+    with pytest.raises(ValueError, match="n_jobs"):
+        resolve_jobs(0)
+
+
+def test_elasticnet_gram_path_matches_plain_coordinate_descent(toy):
+    from regressors.heads import ElasticNetHead
+
+    X, y, _, blocks = toy
+    head = ElasticNetHead(alpha=1e-3, blocks=blocks).fit(X, y)
+    assert head.model_.precompute is True  # 480 rows > 16 columns: the Gram path
+    plain = ElasticNetHead(alpha=1e-3, blocks=blocks)
+    plain._GRAM_MAX_COLUMNS = 0  # force plain coordinate descent on the same data
+    plain.fit(X, y)
+    assert plain.model_.precompute is False
+    np.testing.assert_allclose(head.predict(X), plain.predict(X), rtol=1e-6, atol=1e-6)
