@@ -33,6 +33,8 @@ import math
 import re
 from typing import Any
 
+from .weights import load_state_exactly
+
 log = logging.getLogger(__name__)
 
 REWARD_MEAN = 0.16717362830052426
@@ -208,13 +210,7 @@ def load_net(checkpoint: str, med_config: str, vit: Any):
     image_size = grid * patch  # 224 for ImageReward
     net = build_net(med, sizes, image_size)
     converted, ignored = convert_state_dict(state)
-    missing, unexpected = net.load_state_dict(converted, strict=False)
-    if missing or unexpected:
-        raise ValueError(
-            f"{checkpoint} does not fit ImageReward with vit={vit!r} and {med_config}: "
-            f"missing {missing[:6]}{'...' if len(missing) > 6 else ''}; "
-            f"unexpected {unexpected[:6]}{'...' if len(unexpected) > 6 else ''}"
-        )
+    load_state_exactly(net, converted, f"{checkpoint} does not fit ImageReward with vit={vit!r} and {med_config}")
     unknown = [k for k in ignored if not k.startswith(IGNORED_PREFIXES)]
     if unknown:
         log.warning("ImageReward checkpoint %s: ignored unknown keys %s", checkpoint, unknown[:10])

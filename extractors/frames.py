@@ -20,36 +20,23 @@ from typing import Any
 
 import numpy as np
 
-from .base import Extractor, Item, ItemError, autocast_context, config_hash, library_versions
-from .image_base import build_image_base
-from .media import frames_identity, read_video_frames
+from .base import Item, config_hash, library_versions
+from .image_base import OverFrames
+from .media import frames_identity
 
 POOLS = ("mean", "std", "dabs")
 
 
-class FramePooled(Extractor):
+class FramePooled(OverFrames):
     """An image extractor run on N frames of each video, pooled to mean ‖ std ‖ mean |Δ|."""
 
     name = "frames"
-    kind = "video"
     version = "1"
     defaults = {"base": "effnet_lite0", "base_options": {}, "n_frames": 8, "sampling": "uniform",
                 "frame_batch": 64}
     packages = ("numpy", "av")
     needs = "the base extractor's needs"
     summary = "image extractor over N video frames, pooled mean/std/mean|diff| (3*D)"
-
-    def __init__(self, **options: Any) -> None:
-        super().__init__(**options)
-        self._base = None
-
-    # ------------------------------------------------------------------ the base
-    @property
-    def base(self):
-        """The wrapped image extractor, built on first use (construction only stores options)."""
-        if self._base is None:
-            self._base = build_image_base("frames", self.options["base"], self.options["base_options"])
-        return self._base
 
     def _sampling(self) -> dict:
         sampling = self.options["sampling"]
@@ -91,19 +78,6 @@ class FramePooled(Extractor):
         self.base.setup(device, precision)
         super().setup(device, self.base.precision)
 
-    def prepare(self, item: Item):
-        """Decode and transform the frames of one video -> tensor [T, ...]."""
-        import torch
-        from PIL import Image
-
-        if not item.path:
-            raise ItemError(f"item {item.item_id!r} has no video path")
-        frames = read_video_frames(item.path, int(self.options["n_frames"]), self.options["sampling"])
-        try:
-            return torch.stack([self.base.transform(Image.fromarray(f)) for f in frames])
-        except ItemError as err:
-            raise ItemError(f"{item.path}: {err}") from err
-
     def collate(self, prepared: list) -> tuple:
         """All frames of the batch in one tensor + the frame count of each video."""
         import torch
@@ -117,13 +91,7 @@ class FramePooled(Extractor):
         if sum(lengths) != frames.shape[0] or len(lengths) != len(items):
             raise ValueError("frames: batch does not match its items (use FramePooled.collate)")
         prompts = [it.prompt for it, n in zip(items, lengths) for _ in range(n)]
-        step = max(1, int(self.options["frame_batch"]))
-        out = []
-        with torch.inference_mode(), autocast_context(self.device, self.precision):
-            for start in range(0, frames.shape[0], step):
-                chunk = frames[start : start + step].to(self.device, non_blocking=True)
-                out.append(np.asarray(self.base.embed(chunk, prompts[start : start + step]), dtype=np.float64))
-        feats = np.concatenate(out)
+        feats = self.embed_frames(frames, prompts, dtype=np.float64)
         rows, start = [], 0
         for n in lengths:
             rows.append(pool(feats[start : start + n]))

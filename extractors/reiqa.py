@@ -35,6 +35,7 @@ import numpy as np
 
 from .base import ItemError, WeightsNotFoundError, autocast_context
 from .image_base import ImageExtractor
+from .weights import load_state_exactly
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -95,14 +96,7 @@ def build_encoder(state: dict, path: str):
 
     net = torchvision.models.resnet50(weights=None)
     net.fc = torch.nn.Identity()
-    missing, unexpected = net.load_state_dict(state, strict=False)
-    if missing or unexpected:
-        raise ValueError(
-            f"{path}: encoder does not match torchvision resnet50: "
-            f"missing {missing[:5]}{'...' if len(missing) > 5 else ''}, "
-            f"unexpected {unexpected[:5]}{'...' if len(unexpected) > 5 else ''}"
-        )
-    return net.eval()
+    return load_state_exactly(net, state, f"{path}: encoder does not match torchvision resnet50").eval()
 
 
 def split_scales(packed):

@@ -17,9 +17,9 @@ from typing import Any
 
 import numpy as np
 
-from .base import Extractor, Item, ItemError, autocast_context, config_hash
-from .image_base import build_image_base
-from .media import frames_identity, read_video_frames
+from .base import Item, config_hash
+from .image_base import OverFrames
+from .media import frames_identity
 
 CONSISTENCY_FEATURES: dict[str, str] = {
     "sim_mean": "mean cosine similarity of consecutive frame embeddings",
@@ -50,9 +50,8 @@ def consistency_statistics(emb, drop_threshold: float = 0.1) -> np.ndarray:
                     dtype=np.float32)
 
 
-class TemporalConsistency(Extractor):
+class TemporalConsistency(OverFrames):
     name = "temporal_consistency"
-    kind = "video"
     version = "1"
     defaults = {
         "base": "effnet_lite0",  # any image extractor name (clip, dinov2, effnet_lite0, ...)
@@ -65,21 +64,6 @@ class TemporalConsistency(Extractor):
     packages = ("numpy", "torch", "av")
     needs = "the base extractor's needs"
     summary = "cosine similarity of consecutive frame embeddings: mean, min, std, drops, drift"
-
-    def __init__(self, **options: Any) -> None:
-        super().__init__(**options)
-        self._base = None
-
-    @property
-    def base(self):
-        """The image extractor, built on first use (``__init__`` only stores options)."""
-        if self._base is None:
-            base = build_image_base("temporal_consistency", self.options["base"], self.options["base_options"])
-            if not hasattr(base, "transform") or not hasattr(base, "embed"):
-                raise ValueError(f"temporal_consistency: base {self.options['base']!r} must be an image extractor "
-                                 "with transform/embed (an extractors.image_base.ImageExtractor)")
-            self._base = base
-        return self._base
 
     def identity(self) -> dict[str, Any]:
         ident = super().identity()
@@ -107,32 +91,8 @@ class TemporalConsistency(Extractor):
         self.base.setup(device, precision)
         super().setup(device, self.base.precision)  # a base may insist on its own precision
 
-    def prepare(self, item: Item):
-        """float [T, C, H, W]: the base's own transform of each sampled frame."""
-        import torch
-        from PIL import Image
-
-        frames = read_video_frames(item.path, self.options["n_frames"], self.options["sampling"])
-        try:
-            return torch.stack([self.base.transform(Image.fromarray(f)) for f in frames])
-        except Exception as err:
-            raise ItemError(f"{item.item_id}: base {self.options['base']!r} cannot transform frames of "
-                            f"{item.path}: {type(err).__name__}: {err}") from err
-
     def collate(self, prepared: list[Any]) -> list[Any]:
         return list(prepared)  # frame counts differ for clips shorter than n_frames
-
-    def embeddings(self, frames, prompts: list[str]):
-        """[N, C, H, W] frames + one prompt per frame -> float32 numpy [N, D], frame_batch at a time."""
-        import torch
-
-        step = max(1, int(self.options["frame_batch"]))
-        out = []
-        with torch.inference_mode(), autocast_context(self.device, self.precision):
-            for a in range(0, frames.shape[0], step):
-                chunk = frames[a: a + step].to(self.device, non_blocking=True)
-                out.append(np.asarray(self.base.embed(chunk, prompts[a: a + step]), dtype=np.float32))
-        return np.concatenate(out)
 
     def compute(self, batch, items: list[Item]) -> np.ndarray:
         import torch
@@ -140,7 +100,7 @@ class TemporalConsistency(Extractor):
         # All frames of the batch in one forward pass (each frame carries its video's prompt).
         counts = [int(f.shape[0]) for f in batch]
         prompts = [it.prompt for it, n in zip(items, counts) for _ in range(n)]
-        emb = self.embeddings(torch.cat(list(batch)), prompts)
+        emb = self.embed_frames(torch.cat(list(batch)), prompts)
         thr = float(self.options["drop_threshold"])
         bounds = np.cumsum([0] + counts)
         rows = [consistency_statistics(emb[a:b], thr) for a, b in zip(bounds[:-1], bounds[1:])]

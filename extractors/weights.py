@@ -70,3 +70,18 @@ def resolve_file(source: str, filename: str, revision: str | None = None) -> str
         return hf_hub_download(source, filename, revision=revision, local_files_only=hub_offline())
     except Exception as err:
         raise WeightsNotFoundError(_how_to(source, revision, filename) + f" ({type(err).__name__}: {err})") from err
+
+
+def load_state_exactly(net, state: dict, what: str, shown: int = 6):
+    """``net.load_state_dict(state)``, refusing any missing or unexpected key with a readable list.
+
+    torch's own strict error dumps every key; for a 1,000-tensor checkpoint that buries the
+    reason. ``what`` says which file and which architecture did not fit.
+    """
+    missing, unexpected = net.load_state_dict(state, strict=False)
+    if missing or unexpected:
+        def head(keys):
+            return f"{keys[:shown]}{'...' if len(keys) > shown else ''}"
+
+        raise ValueError(f"{what}: missing {head(missing)}; unexpected {head(unexpected)}")
+    return net
