@@ -233,7 +233,8 @@ def tune_and_meta(X, y, groups, blocks, cfg: StackConfig, tag: str = "final") ->
     # longest first, so that the cheap heads fill the gaps at the end (with 2 workers, LightGBM's search
     # started last was the critical path: 364 of 542 s at 14,000 x 2,000)
     order = sorted(range(len(specs)), key=lambda j: (not specs[j].tune, TUNING_COST_RANK.get(specs[j].kind, 9)))
-    results = run_tasks(_tune_one, [(specs[j], X, y, groups, cfg, tag) for j in order], cfg.n_jobs, f"tune {tag}")
+    tasks = [(specs[j], X, y, groups, cfg, tag) for j in order]
+    results = run_tasks(_tune_one, tasks, cfg.n_jobs, f"tune {tag}")
     oof = np.zeros((len(y), len(specs)))
     head_info: dict[int, dict] = {}
     for j, (params, hinfo, col) in zip(order, results):

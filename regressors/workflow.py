@@ -34,14 +34,21 @@ def _on_gpu(devices: dict[str, str]) -> bool:
     return any(not str(d).lower().startswith("cpu") for d in devices.values())
 
 
-def _describe(track: str, keys: dict[str, str], devices: dict[str, str]) -> str:
+HEAD_LABELS = {"svr": "SVR", "enet": "ElasticNet", "lgbm": "LightGBM", "knn": "kNN"}
+
+
+def _describe(track: str, keys: dict[str, str], devices: dict[str, str], head_names: list[str]) -> str:
+    """The readme's "Other description": features, the model's own heads, where it ran."""
     if devices:
         where = "extraction on " + ", ".join(sorted(set(devices.values()))) + ", heads on CPU"
         if len(devices) < len(keys):
             where += f" (device not recorded for {len(keys) - len(devices)} of {len(keys)} features)"
     else:
         where = "CPU heads; the store records no extraction device"
-    return (f"Frozen pretrained features ({', '.join(keys)}) + tuned SVR/ElasticNet/LightGBM/kNN heads stacked by a "
+    heads = "/".join(HEAD_LABELS.get(n, n) for n in head_names if not n.startswith("block:"))
+    if any(n.startswith("block:") for n in head_names):
+        heads += " + one head per feature block"
+    return (f"Frozen pretrained features ({', '.join(keys)}) + {heads} stacked by a "
             f"non-negative linear meta-learner ({track} track); trained only on the challenge training data; {where}.")
 
 
@@ -111,8 +118,8 @@ def fit_command(track: str, store: str, extractors: list[str] | None, target: st
                                         "source": "unlabelled"}))
             runtime, how = _runtime(part, dt, len(p))
             folder = out_dir / ("submission" if split == submit_split else f"submission_{split}")
-            write_submission(folder, part.names, p, runtime, how, _describe(track, data.keys, part.devices),
-                             cpu=not _on_gpu(part.devices))
+            write_submission(folder, part.names, p, runtime, how,
+                             _describe(track, data.keys, part.devices, model.names), cpu=not _on_gpu(part.devices))
             submitted[split] = {"folder": str(folder), "n": int(len(p)), "runtime_per_item_s": runtime,
                                 "runtime_source": how}
     metrics["heldout"] = heldout
@@ -179,7 +186,8 @@ def predict_command(model_file: str, store: str, split: str, out: str, n_boot: i
         scatter_plot(p, data.y, out_dir / "scatter.png", title=f"{split}: main {result.get('main', float('nan')):.3f}")
     runtime, how = _runtime(data, dt, len(p))
     write_submission(out_dir / "submission", data.names, p, runtime, how,
-                     _describe(meta["track"], meta["store_keys"], data.devices), cpu=not _on_gpu(data.devices))
+                     _describe(meta["track"], meta["store_keys"], data.devices, model.names),
+                     cpu=not _on_gpu(data.devices))
     result["runtime_per_item_s"], result["runtime_source"] = runtime, how
     df.to_csv(out_dir / "predictions.csv", index=False)
     write_json(out_dir / "metrics.json", result)

@@ -107,6 +107,7 @@ def test_submission_readme_uses_the_recorded_extraction_time_and_device(fitted, 
     assert 0.035 <= runtime < 0.1  # 0.005 + 0.03 s per item recorded by extraction, plus regression time
     assert readme[1] == "CPU[1] / GPU[0] : 0"  # one feature was extracted on a GPU
     assert "extraction on cpu, cuda:0, heads on CPU" in readme[4]
+    assert "+ SVR/ElasticNet/LightGBM/kNN + one head per feature block stacked" in readme[4]  # the model's heads
 
 
 def test_predict_refuses_store_without_the_features(fitted, tmp_path, capsys):

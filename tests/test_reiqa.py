@@ -184,7 +184,8 @@ def test_checkpoint_of_another_architecture_lists_the_keys_that_do_not_fit():
 
     net = torch.nn.Sequential(torch.nn.Linear(2, 2))
     state = {**{f"extra.{i}": torch.zeros(1) for i in range(9)}, "0.weight": torch.zeros(2, 2)}
-    with pytest.raises(ValueError, match=r"^toy.pt: Linear: missing \['0.bias'\]; unexpected \['extra.0', .*'extra.5'\]\.\.\.$"):
+    expected = r"^toy.pt: Linear: missing \['0.bias'\]; unexpected \['extra.0', .*'extra.5'\]\.\.\.$"
+    with pytest.raises(ValueError, match=expected):
         load_state_exactly(net, state, "toy.pt: Linear")
     good = {"0.weight": torch.ones(2, 2), "0.bias": torch.zeros(2)}
     assert load_state_exactly(net, good, "toy.pt") is net and float(net[0].weight.detach().sum()) == 4.0
