@@ -23,7 +23,7 @@ SPLIT ?=
 TARGET ?= mos
 OUT ?= runs/$(DATA_NAME)-$(TRACK)-$(TARGET)
 TRIALS ?=
-# worker processes for tuning/refitting the heads (empty: all cores)
+# worker processes for tuning/refitting the heads (empty: all cores, at most 8)
 JOBS ?=
 PROTOCOL ?= grouped
 MODEL ?= $(OUT)/model.pkl

@@ -95,7 +95,7 @@ def main(argv: list[str] | None = None) -> int:
                          "computed elsewhere, whose precision/device differ from this machine's)")
     ap.add_argument("--on-invalid", default="stop", choices=("stop", "skip"))
     ap.add_argument("--trials", type=int, default=None, help="override the recipe's Optuna trials per head")
-    ap.add_argument("--jobs", type=int, default=-1, help="worker processes for the heads (-1: all cores)")
+    ap.add_argument("--jobs", type=int, default=-1, help="worker processes for the heads (-1: all cores, at most 8)")
     args = ap.parse_args(argv)
 
     from extractors.base import WeightsNotFoundError

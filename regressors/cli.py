@@ -35,7 +35,7 @@ def _parser() -> argparse.ArgumentParser:
     f.add_argument("--no-prune", action="store_true")
     f.add_argument("--seed", type=int, default=0)
     f.add_argument("--jobs", type=int, default=StackConfig.n_jobs,
-                   help="worker processes for tuning and refitting heads (-1: all cores; 1: no workers)")
+                   help="worker processes for tuning and refitting heads (-1: all cores, at most 8; 1: no workers)")
     f.add_argument("--blas-threads", type=int, default=1,
                    help="BLAS threads (default 1: multi-threaded OpenBLAS spins and runs ~30x slower on a busy, "
                         "oversubscribed machine; measured 6.5 s vs 0.2 s for one 116x3840 SVD at load 5 on 2 cores)")

@@ -165,8 +165,11 @@ def test_resolve_jobs():
 
     from regressors.stacking import resolve_jobs
 
+    from regressors.stacking import MAX_AUTO_WORKERS
+
     cores = len(os.sched_getaffinity(0))
-    assert resolve_jobs(3) == 3 and resolve_jobs(-1) == cores and resolve_jobs(-cores - 5) == 1
+    assert resolve_jobs(3) == 3 and resolve_jobs(-1) == min(cores, MAX_AUTO_WORKERS) and resolve_jobs(-cores - 5) == 1
+    assert resolve_jobs(64) == 64  # an explicit number is taken as given
     with pytest.raises(ValueError, match="n_jobs"):
         resolve_jobs(0)
 
