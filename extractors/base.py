@@ -92,6 +92,8 @@ class Extractor:
     needs: ClassVar[str] = "core"
     #: one line for `python -m extractors list`
     summary: ClassVar[str] = ""
+    #: whether the prompt changes the numbers (a cache keyed by file content must then include it)
+    uses_prompt: ClassVar[bool] = True
 
     def __init__(self, **options: Any) -> None:
         unknown = [k for k in options if k not in self.defaults]
@@ -118,6 +120,17 @@ class Extractor:
     def key(self) -> str:
         """Store key: name plus a hash of the identity (readable, and unique per configuration)."""
         return f"{self.name}-{config_hash(self.identity())}"
+
+    @classmethod
+    def options_from_identity(cls, identity: dict[str, Any]) -> dict[str, Any]:
+        """The options that rebuild this configuration from a recorded identity.
+
+        A model bundle records each feature block's identity; scoring new media rebuilds
+        the extractor from it (``get_extractor({"name": ..., **options})``) and checks
+        that the rebuilt key equals the recorded one. Subclasses whose identity does not
+        hold their options under ``"options"`` override this.
+        """
+        return dict(identity.get("options", {}))
 
     def output_dim(self) -> int | None:
         """Vector length if known without loading weights, else None (the store learns it)."""

@@ -26,6 +26,7 @@ HIDDEN = {"small": 384, "base": 768, "large": 1024, "giant": 1536}
 
 class DINOv2Features(ImageExtractor):
     name = "dinov2"
+    uses_prompt = False  # pixels only
     version = "1"
     defaults = {"model": "facebook/dinov2-base", "revision": None, "size": 224}
     packages = ImageExtractor.packages + ("transformers",)

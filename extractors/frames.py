@@ -64,6 +64,20 @@ class FramePooled(OverFrames):
     def key(self) -> str:
         return f"frames.{self.base.name}-{config_hash(self.identity())}"
 
+    @classmethod
+    def options_from_identity(cls, identity: dict[str, Any]) -> dict[str, Any]:
+        base = identity["base"]
+        sampling = identity["sampling"]
+        opts = {"base": base["name"], "base_options": dict(base.get("options", {})),
+                "sampling": sampling["sampling"]}
+        if sampling["sampling"] == "uniform":
+            opts["n_frames"] = int(sampling["n_frames"])
+        return opts
+
+    @property
+    def uses_prompt(self) -> bool:  # type: ignore[override]
+        return self.base.uses_prompt
+
     def output_dim(self) -> int | None:
         d = self.base.output_dim()
         return None if d is None else 3 * d

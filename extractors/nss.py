@@ -294,6 +294,7 @@ class NSS(ImageExtractor):
     """BRISQUE NSS statistics + sharpness, colour, contrast, noise, blocking, clipping, size."""
 
     name = "nss"
+    uses_prompt = False  # pixels only
     version = "1"
     defaults = {"max_side": 1024}
     packages = ("numpy", "scipy", "opencv-python-headless", "pillow")

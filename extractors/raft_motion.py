@@ -177,6 +177,7 @@ def working_size(height: int, width: int, size: int) -> tuple[int, int]:
 
 class RAFTMotion(Extractor):
     name = "raft_motion"
+    uses_prompt = False  # pixels only
     kind = "video"
     version = "1"
     defaults = {

@@ -104,3 +104,26 @@ def for_track(spec: str | dict, track: str) -> Extractor:
     if track == "image" and ex.kind == "video":
         raise ValueError(f"extractor {ex.name!r} reads videos; it cannot run on the image track")
     return ex
+
+
+def options_from_identity(identity: dict) -> dict[str, Any]:
+    """The options that rebuild a configuration recorded as ``identity`` (e.g. in a store or a model bundle)."""
+    return extractor_class(identity["name"]).options_from_identity(identity)
+
+
+def spec_string(name: str, options: dict[str, Any]) -> str:
+    """``name:opt=value`` for messages and cards; options equal to the defaults are left out."""
+    import json
+
+    defaults = extractor_class(name).defaults
+    parts = [name]
+    for k, v in options.items():
+        if k in defaults and defaults[k] == v:
+            continue
+        if k == "base_options" and isinstance(options.get("base"), str):
+            base_defaults = extractor_class(options["base"]).defaults
+            v = {bk: bv for bk, bv in dict(v).items() if base_defaults.get(bk, object()) != bv}
+            if not v:
+                continue
+        parts.append(f"{k}={v if isinstance(v, str) else json.dumps(v)}")
+    return ":".join(parts)

@@ -110,6 +110,7 @@ def split_scales(packed):
 
 class ReIQAFeatures(ImageExtractor):
     name = "reiqa"
+    uses_prompt = False  # pixels only
     version = "1"
     defaults = {
         "content_ckpt": None,  # local path to content_aware_r50.pth

@@ -199,11 +199,14 @@ def run_extraction(
         st.set_manifest(manifest)
         st.set_shard(shard)
         resolved = resolve_precision(precision, device)
-        # identity (hence key) depends on the resolved precision and, for some extractors,
-        # on the whole manifest (e.g. the list of generators): settle both before key()
+        # identity (hence key) depends on the resolved precision: settle it before key().
+        # What an extractor learns from the manifest (e.g. the generator vocabulary) is not
+        # in the key; a store that already holds the key keeps what it learned then.
         extractor.device, extractor.precision = device, resolved
         if hasattr(extractor, "fit_manifest"):
-            extractor.fit_manifest(manifest.df)
+            k = extractor.key()
+            stored = st.feature_names(k) if k in st.keys() and st.config(k)["dim"] else None
+            extractor.fit_manifest(manifest.df, stored)
         key = _declare(st, extractor)
         summary = RunSummary(key, extractor.name)
 

@@ -78,6 +78,10 @@ class TemporalConsistency(OverFrames):
         """``temporal_consistency.<base>-<hash>``: the base is readable in the store."""
         return f"{self.name}.{self.base.name}-{config_hash(self.identity())}"
 
+    @property
+    def uses_prompt(self) -> bool:  # type: ignore[override]
+        return self.base.uses_prompt
+
     def output_dim(self) -> int:
         return len(CONSISTENCY_FEATURES)
 

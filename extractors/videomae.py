@@ -120,6 +120,7 @@ class VideoMAEPreprocess:
 
 class VideoMAEFeatures(Extractor):
     name = "videomae"
+    uses_prompt = False  # pixels only
     kind = "video"
     version = "1"
     defaults = {

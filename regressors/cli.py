@@ -7,8 +7,8 @@ import sys
 from .stacking import StackConfig
 
 
-def _parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog="python -m regressors", description=__doc__)
+def _parser(prog: str = "python -m regressors") -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog=prog, description=__doc__)
     sub = ap.add_subparsers(dest="command", required=True)
     f = sub.add_parser("fit", help="tune, cross-validate (nested) and fit the stacked model of one track")
     f.add_argument("--track", required=True, choices=["image", "video"])
@@ -41,19 +41,31 @@ def _parser() -> argparse.ArgumentParser:
                         "oversubscribed machine; measured 6.5 s vs 0.2 s for one 116x3840 SVD at load 5 on 2 cores)")
     f.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for 95%% intervals (0: off)")
     f.add_argument("--submit-split", default=None, help="unlabelled split written to OUT/submission (default test)")
+    f.add_argument("--allow-incomplete", action="store_true",
+                   help="fit and score the items whose features are done when some are failed or pending "
+                        "(default: refuse, naming the key, counts and the command that fills it); a submission "
+                        "is never written for an incomplete split")
     p = sub.add_parser("predict", help="score a split of a store with a saved model")
-    p.add_argument("--model", required=True)
+    p.add_argument("--model", required=True, help="model bundle folder (or the run folder holding model/)")
     p.add_argument("--store", required=True)
     p.add_argument("--split", default="test")
     p.add_argument("--out", required=True)
     p.add_argument("--bootstrap", type=int, default=1000)
+    p.add_argument("--allow-incomplete", action="store_true",
+                   help="score the done items of an incomplete split (no submission is written)")
+    p.add_argument("--allow-in-sample", action="store_true",
+                   help="score the model's own training split (an in-sample fit, not a test score; no submission)")
+    p.add_argument("--trust-pickle", action="store_true",
+                   help="load a legacy model.pkl (a pickle runs code when loaded: only files you produced)")
     return ap
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
-    from .workflow import MissingFeaturesError, fit_command, predict_command
+def main(argv: list[str] | None = None, prog: str | None = None) -> int:
+    args = _parser(prog or "python -m regressors").parse_args(argv)
+    from .bundle import BundleError
+    from .data import IncompleteFeaturesError
     from .model_io import ModelChecksumError
+    from .workflow import InSampleError, MissingFeaturesError, fit_command, predict_command
 
     from threadpoolctl import threadpool_limits
 
@@ -70,10 +82,14 @@ def main(argv: list[str] | None = None) -> int:
                 storage=args.storage, prune=not args.no_prune, n_jobs=args.jobs)
             exts = [e for e in args.extractors.split(",") if e.strip()] or None
             fit_command(args.track, args.store, exts, args.target, args.out, cfg, n_boot=args.bootstrap,
-                        submit_split=args.submit_split)
+                        submit_split=args.submit_split, allow_incomplete=args.allow_incomplete)
         else:
-            predict_command(args.model, args.store, args.split, args.out, n_boot=args.bootstrap)
-    except (MissingFeaturesError, ModelChecksumError, FileNotFoundError, KeyError, ValueError) as err:
-        print(f"error: {err}", file=sys.stderr)
+            predict_command(args.model, args.store, args.split, args.out, n_boot=args.bootstrap,
+                            allow_incomplete=args.allow_incomplete, allow_in_sample=args.allow_in_sample,
+                            trust_pickle=args.trust_pickle)
+    except (MissingFeaturesError, ModelChecksumError, BundleError, IncompleteFeaturesError, InSampleError,
+            FileNotFoundError, KeyError, ValueError) as err:
+        msg = err.args[0] if isinstance(err, KeyError) and err.args else err
+        print(f"error: {msg}", file=sys.stderr)
         return 2
     return 0

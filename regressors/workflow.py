@@ -1,19 +1,21 @@
 """`fit` and `predict`: store -> honest CV score, final model, reports, submission files."""
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from . import model_io
-from .data import load_track, splits_of
+from . import bundle as bundle_io
+from .data import IncompleteFeaturesError, completeness, incomplete_message, load_track, splits_of
 from .report import markdown_report, per_group, safe_evaluate, scatter_plot, write_json
-from .stacking import StackConfig, StackedModel, cross_validate, fit_stack
-from .submission import write_submission
+from .rundir import staged
+from .stacking import StackConfig, cross_validate, fit_stack
+from .submission import check_names, write_submission
 
-MODEL_FILE = "model.pkl"
+MODEL_DIR = "model"  # the bundle folder inside a run folder
 NESTED_NOTE = {
     "split": "hyper-parameters and meta-learner weights chosen on a held-apart tuning subset of whole prompts; "
              "the CV score covers only the other items, none of which was seen in tuning",
@@ -52,15 +54,122 @@ def _describe(track: str, keys: dict[str, str], devices: dict[str, str], head_na
             f"non-negative linear meta-learner ({track} track); trained only on the challenge training data; {where}.")
 
 
+def _store_meta(store) -> dict:
+    from features_store import FeatureStore
+
+    with FeatureStore(os.fspath(store), mode="r") as st:
+        return {"dataset": st.meta.get("name"), "root": st.meta.get("root"), "adapter": st.meta.get("adapter"),
+                "items": len(st)}
+
+
+def _split_names(store, split: str) -> list[str]:
+    from features_store import FeatureStore
+
+    with FeatureStore(os.fspath(store), mode="r") as st:
+        cols = ["name", "split"] if "name" in st.df else ["item_id", "split"]
+        df = st.columns(cols)
+        return df.loc[df["split"] == split, cols[0]].astype(str).tolist()
+
+
+def _precheck_splits(store, keys: list[str], splits: dict[str, bool], track: str,
+                     allow_incomplete: bool) -> dict[str, str]:
+    """Before any fitting: every split to score must be complete (unless allowed) and every split to submit
+    must have names output.txt can hold. Returns {unlabelled split: why its submission is refused}."""
+    from features_store import FeatureStore
+
+    refused = {}
+    with FeatureStore(os.fspath(store), mode="r") as st:
+        for split, labelled in splits.items():
+            if split == "train":
+                continue
+            issues = completeness(st, keys, split)
+            if issues and not allow_incomplete:
+                raise IncompleteFeaturesError(
+                    incomplete_message(st, issues, track, f"its {'scores' if labelled else 'submission'}") +
+                    "\n  (--allow-incomplete fits and scores the done subset; a submission is never written "
+                    "for an incomplete split)")
+            if issues and not labelled:
+                refused[split] = (f"{', '.join(i['key'] for i in issues)}: "
+                                  f"{min(i['done'] for i in issues)} of {issues[0]['items']} items done")
+    for split, labelled in splits.items():
+        if split != "train" and not labelled:
+            check_names(_split_names(store, split), split)
+    return refused
+
+
+def _feature_specs(store, data) -> list[dict]:
+    """Per block: store key, full identity, the options that rebuild it, width and columns (bundle.json)."""
+    from features_store import FeatureStore
+
+    out = []
+    with FeatureStore(os.fspath(store), mode="r") as st:
+        for block, key in data.keys.items():
+            c = st.config(key)
+            entry = {"block": block, "key": key, "name": c["name"], "kind": c["kind"],
+                     "dim": data.blocks[block][1] - data.blocks[block][0], "columns": data.blocks[block],
+                     "identity": c["identity"]}
+            try:
+                from extractors.registry import options_from_identity, spec_string
+
+                entry["options"] = options_from_identity(c["identity"])
+                entry["spec"] = spec_string(c["identity"]["name"], entry["options"])
+            except Exception as err:  # an extractor this installation lacks (a plugin): the identity still says all
+                entry["options"], entry["spec"] = None, None
+                entry["rebuild_error"] = f"{type(err).__name__}: {err}"
+            if block in data.vocabularies:
+                entry["vocabulary"] = data.vocabularies[block]
+            out.append(entry)
+    return out
+
+
+def _bundle_info(track: str, target: str, store, data, cfg: StackConfig, metrics: dict, model) -> dict:
+    y = data.y
+    vocab = next(iter(data.vocabularies.values()), None) if data.vocabularies else None
+    cv = {k: metrics.get(k) for k in ("main", "srcc", "plcc", "krcc", "rmse", "n", "ci") if k in metrics}
+    return {
+        "track": track,
+        "target": {"name": target, "min": float(np.min(y)), "max": float(np.max(y)), "mean": float(np.mean(y)),
+                   "sd": float(np.std(y))},
+        "features": _feature_specs(store, data),
+        "n_features": int(data.X.shape[1]),
+        "generator_vocabulary": vocab,
+        "heads": model.names,
+        "meta_weights": model.weights(),
+        "config": cfg.to_dict(),
+        "training": {**_store_meta(store), "store": str(store), "split": "train", "items": int(len(y)),
+                     "protocol": cfg.protocol, "nested": metrics.get("nested"), "folds": metrics.get("folds"),
+                     "cv": cv, "items_missing_features": data.incomplete or None},
+    }
+
+
 def fit_command(track: str, store: str, extractors: list[str] | None, target: str, out: str,
-                cfg: StackConfig, n_boot: int = 1000, submit_split: str | None = None) -> dict:
-    out_dir = Path(out)
-    out_dir.mkdir(parents=True, exist_ok=True)
+                cfg: StackConfig, n_boot: int = 1000, submit_split: str | None = None,
+                allow_incomplete: bool = False) -> dict:
+    """Tune, cross-validate and fit on ``train``; write the run folder ``out`` whole (see rundir)."""
     t_start = time.perf_counter()
-    data = load_track(store, extractors, split="train", target=target)
+    final_dir = Path(out)
+    data = load_track(store, extractors, split="train", target=target, allow_incomplete=allow_incomplete,
+                      track=track, what="the fit")
+    splits = splits_of(store, target)
+    refused = _precheck_splits(store, list(data.keys.values()), splits, track, allow_incomplete)
     print(f"train: {len(data.y)} labelled items, {data.X.shape[1]} features in blocks "
           f"{ {b: r[1] - r[0] for b, r in data.blocks.items()} }")
+    if data.incomplete:
+        print(f"note: fitting on the done subset ({len(data.y)} items; --allow-incomplete)")
 
+    with staged(final_dir) as out_dir:
+        metrics = _fit_into(out_dir, final_dir, track, store, data, splits, refused, target, cfg, n_boot,
+                            submit_split, allow_incomplete, t_start)
+    print(f"main {metrics.get('main', float('nan')):.4f} (SRCC {metrics.get('srcc', float('nan')):.4f}, "
+          f"PLCC {metrics.get('plcc', float('nan')):.4f}) on {metrics.get('n')} items; wrote {final_dir}")
+    if refused:
+        raise IncompleteFeaturesError("submission NOT written for " + "; ".join(
+            f"split {s!r} ({why})" for s, why in refused.items()) + f". The rest of the run is in {final_dir}.")
+    return metrics
+
+
+def _fit_into(out_dir: Path, final_dir: Path, track, store, data, splits, refused, target, cfg, n_boot,
+              submit_split, allow_incomplete, t_start) -> dict:
     t0 = time.perf_counter()
     cv = cross_validate(data.X, data.y, data.groups, data.blocks, cfg)
     t_cv = time.perf_counter() - t0
@@ -71,6 +180,8 @@ def fit_command(track: str, store: str, extractors: list[str] | None, target: st
                      "folds": cv["info"].get("outer_folds", cfg.outer_folds), "nested": nested,
                      "nested_requested": cfg.nested, "nested_note": NESTED_NOTE[nested], "store": str(store),
                      "store_keys": data.keys}
+    if data.incomplete:
+        metrics["train_items_missing_features"] = data.incomplete
     metrics.update(safe_evaluate(cv["stack"], y_s, n_boot=n_boot))
     metrics["heads"] = {n: safe_evaluate(p, y_s, n_boot=0) for n, p in cv["heads"].items()
                         if not n.startswith(("block:", "fixed:"))}
@@ -86,9 +197,7 @@ def fit_command(track: str, store: str, extractors: list[str] | None, target: st
     model = fit_stack(data.X, data.y, data.groups, data.blocks, cfg, tag="final", tuned=cv.get("tuned"))
     t_fit = time.perf_counter() - t0
     metrics["meta_weights"] = model.weights()
-    model_meta = {"track": track, "target": target, "store_keys": data.keys, "blocks": data.blocks,
-                  "n_features": int(data.X.shape[1]), "config": cfg.to_dict(), "cv_main": metrics.get("main")}
-    model_path = model_io.save_model(model, out_dir / MODEL_FILE, model_meta)
+    bundle_io.save_bundle(out_dir / MODEL_DIR, model, _bundle_info(track, target, store, data, cfg, metrics, model))
 
     # predictions: CV (honest) for scored training items; in-sample for the tuning set
     src = np.full(len(data.y), "tuning_set_in_sample", dtype=object)
@@ -99,47 +208,58 @@ def fit_command(track: str, store: str, extractors: list[str] | None, target: st
                             "source": src})]
 
     heldout, submitted = {}, {}
-    splits = splits_of(store, target)
     unlabelled = [s for s, lab in splits.items() if not lab]
     submit_split = submit_split or ("test" if "test" in unlabelled else (unlabelled[0] if unlabelled else None))
     for split, labelled in splits.items():
         if split == "train":
             continue
-        part = load_track(store, list(data.keys.values()), split=split, target=target if labelled else None)
+        part = load_track(store, list(data.keys.values()), split=split, target=target if labelled else None,
+                          allow_incomplete=allow_incomplete, vocabularies=_vocab_by_key(data), track=track)
         t0 = time.perf_counter()
         p = model.predict(part.X)
         dt = time.perf_counter() - t0
         if labelled:
             heldout[split] = safe_evaluate(p, part.y, n_boot=n_boot)
+            if part.incomplete:
+                heldout[split]["items_missing_features"] = part.incomplete
             frames.append(pd.DataFrame({"item_id": part.ids, "split": split, "prediction": p, "target": part.y,
                                         "source": "heldout"}))
         else:
             frames.append(pd.DataFrame({"item_id": part.ids, "split": split, "prediction": p, "target": np.nan,
                                         "source": "unlabelled"}))
+            if split in refused:
+                submitted[split] = {"refused": f"incomplete features: {refused[split]}"}
+                continue
             runtime, how = _runtime(part, dt, len(p))
             folder = out_dir / ("submission" if split == submit_split else f"submission_{split}")
             write_submission(folder, part.names, p, runtime, how,
                              _describe(track, data.keys, part.devices, model.names), cpu=not _on_gpu(part.devices))
-            submitted[split] = {"folder": str(folder), "n": int(len(p)), "runtime_per_item_s": runtime,
-                                "runtime_source": how}
+            submitted[split] = {"folder": str(final_dir / folder.name), "n": int(len(p)),
+                                "runtime_per_item_s": runtime, "runtime_source": how}
     metrics["heldout"] = heldout
     metrics["submissions"] = submitted
     metrics["timing"] = {"cross_validation_s": t_cv, "final_fit_s": t_fit,
                          "total_s": time.perf_counter() - t_start}
-    metrics["model_file"] = str(model_path)
+    metrics["model_bundle"] = str(final_dir / MODEL_DIR)
 
     pd.concat(frames, ignore_index=True).to_csv(out_dir / "predictions.csv", index=False)
     write_json(out_dir / "metrics.json", metrics)
     (out_dir / "report.md").write_text(markdown_report(metrics))
     scatter_plot(cv["stack"], y_s, out_dir / "scatter.png",
                  title=f"{track}: stacked, {cfg.protocol} CV, main {metrics.get('main', float('nan')):.3f}")
-    print(f"main {metrics.get('main', float('nan')):.4f} (SRCC {metrics.get('srcc', float('nan')):.4f}, "
-          f"PLCC {metrics.get('plcc', float('nan')):.4f}) on {metrics.get('n')} items; wrote {out_dir}")
     return metrics
+
+
+def _vocab_by_key(data) -> dict[str, list[str]]:
+    return {data.keys[b]: v for b, v in data.vocabularies.items()}
 
 
 class MissingFeaturesError(RuntimeError):
     """The store lacks an extractor configuration the model was trained on."""
+
+
+class InSampleError(ValueError):
+    """Scoring the model's own training split would report an in-sample score."""
 
 
 def check_store_has(store: str, needed: dict[str, str]) -> None:
@@ -160,36 +280,104 @@ def check_store_has(store: str, needed: dict[str, str]) -> None:
             "\nRun `make features` with the same extractor options on this dataset first (store keys must match).")
 
 
-def predict_command(model_file: str, store: str, split: str, out: str, n_boot: int = 1000) -> dict:
-    meta = model_io.read_meta(model_file)  # no unpickling before the store check
-    check_store_has(store, meta["store_keys"])
-    model, meta = model_io.load_model(model_file)
-    if not isinstance(model, StackedModel) and not hasattr(model, "predict"):
-        raise TypeError(f"{model_file} does not hold a regressors model")
-    labelled = splits_of(store, meta["target"]).get(split)
+def load_model_any(path, trust_pickle: bool = False):
+    """(model, info) from a bundle folder (no code runs), or from a legacy ``model.pkl`` with ``trust_pickle``."""
+    p = Path(path)
+    if bundle_io.is_bundle(p):
+        return bundle_io.load_bundle(p)
+    if p.is_dir() and (p / MODEL_DIR / bundle_io.BUNDLE_JSON).is_file():  # a run folder
+        return bundle_io.load_bundle(p / MODEL_DIR)
+    if p.suffix == ".pkl" or (p.is_dir() and (p / bundle_io.LEGACY_PICKLE).is_file()):
+        model, meta = bundle_io.load_legacy_pickle(p, trust_pickle=trust_pickle)
+        return model, legacy_info(meta)
+    bundle_io.read_info(p)  # raises the precise error (missing folder, missing/invalid bundle.json)
+    raise bundle_io.BundleError(f"{p} is not a model bundle")
+
+
+def read_model_info(path) -> dict:
+    """bundle.json of a bundle or run folder, without loading the model (a legacy pickle's .json likewise)."""
+    p = Path(path)
+    if p.is_dir() and not bundle_io.is_bundle(p) and (p / MODEL_DIR / bundle_io.BUNDLE_JSON).is_file():
+        p = p / MODEL_DIR
+    if p.suffix == ".pkl" or (p.is_dir() and (p / bundle_io.LEGACY_PICKLE).is_file() and not bundle_io.is_bundle(p)):
+        from . import model_io
+
+        pkl = p if p.suffix == ".pkl" else p / bundle_io.LEGACY_PICKLE
+        try:
+            return legacy_info(model_io.read_meta(pkl))
+        except ValueError as err:
+            raise bundle_io.BundleError(f"{model_io.meta_path(pkl)} is not valid JSON ({err})") from None
+    return bundle_io.read_info(p)
+
+
+def legacy_info(meta: dict) -> dict:
+    return {"track": meta["track"], "target": {"name": meta["target"]}, "n_features": meta["n_features"],
+            "features": [{"block": b, "key": k} for b, k in meta["store_keys"].items()], "legacy_pickle": True}
+
+
+def predict_command(model_path: str, store: str, split: str, out: str, n_boot: int = 1000,
+                    allow_incomplete: bool = False, allow_in_sample: bool = False,
+                    trust_pickle: bool = False) -> dict:
+    info = read_model_info(model_path)  # nothing is loaded before the store and split checks
+    needed = {f["block"]: f["key"] for f in info["features"]}
+    check_store_has(store, needed)
+    target = info["target"]["name"]
+    splits = splits_of(store, target)
+    labelled = splits.get(split)
     if labelled is None:
-        raise ValueError(f"{store} has no split {split!r}; splits: {sorted(splits_of(store, meta['target']))}")
-    data = load_track(store, list(meta["store_keys"].values()), split=split,
-                      target=meta["target"] if labelled else None)
-    if data.X.shape[1] != meta["n_features"]:
-        raise MissingFeaturesError(f"features read have {data.X.shape[1]} columns, the model expects {meta['n_features']}")
-    out_dir = Path(out)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    t0 = time.perf_counter()
-    p = model.predict(data.X)
-    dt = time.perf_counter() - t0
-    df = pd.DataFrame({"item_id": data.ids, "prediction": p})
-    result: dict = {"split": split, "n": int(len(p)), "model": str(model_file)}
-    if labelled:
-        df["target"] = data.y
-        result.update(safe_evaluate(p, data.y, n_boot=n_boot))
-        scatter_plot(p, data.y, out_dir / "scatter.png", title=f"{split}: main {result.get('main', float('nan')):.3f}")
-    runtime, how = _runtime(data, dt, len(p))
-    write_submission(out_dir / "submission", data.names, p, runtime, how,
-                     _describe(meta["track"], meta["store_keys"], data.devices, model.names),
-                     cpu=not _on_gpu(data.devices))
-    result["runtime_per_item_s"], result["runtime_source"] = runtime, how
-    df.to_csv(out_dir / "predictions.csv", index=False)
-    write_json(out_dir / "metrics.json", result)
-    print(f"scored {len(p)} items of {split!r}; wrote {out_dir}")
+        raise ValueError(f"{store} has no split {split!r}; splits: {sorted(splits)}")
+    in_sample = _is_training_split(info, store, split)
+    if in_sample and not allow_in_sample:
+        raise InSampleError(
+            f"split {split!r} of {store} is the split this model was trained on: its score would be in-sample "
+            f"(optimistic), not a test score; the honest cross-validated score is in the model's card "
+            f"(main {info.get('training', {}).get('cv', {}).get('main', float('nan')):.3f}). Score another split, "
+            "or pass --allow-in-sample to see the in-sample fit (no submission is written for it)")
+    vocabs = {f["key"]: f["vocabulary"] for f in info["features"] if f.get("vocabulary") is not None}
+    data = load_track(store, list(needed.values()), split=split, target=target if labelled else None,
+                      allow_incomplete=allow_incomplete, vocabularies=vocabs, track=info["track"],
+                      what="the predictions" if labelled else "the submission")
+    if data.X.shape[1] != info["n_features"]:
+        raise MissingFeaturesError(f"features read have {data.X.shape[1]} columns, the model expects {info['n_features']}")
+    model, info = load_model_any(model_path, trust_pickle=trust_pickle)
+    with staged(out) as out_dir:
+        t0 = time.perf_counter()
+        p = model.predict(data.X)
+        dt = time.perf_counter() - t0
+        df = pd.DataFrame({"item_id": data.ids, "prediction": p})
+        result: dict = {"split": split, "n": int(len(p)), "model": str(model_path), "in_sample": in_sample}
+        if data.incomplete:
+            result["items_missing_features"] = data.incomplete
+        if labelled:
+            df["target"] = data.y
+            result.update(safe_evaluate(p, data.y, n_boot=n_boot))
+            scatter_plot(p, data.y, out_dir / "scatter.png",
+                         title=f"{split}{' (IN-SAMPLE)' if in_sample else ''}: main {result.get('main', float('nan')):.3f}")
+        runtime, how = _runtime(data, dt, len(p))
+        if in_sample:
+            result["submission"] = "not written: in-sample split"
+        elif data.incomplete:
+            result["submission"] = "not written: incomplete features"
+        else:
+            write_submission(out_dir / "submission", data.names, p, runtime, how,
+                             _describe(info["track"], needed, data.devices, model.names),
+                             cpu=not _on_gpu(data.devices))
+        result["runtime_per_item_s"], result["runtime_source"] = runtime, how
+        df.to_csv(out_dir / "predictions.csv", index=False)
+        write_json(out_dir / "metrics.json", result)
+    note = " IN-SAMPLE (training split): not a test score" if in_sample else ""
+    print(f"scored {len(p)} items of {split!r}; wrote {out}{note}")
+    if data.incomplete and not in_sample:
+        raise IncompleteFeaturesError(f"submission NOT written: split {split!r} is incomplete "
+                                      f"({len(p)} items scored); predictions.csv in {out} holds the done items")
     return result
+
+
+def _is_training_split(info: dict, store, split: str) -> bool:
+    tr = info.get("training")
+    if not tr:  # a legacy model records no training data: assume the store's train split is it
+        return split == "train"
+    if split != tr.get("split", "train"):
+        return False
+    here = _store_meta(store)
+    return (here.get("dataset"), here.get("root")) == (tr.get("dataset"), tr.get("root"))

@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 
 from features_store import FeatureStore, Manifest
-from regressors import model_io
+from regressors import bundle
 from regressors.cli import main
 
 
@@ -70,24 +70,27 @@ def test_fit_writes_everything(fitted):
     assert readme[1] == "CPU[1] / GPU[0] : 1" and "records no extraction device" in readme[4]
     assert (out / "scatter.png").stat().st_size > 1000
     assert "| stack (cross-validated) |" in (out / "report.md").read_text()
-    assert (out / "model.pkl.sha256").exists()
+    info = json.loads((out / "model" / "bundle.json").read_text())
+    assert [f["key"] for f in info["features"]] == ["generator-aaaaaaaaaaaa", "prompt_minilm-bbbbbbbbbbbb"]
+    assert info["target"]["name"] == "mos" and info["training"]["items"] == 240
+    assert (out / "model" / "MODEL.md").read_text().startswith("# image quality model")
+    assert not list(out.glob("*.pkl"))  # no pickle is written any more
 
 
 def test_predict_and_checksum(fitted, tmp_path):
     store, out = fitted
-    assert main(["predict", "--model", str(out / "model.pkl"), "--store", str(store), "--split", "test",
+    assert main(["predict", "--model", str(out / "model"), "--store", str(store), "--split", "test",
                  "--out", str(tmp_path / "p")]) == 0
     assert len((tmp_path / "p" / "submission" / "output.txt").read_text().splitlines()) == 30
-    # a tampered model file is refused before unpickling
-    bad = tmp_path / "model.pkl"
-    bad.write_bytes((out / "model.pkl").read_bytes() + b"x")
-    for suffix in (".sha256", ".json"):
-        (tmp_path / f"model.pkl{suffix}").write_bytes((out / f"model.pkl{suffix}").read_bytes())
-    with pytest.raises(model_io.ModelChecksumError, match="does not match"):
-        model_io.load_model(bad)
-    (tmp_path / "model.pkl.sha256").unlink()
-    with pytest.raises(model_io.ModelChecksumError, match="no checksum"):
-        model_io.load_model(bad)
+    # a tampered model file is refused before it is read
+    import shutil
+
+    bad = tmp_path / "bad"
+    shutil.copytree(out / "model", bad)
+    with open(bad / "model.skops", "ab") as f:
+        f.write(b"x")
+    with pytest.raises(bundle.BundleError, match="does not match"):
+        bundle.load_bundle(bad)
 
 
 def test_submission_readme_uses_the_recorded_extraction_time_and_device(fitted, tmp_path):
@@ -100,7 +103,7 @@ def test_submission_readme_uses_the_recorded_extraction_time_and_device(fitted, 
         st.add_timing("generator-aaaaaaaaaaaa", 0.5, 100, device="cpu")
         st.add_timing("prompt_minilm-bbbbbbbbbbbb", 3.0, 100, device="cuda:0")
         st.checkpoint()
-    assert main(["predict", "--model", str(out / "model.pkl"), "--store", str(timed), "--split", "test",
+    assert main(["predict", "--model", str(out / "model"), "--store", str(timed), "--split", "test",
                  "--out", str(tmp_path / "p"), "--bootstrap", "0"]) == 0
     readme = (tmp_path / "p" / "submission" / "readme.txt").read_text().splitlines()
     runtime = float(readme[0].split(":")[1])
@@ -113,7 +116,7 @@ def test_submission_readme_uses_the_recorded_extraction_time_and_device(fitted, 
 def test_predict_refuses_store_without_the_features(fitted, tmp_path, capsys):
     store, out = fitted
     other = _make_store(tmp_path / "other.h5", with_prompt=False, gen_key="generator-cccccccccccc")
-    rc = main(["predict", "--model", str(out / "model.pkl"), "--store", str(other), "--split", "test",
+    rc = main(["predict", "--model", str(out), "--store", str(other), "--split", "test",
                "--out", str(tmp_path / "p")])
     err = capsys.readouterr().err
     assert rc == 2

@@ -1,0 +1,230 @@
+"""The model bundle: a folder that scores new media anywhere, and loads without running code.
+
+    runs/<run>/model/
+      bundle.json   what the model needs and is: track; target name and range; per feature block
+                    the store key, the extractor's full identity (name, every option, weights id and
+                    revision, precision, code and library versions) and the options that rebuild it;
+                    the generator vocabulary; the training summary; library versions; file checksums
+      model.skops   the fitted heads and the meta-learner (skops format)
+      MODEL.md      a short card generated from bundle.json
+
+Why skops: a pickle runs code when it is loaded, so a checksum beside it only stops a
+corrupted file, not a crafted one. ``skops.io.load`` rebuilds objects from a JSON schema
+and refuses any type that is neither one skops trusts (numpy, scipy, scikit-learn) nor in
+:data:`TRUSTED_TYPES`; nothing in the file decides which code runs.
+
+Adding an estimator class that a fitted model holds (e.g. a new head in
+``regressors/heads.py``) takes one line in :data:`TRUSTED_TYPES`; the round-trip test
+(tests/test_bundle.py) fits every head and names any type missing there.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import platform
+import time
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+FORMAT = "aigcq-model-bundle"
+FORMAT_VERSION = 1
+BUNDLE_JSON, MODEL_FILE, CARD = "bundle.json", "model.skops", "MODEL.md"
+LEGACY_PICKLE = "model.pkl"
+
+#: Types a bundle may hold beyond those skops trusts by default. One line per class.
+TRUSTED_TYPES: tuple[str, ...] = (
+    "collections.OrderedDict",
+    "lightgbm.basic.Booster",  # rebuilt from LightGBM's own text model format (its __setstate__)
+    "lightgbm.sklearn.LGBMRegressor",
+    "regressors.heads.BlockTransformer",
+    "regressors.heads.CosineWeights",
+    "regressors.heads.ElasticNetHead",
+    "regressors.heads.KNNHead",
+    "regressors.heads.LGBMHead",
+    "regressors.heads.SVRHead",
+    "regressors.stacking.StackedModel",
+)
+
+#: libraries whose versions are recorded (the heads' numbers depend on them)
+LIBRARIES = ("aigc-quality", "numpy", "scipy", "scikit-learn", "lightgbm", "skops", "pandas", "h5py", "torch",
+             "torchvision", "transformers", "pillow", "av")
+REQUIRED = ("format", "format_version", "track", "target", "features", "files")
+
+
+class BundleError(ValueError):
+    """A model bundle that cannot be used; the message names the file and what to do (one line)."""
+
+
+def sha256_file(path: str | Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def library_versions() -> dict[str, str]:
+    out = {"python": platform.python_version()}
+    for pkg in LIBRARIES:
+        try:
+            out[pkg] = metadata.version(pkg)
+        except metadata.PackageNotFoundError:
+            pass
+    return out
+
+
+# ---------------------------------------------------------------- writing
+def save_bundle(folder: str | Path, model: Any, info: dict) -> Path:
+    """Write ``model.skops``, ``bundle.json`` (``info`` + format, versions, checksum) and ``MODEL.md``."""
+    import skops.io as sio
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    sio.dump(model, folder / MODEL_FILE)
+    untrusted = sorted(set(sio.get_untrusted_types(file=folder / MODEL_FILE)) - set(TRUSTED_TYPES))
+    if untrusted:  # fail when saving, not when a user loads it
+        raise BundleError(f"the fitted model holds types outside regressors.bundle.TRUSTED_TYPES: {untrusted}; "
+                          "add each (one line) if it is a plain estimator class of this project")
+    meta = {"format": FORMAT, "format_version": FORMAT_VERSION,
+            "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), **info,
+            "libraries": library_versions(), "files": {MODEL_FILE: sha256_file(folder / MODEL_FILE)}}
+    (folder / BUNDLE_JSON).write_text(json.dumps(meta, indent=2, default=_jsonable) + "\n")
+    (folder / CARD).write_text(model_card(meta))
+    return folder
+
+
+def _jsonable(o):
+    import numpy as np
+
+    if isinstance(o, np.integer):
+        return int(o)
+    if isinstance(o, np.floating):
+        return float(o)
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    return str(o)
+
+
+# ---------------------------------------------------------------- reading
+def is_bundle(path: str | Path) -> bool:
+    return (Path(path) / BUNDLE_JSON).is_file()
+
+
+def read_info(folder: str | Path) -> dict:
+    """bundle.json, checked; loads no model (safe on any folder)."""
+    folder = Path(folder)
+    path = folder / BUNDLE_JSON
+    if not folder.exists():
+        raise BundleError(f"model bundle {folder} does not exist")
+    if not path.is_file():
+        hint = (f" (it holds a legacy pickle {LEGACY_PICKLE}: load it with --trust-pickle only if you made it)"
+                if (folder / LEGACY_PICKLE).is_file() else "")
+        raise BundleError(f"{folder} is not a model bundle: {BUNDLE_JSON} is missing{hint}")
+    text = path.read_text(errors="replace")
+    if not text.strip():
+        raise BundleError(f"{path} is empty: the bundle is damaged; train again (`aigcq regress`)")
+    try:
+        info = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise BundleError(f"{path} is not valid JSON ({err.msg}, line {err.lineno} column {err.colno}): "
+                          "the bundle is damaged; train again (`aigcq regress`)") from None
+    if not isinstance(info, dict):
+        raise BundleError(f"{path} holds a JSON {type(info).__name__}, not an object: the bundle is damaged")
+    missing = [k for k in REQUIRED if k not in info]
+    if missing:
+        raise BundleError(f"{path} lacks {', '.join(missing)}: not a bundle written by `aigcq regress`")
+    if info["format"] != FORMAT or int(info["format_version"]) > FORMAT_VERSION:
+        raise BundleError(f"{path}: format {info['format']!r} version {info['format_version']} is not one this "
+                          f"version reads ({FORMAT} <= {FORMAT_VERSION}); upgrade aigc-quality")
+    return info
+
+
+def load_bundle(folder: str | Path) -> tuple[Any, dict]:
+    """(model, info). Verifies the checksum, then loads with skops and the explicit trusted types."""
+    import zipfile
+
+    import skops.io as sio
+
+    folder = Path(folder)
+    info = read_info(folder)
+    path = folder / MODEL_FILE
+    if not path.is_file():
+        raise BundleError(f"{path} is missing: the bundle is incomplete; train again (`aigcq regress`)")
+    if path.stat().st_size == 0:
+        raise BundleError(f"{path} is empty (0 bytes): the bundle is damaged; train again (`aigcq regress`)")
+    expected = str(info["files"].get(MODEL_FILE, "")).lower()
+    actual = sha256_file(path)
+    if actual != expected:
+        raise BundleError(f"{path}: sha256 {actual[:16]}… does not match {expected[:16] or '(none)'}… recorded in "
+                          f"{BUNDLE_JSON} (changed or corrupted after it was saved)")
+    try:
+        untrusted = sorted(set(sio.get_untrusted_types(file=path)) - set(TRUSTED_TYPES))
+    except zipfile.BadZipFile:
+        raise BundleError(f"{path} is not a skops file (not a zip archive); refusing to load it") from None
+    except Exception as err:
+        raise BundleError(f"{path} cannot be read as a skops file ({type(err).__name__}: {err})") from None
+    if untrusted:
+        raise BundleError(f"refusing to load {path}: it holds types outside the trusted list: {', '.join(untrusted)}")
+    model = sio.load(path, trusted=list(TRUSTED_TYPES))
+    return model, info
+
+
+def load_legacy_pickle(path: str | Path, trust_pickle: bool = False) -> tuple[Any, dict]:
+    """A ``model.pkl`` from an earlier release: runs code when loaded, so only with ``trust_pickle``."""
+    from . import model_io
+
+    path = Path(path)
+    if path.is_dir():
+        path = path / LEGACY_PICKLE
+    if not trust_pickle:
+        raise BundleError(f"refusing to load {path}: a pickle runs code when it is loaded. Pass --trust-pickle "
+                          "(Python: trust_pickle=True) only for a file you or your team produced")
+    try:
+        return model_io.load_model(path)
+    except model_io.ModelChecksumError as err:
+        raise BundleError(str(err)) from None
+
+
+# ---------------------------------------------------------------- the card
+def _fmt(v, nd=3) -> str:
+    return "–" if v is None else (f"{v:.{nd}f}" if isinstance(v, (int, float)) else str(v))
+
+
+def model_card(info: dict) -> str:
+    """MODEL.md: what the model predicts, from what, how well, and how to use it."""
+    t, tr = info.get("target", {}), info.get("training", {})
+    cv = tr.get("cv", {})
+    ci = (cv.get("ci") or {}).get("main")
+    lines = [f"# {info.get('track', '?')} quality model: predicts `{t.get('name')}`", "",
+             f"Trained {info.get('created', '')} on **{tr.get('dataset', '?')}** (`{tr.get('split', 'train')}` split, "
+             f"{tr.get('items', '?')} labelled items; target range {_fmt(t.get('min'))} – {_fmt(t.get('max'))}, "
+             f"mean {_fmt(t.get('mean'))}).", "",
+             "## Score", "",
+             f"Cross-validated ({tr.get('protocol', '?')} {tr.get('folds', '?')}-fold, nesting `{tr.get('nested', '?')}`; "
+             f"{cv.get('n', '?')} items scored): **main {_fmt(cv.get('main'))}**"
+             + (f" [95% CI {ci[0]:.3f}, {ci[1]:.3f}]" if ci else "")
+             + f", SRCC {_fmt(cv.get('srcc'))}, PLCC {_fmt(cv.get('plcc'))}.", "",
+             "main = (|SRCC| + |PLCC|)/2 (NTIRE 2024 AIGC quality), PLCC after a third-order polynomial fit.", "",
+             "## Features (recomputed from these specs when scoring)", "",
+             "| block | store key | extractor options | precision | dim |", "|---|---|---|---|---|"]
+    for f in info.get("features", []):
+        ident = f.get("identity", {})
+        opts = ", ".join(f"{k}={v!r}" for k, v in f.get("options", {}).items()) or "defaults"
+        lines.append(f"| {f.get('block')} | `{f.get('key')}` | {opts} | {ident.get('precision', '?')} | {f.get('dim')} |")
+    vocab = info.get("generator_vocabulary")
+    if vocab is not None:
+        lines += ["", f"Generators the model knows ({len(vocab)}): {', '.join(vocab) or '(none)'}. "
+                      "Any other (or none) sets the `generator_unknown` flag."]
+    heads = info.get("heads", [])
+    w = info.get("meta_weights", {})
+    lines += ["", "## Model", "",
+              f"{len(heads)} heads ({', '.join(heads)}) stacked by a non-negative linear meta-learner"
+              + (f" (weights: {', '.join(f'{k} {v:.2f}' for k, v in w.items() if v)})" if w else "") + ".", "",
+              "## Use", "", "```bash", "aigcq score <this folder> images/ --prompts prompts.csv -o scores.csv", "```",
+              "", "```python", "from aigcq import Predictor",
+              "p = Predictor.load('<this folder>')", "df = p.score(['a.png', 'b.png'], prompts=['...', '...'])",
+              "```", "", "## Versions", "",
+              ", ".join(f"{k} {v}" for k, v in info.get("libraries", {}).items()), "",
+              f"Loading needs no pickle: `{MODEL_FILE}` is read with skops and an explicit list of trusted types.", ""]
+    return "\n".join(lines)
