@@ -73,6 +73,9 @@ class DemoConfig:
     size: int = 256  # output side, pixels
     seed: int = 0
     test_sources: int = 0  # the last k photos form an unlabelled "test" split (for submission runs)
+    # the last k photos are held out of the dataset entirely (heldout/list.csv: new images to score with
+    # `aigcq score`, their synthetic labels beside them); never in labels.csv, the store or the CV
+    heldout_sources: int = 0
 
     @property
     def n_items(self) -> int:
@@ -157,8 +160,14 @@ def build_demo_dataset(out_dir: str | os.PathLike, config: DemoConfig | None = N
     rng = np.random.default_rng(cfg.seed)
     sources = list(SOURCES)[: cfg.n_sources]
     content = {s: float(rng.normal(0.0, CONTENT_SD)) for s in sources}
-    test_srcs = set(sources[len(sources) - cfg.test_sources:]) if cfg.test_sources else set()
-    rows = []
+    held_srcs = set(sources[len(sources) - cfg.heldout_sources:]) if cfg.heldout_sources else set()
+    kept = [s for s in sources if s not in held_srcs]
+    test_srcs = set(kept[len(kept) - cfg.test_sources:]) if cfg.test_sources else set()
+    if len(kept) < 2:
+        raise ValueError(f"heldout_sources={cfg.heldout_sources} leaves {len(kept)} photo(s) for the dataset; need 2")
+    rows, held = [], []
+    if held_srcs:
+        (out / "heldout" / "images").mkdir(parents=True, exist_ok=True)
     with tqdm(total=cfg.n_items, desc="demo dataset", unit="img") as bar:
         for src in sources:
             photo = _load_source(src)
@@ -171,9 +180,9 @@ def build_demo_dataset(out_dir: str | os.PathLike, config: DemoConfig | None = N
                 ]
                 for fam, lvl in variants:
                     item_id = f"{src}_c{c}_{fam or 'pristine'}{lvl}"
-                    rel = f"images/{item_id}.png"
+                    rel = f"{'heldout/' if src in held_srcs else ''}images/{item_id}.png"
                     Image.fromarray(degrade(base, fam, lvl, rng) if fam else base).save(out / rel, compress_level=1)
-                    rows.append({
+                    (held if src in held_srcs else rows).append({
                         "item_id": item_id,
                         "path": rel,
                         "prompt": SOURCES[src],
@@ -189,6 +198,11 @@ def build_demo_dataset(out_dir: str | os.PathLike, config: DemoConfig | None = N
     table = pd.DataFrame(rows)
     table.loc[table["split"] == "test", ["mos", "level"]] = np.nan  # unlabelled, as a challenge test split
     table.to_csv(out / "labels.csv", index=False)
+    if held:  # a list `aigcq score` reads (paths relative to it), labels kept for the comparison only
+        h = pd.DataFrame(held)
+        h["path"] = h["path"].str.replace("heldout/", "", n=1, regex=False)
+        h[["path", "prompt", "generator", "mos", "family", "level", "source"]].to_csv(out / "heldout" / "list.csv",
+                                                                                     index=False)
     yaml_path.write_text(
         "# Embedded demo dataset: skimage.data photos with synthetic degradations.\n"
         "# The mos column is SYNTHETIC (a function of degradation family and level), not human ratings.\n"

@@ -1,0 +1,141 @@
+"""``aigcq``: one command for every job (the Makefile's targets call it).
+
+Each job but ``score`` hands its arguments to the module command that implements it
+(``python -m extractors run``, ``python -m regressors fit`` ...), so every flag those
+accept, now or later, works here too: ``aigcq <job> --help`` lists them.
+"""
+from __future__ import annotations
+
+import sys
+from typing import Callable
+
+#: job -> (one-line help, how to run it with the remaining arguments)
+JOBS: dict[str, tuple[str, Callable[[list[str]], int]]] = {}
+
+
+def job(name: str, help: str):
+    def register(fn):
+        JOBS[name] = (help, fn)
+        return fn
+    return register
+
+
+def _features_store(cmd: str, argv: list[str]) -> int:
+    from features_store.__main__ import main
+
+    return main([cmd, *argv])
+
+
+@job("describe", "items, labels, splits, generators of a dataset (JSON): aigcq describe DATA")
+def _describe(argv):
+    return _features_store("describe", argv)
+
+
+@job("validate", "list invalid items of a dataset (exit 1 if any): aigcq validate DATA")
+def _validate(argv):
+    return _features_store("validate", argv)
+
+
+@job("features", "extract features into the store (python -m extractors run)")
+def _features(argv):
+    from extractors.__main__ import main
+
+    return main(["run", *argv])
+
+
+@job("list", "extractor names, kinds, output sizes, needs")
+def _list(argv):
+    from extractors.__main__ import main
+
+    return main(["list", *argv])
+
+
+@job("merge", "combine shard stores into one: aigcq merge OUT SHARD...")
+def _merge(argv):
+    return _features_store("merge", argv)
+
+
+@job("info", "keys, dims, done/failed counts of a store")
+def _info(argv):
+    return _features_store("info", argv)
+
+
+@job("errors", "failed items of one store key, with reasons")
+def _errors(argv):
+    return _features_store("errors", argv)
+
+
+@job("regress", "tune, cross-validate and fit the stacked model; writes a model bundle (python -m regressors fit)")
+def _regress(argv):
+    from regressors.cli import main
+
+    return main(["fit", *argv], prog="aigcq")
+
+
+@job("predict", "score a split of a store with a model bundle (python -m regressors predict)")
+def _predict(argv):
+    from regressors.cli import main
+
+    return main(["predict", *argv], prog="aigcq")
+
+
+@job("score", "score image/video files, folders or lists with a model bundle: aigcq score MODEL INPUT...")
+def _score(argv):
+    from .score import main
+
+    return main(argv)
+
+
+@job("ablate", "every extractor alone / all minus each, on the same folds (python -m experiments.ablate)")
+def _ablate(argv):
+    from experiments.ablate import main
+
+    return main(argv)
+
+
+@job("reproduce", "official download -> features -> tuned stack -> submission (python -m experiments.reproduce)")
+def _reproduce(argv):
+    from experiments.reproduce import main
+
+    return main(argv)
+
+
+@job("demo", "offline end-to-end run on an embedded dataset, ending with `aigcq score` (python -m experiments.demo)")
+def _demo(argv):
+    from experiments.demo import main
+
+    return main(argv)
+
+
+def usage() -> str:
+    width = max(len(n) for n in JOBS)
+    lines = ["usage: aigcq <job> [arguments]   (aigcq <job> --help for its options)", "",
+             "Predict how people rate AI-generated images and videos: frozen features, tuned heads, a portable model.",
+             "", "jobs:"]
+    lines += [f"  {n.ljust(width)}  {h}" for n, (h, _) in JOBS.items()]
+    lines += ["", "options:", "  -h, --help     this message", "  --version      the installed version"]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help", "help"):
+        print(usage())
+        return 0 if argv else 2
+    if argv[0] == "--version":
+        from . import __version__
+
+        print(f"aigcq {__version__}")
+        return 0
+    name, rest = argv[0], argv[1:]
+    if name not in JOBS:
+        from extractors.base import suggest
+
+        print(f"aigcq: unknown job {name!r}.{suggest(name, list(JOBS))}\n\n{usage()}", file=sys.stderr)
+        return 2
+    try:
+        rc = JOBS[name][1](rest)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    return int(rc or 0)

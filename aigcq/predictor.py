@@ -1,0 +1,293 @@
+"""Score new images and videos with a trained model bundle.
+
+    from aigcq import Predictor
+    p = Predictor.load("runs/demo/regress/model")
+    df = p.score(["a.png", "b.png"], prompts=["a cat", "a dog"])   # path, score, status, error
+    print(p.card)
+
+Only the features the model was trained on are computed, each rebuilt from the spec the
+bundle records (and checked to give the same store key), and cached in a feature store
+keyed by each file's content hash (plus the prompt, for features that read it): scoring
+the same files again computes nothing; an edited file has another hash and is computed
+anew. The ``generator`` block is built from the model's own vocabulary (a generator it
+never saw, or none, sets the unknown flag).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import pandas as pd
+
+from .inputs import Input, media_kind
+
+COLUMNS = ("path", "score", "status", "error")
+CACHE_ENV = "AIGCQ_CACHE"
+
+
+def default_cache(track: str) -> Path:
+    """``$AIGCQ_CACHE`` (a folder), else ``$XDG_CACHE_HOME/aigcq`` or ``~/.cache/aigcq``; one store per track."""
+    root = os.environ.get(CACHE_ENV) or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache"), "aigcq")
+    return Path(root) / f"features-{track}.h5"
+
+
+def sha256_file(path: str) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _text_hash(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:20]
+
+
+def _identity_diff(a: Any, b: Any, where: str = "") -> list[str]:
+    """Paths at which two JSON-like identities differ (``libraries.torch: 2.3 -> 2.4``)."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        out = []
+        for k in sorted(set(a) | set(b)):
+            out += _identity_diff(a.get(k), b.get(k), f"{where}.{k}" if where else str(k))
+        return out
+    return [] if a == b else [f"{where}: {a!r} -> {b!r}"]
+
+
+class Predictor:
+    """A loaded model bundle that scores media files (see the module doc)."""
+
+    def __init__(self, model, info: dict, path: str | os.PathLike, *, cache: str | os.PathLike | None = None,
+                 device: str = "cpu", precision: str | None = None, batch_size: int = 16, workers: int | None = None,
+                 progress: bool = True):
+        self.model, self.info, self.path = model, info, Path(path)
+        self.track: str = info["track"]
+        self.target: str = info["target"]["name"]
+        self.cache = Path(cache) if cache else default_cache(self.track)
+        self.device, self.precision = device, precision
+        self.batch_size, self.workers, self.progress = batch_size, workers, progress
+        self._extractors: dict[str, tuple[Any, str]] = {}  # block -> (extractor, cache key)
+        self.notes: list[str] = []  # what the last score() wants the user to know (printed by the CLI)
+        self.timings: dict[str, float] = {}
+        self.computed: dict[str, int] = {}  # block -> items computed by the last score() (0: all from the cache)
+
+    # ------------------------------------------------------------ loading
+    @classmethod
+    def load(cls, path: str | os.PathLike, trust_pickle: bool = False, **options) -> "Predictor":
+        """Load a bundle folder (or a run folder holding ``model/``); nothing in it runs as code.
+
+        ``trust_pickle=True`` also accepts a legacy ``model.pkl`` (a pickle runs code when loaded)."""
+        from regressors.workflow import load_model_any
+
+        t0 = time.perf_counter()
+        model, info = load_model_any(path, trust_pickle=trust_pickle)
+        p = cls(model, info, path, **options)
+        p.timings["load_s"] = time.perf_counter() - t0
+        return p
+
+    @property
+    def card(self) -> str:
+        """The bundle's MODEL.md."""
+        folder = self.path if (self.path / "MODEL.md").is_file() else self.path / "model"
+        card = folder / "MODEL.md"
+        return card.read_text() if card.is_file() else json.dumps(self.info, indent=2)
+
+    @property
+    def vocabulary(self) -> list[str] | None:
+        return self.info.get("generator_vocabulary")
+
+    def __repr__(self) -> str:
+        blocks = ", ".join(f["block"] for f in self.info["features"])
+        return f"Predictor({str(self.path)!r}, track={self.track!r}, target={self.target!r}, blocks=[{blocks}])"
+
+    # ------------------------------------------------------------ extractors from the bundle
+    def _extractor(self, f: dict):
+        """The block's extractor rebuilt from the bundle's spec, and the cache key it computes under."""
+        if f["block"] in self._extractors:
+            return self._extractors[f["block"]]
+        from extractors.registry import get_extractor, options_from_identity
+        from features_store.store import canonical_json
+        from regressors.bundle import BundleError
+
+        ident = f.get("identity")
+        if not ident:
+            raise BundleError(f"{self.path}: feature block {f['block']!r} records no extractor identity "
+                              "(a legacy model): features cannot be recomputed for new media")
+        options = f.get("options")
+        if options is None:
+            options = options_from_identity(ident)
+        ex = get_extractor({"name": ident["name"], **options})
+        ex.device = self.device
+        ex.precision = self.precision or ident.get("precision", "fp32")
+        if hasattr(ex, "base"):  # frames / temporal_consistency: the base runs at the same precision
+            ex.base.precision = ex.precision
+        key = ex.key()
+        if key != f["key"]:
+            diff = _identity_diff(ident, json.loads(canonical_json(ex.identity())))
+            other = [d for d in diff if "libraries" not in d.split(":")[0]]
+            if other and not (self.precision and all("precision" in d for d in other)):
+                raise BundleError(f"cannot rebuild feature block {f['block']!r} ({f['key']}) exactly here: "
+                                  + "; ".join(other))
+            self.notes.append(f"{f['key']}: computed here as {key} ({'; '.join(diff)}); scores may differ "
+                              "slightly from the training environment's")
+        self._extractors[f["block"]] = (ex, key)
+        return ex, key
+
+    def _cache_id(self, ex, digest: str, prompt: str) -> str:
+        if ex.kind == "text":
+            return f"text:{_text_hash(prompt)}"
+        if getattr(ex, "uses_prompt", True):
+            return f"media:{digest}:{_text_hash(prompt)}"
+        return f"media:{digest}"
+
+    def _block(self, f: dict, items: list[Input], digests: list[str], bar_desc: str = "") -> tuple[np.ndarray, dict]:
+        """[len(items), dim] values of one block (NaN rows where it failed) and {position: error}."""
+        from features_store import FeatureStore, Manifest
+        from features_store.store import DONE
+
+        ex, key = self._extractor(f)
+        ids = [self._cache_id(ex, d, it.prompt or "") for it, d in zip(items, digests)]
+        first: dict[str, int] = {}
+        for pos, cid in enumerate(ids):
+            first.setdefault(cid, pos)
+        self.cache.parent.mkdir(parents=True, exist_ok=True)
+        errors: dict[int, str] = {}
+        with FeatureStore(self.cache, mode="a") as st:
+            known = set(st.item_ids()) if len(st) else set()
+            new = [cid for cid in first if cid not in known]
+            if new or not len(st):
+                rows = pd.DataFrame({"item_id": new, "path": "", "prompt": "", "generator": None, "split": "cache"})
+                st.set_manifest(Manifest(rows, "/", "aigcq-score-cache", adapter="score"))
+            if key not in st.keys():
+                dim = ex.output_dim()
+                st.ensure_config(key, ex.identity(), feature_names=ex.feature_names(dim) if dim else None,
+                                 name=ex.name, kind=ex.kind)
+            rows = st.index_of(list(first))
+            status = st.status(key)[rows]
+            pending = [cid for cid, s in zip(first, status) if s != DONE]
+            self.computed[f["block"]] = len(pending)
+            if pending:
+                failed = self._compute(st, key, ex, [(cid, items[first[cid]]) for cid in pending])
+                for pos, cid in enumerate(ids):
+                    if cid in failed:
+                        errors[pos] = failed[cid]
+            # read each cached row once, then spread it over the inputs sharing it (same file or prompt)
+            pos_in_uniq = {cid: j for j, cid in enumerate(first)}
+            values = st.read(key, st.index_of(list(first)))[[pos_in_uniq[cid] for cid in ids]]
+        for pos in np.flatnonzero(~np.isfinite(values).all(axis=1)):
+            errors.setdefault(int(pos), f"{f['block']}: features not computed")
+        return values, errors
+
+    def _compute(self, st, key: str, ex, todo: list[tuple[str, Input]]) -> dict[str, str]:
+        """Extract ``todo`` in a scratch store with the runner, then copy the rows into the cache."""
+        from extractors.base import Item
+        from extractors.runner import run_extraction
+        from features_store import FeatureStore
+        from features_store.store import DONE
+
+        items = [Item(index=j, item_id=cid, path=None if ex.kind == "text" else it.abspath,
+                      prompt=it.prompt or "", generator=it.generator) for j, (cid, it) in enumerate(todo)]
+        workers = self.workers if self.workers is not None else (0 if len(items) < 64 else 2)
+        with tempfile.TemporaryDirectory(prefix="aigcq-score-") as tmp:
+            summary = run_extraction(items, ex, Path(tmp) / "scratch.h5", device=self.device,
+                                     precision=ex.precision, batch_size=self.batch_size, workers=workers,
+                                     progress=self.progress)
+            with FeatureStore(Path(tmp) / "scratch.h5", mode="r") as scratch:
+                status = scratch.status(summary.key)
+                values = scratch.read(summary.key)
+                errs = scratch.errors(summary.key)
+        if summary.key != key:
+            self.notes.append(f"{key}: the extractor refined its identity when loading weights ({summary.key})")
+        done = np.flatnonzero(status == DONE)
+        if len(done):
+            st.record(key, st.index_of([items[j].item_id for j in done]), values[done])
+        return dict(zip(errs["item_id"], errs["error"]))
+
+    # ------------------------------------------------------------ scoring
+    def score(self, paths: Sequence[str | os.PathLike] | Sequence[Input], prompts: Sequence[str] | str | None = None,
+              generators: Sequence[str] | str | None = None) -> pd.DataFrame:
+        """One row per input, in input order: ``path, score, status ('ok'/'failed'), error``."""
+        from extractors.generator import onehot
+
+        t_start = time.perf_counter()
+        self.notes, self.computed = [], {}
+        items = [p if isinstance(p, Input) else Input(str(p), os.path.abspath(p)) for p in paths]
+        for name, vals in (("prompts", prompts), ("generators", generators)):
+            if vals is not None and not isinstance(vals, str) and len(vals) != len(items):
+                raise ValueError(f"{len(items)} paths but {len(vals)} {name}")
+        for i, it in enumerate(items):
+            if prompts is not None:
+                it.prompt = prompts if isinstance(prompts, str) else prompts[i]
+            if generators is not None:
+                it.generator = generators if isinstance(generators, str) else generators[i]
+        out = pd.DataFrame({"path": [it.path for it in items], "score": np.nan, "status": "ok", "error": ""})
+        errors: dict[int, str] = {}
+        digests: dict[int, str] = {}
+        for i, it in enumerate(items):
+            try:
+                kind = media_kind(it.abspath)
+                if kind != self.track:
+                    raise ValueError(f"a{'n' if kind == 'image' else ''} {kind}, but this model scores "
+                                     f"{self.track}s ({self.track} track): {it.abspath}")
+                digests[i] = sha256_file(it.abspath)
+            except Exception as err:  # noqa: BLE001 - one bad input is that input's error
+                errors[i] = str(err) if type(err).__name__ in ("ItemError", "ValueError") else \
+                    f"{type(err).__name__}: {err}"
+        t_inputs = time.perf_counter()
+        ok = [i for i in range(len(items)) if i not in errors]
+        parts = []
+        for f in (self.info["features"] if ok else []):
+            if f.get("name") == "generator" or f["key"].startswith("generator-"):
+                vocab = f.get("vocabulary") or (f.get("identity", {}).get("options") or {}).get("generators") or []
+                parts.append(onehot([items[i].generator for i in ok], vocab).astype(np.float64))
+                unknown = sum(1 for i in ok if items[i].generator not in set(vocab))
+                if unknown:
+                    self.notes.append(f"{unknown} item(s) with no generator, or one the model never saw: scored "
+                                      f"with the generator_unknown flag (the model knows: {', '.join(vocab)})")
+                continue
+            if f.get("kind") == "text" or f["key"].startswith("prompt"):
+                missing = sum(1 for i in ok if not items[i].prompt)
+                if missing:
+                    self.notes.append(f"{missing} item(s) without a prompt: {f['block']} reads the prompt, so they "
+                                      "are scored with an empty one (give --prompts FILE, a list with a prompt "
+                                      "column, or a <name>.txt caption beside each file)")
+            values, errs = self._block(f, [items[i] for i in ok], [digests[i] for i in ok])
+            for pos, msg in errs.items():
+                errors.setdefault(ok[pos], msg)
+            parts.append(values.astype(np.float64))
+        t_features = time.perf_counter()
+        good = [j for j, i in enumerate(ok) if i not in errors]
+        if good:
+            X = np.concatenate(parts, axis=1)[good] if parts else np.zeros((len(good), 0))
+            if X.shape[1] != self.info["n_features"]:
+                raise RuntimeError(f"built {X.shape[1]} feature columns, the model expects {self.info['n_features']}")
+            out.loc[[ok[j] for j in good], "score"] = self.model.predict(X)
+        for i, msg in errors.items():
+            out.loc[i, ["status", "error"]] = ["failed", msg]
+        t_end = time.perf_counter()
+        self.timings.update(inputs_s=t_inputs - t_start, extraction_s=t_features - t_inputs,
+                            prediction_s=t_end - t_features, score_s=t_end - t_start)
+        return out
+
+    def score_images(self, images: Sequence, prompts: Sequence[str] | str | None = None,
+                     generators: Sequence[str] | str | None = None) -> pd.DataFrame:
+        """Score PIL images (converted to RGB as files would be); ``path`` reads ``<image i>``."""
+        from extractors.media import to_rgb
+
+        if self.track != "image":
+            raise ValueError(f"this model scores {self.track}s; score_images takes still images")
+        with tempfile.TemporaryDirectory(prefix="aigcq-images-") as tmp:
+            paths = []
+            for i, im in enumerate(images):
+                p = Path(tmp) / f"image_{i:05d}.png"
+                to_rgb(im).save(p, compress_level=1)  # deterministic bytes: the same pixels hit the cache
+                paths.append(str(p))
+            df = self.score(paths, prompts, generators)
+        df["path"] = [f"<image {i}>" for i in range(len(df))]
+        return df

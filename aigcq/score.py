@@ -1,0 +1,113 @@
+"""``aigcq score MODEL INPUT... [--prompts FILE] [--generator NAME] [-o scores.csv]``.
+
+Prints (or writes) one row per input, in input order: ``path, score, status, error``.
+Exit status 1 when any item failed (its row names the reason), unless --allow-failures;
+2 when the model or an input list cannot be read at all.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+EXIT_FAILED_ITEMS, EXIT_USAGE = 1, 2
+
+
+def parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="aigcq score", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("model", help="model bundle folder (runs/<run>/model) or the run folder holding it")
+    ap.add_argument("inputs", nargs="+", metavar="INPUT",
+                    help="media files, folders (recursive), lists (.csv/.tsv/.json/.jsonl/.txt with a path and "
+                         "optional prompt, generator), or - for a list on stdin")
+    ap.add_argument("--prompts", default=None,
+                    help="table (csv/tsv/json/jsonl) of path or file name -> prompt, for inputs without one")
+    ap.add_argument("--generator", default=None, help="generator name for inputs without one (default: unknown)")
+    ap.add_argument("-o", "--out", default=None, help="write here (.csv, .json or .jsonl); default: CSV on stdout")
+    ap.add_argument("--format", choices=("csv", "json", "jsonl"), default=None,
+                    help="output format (default: from -o's extension, else csv)")
+    ap.add_argument("--allow-failures", action="store_true", help="exit 0 even when some items failed")
+    ap.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")
+    ap.add_argument("--precision", default=None, choices=("fp32", "fp16", "bf16"),
+                    help="override the precision the model's features were computed at (scores then differ slightly)")
+    ap.add_argument("--cache", default=None,
+                    help="feature cache store (default: $AIGCQ_CACHE/features-<track>.h5 or ~/.cache/aigcq/...)")
+    ap.add_argument("--batch-size", type=int, default=16)
+    ap.add_argument("--workers", type=int, default=None, help="decoding workers (default: 0 below 64 items, else 2)")
+    ap.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
+    ap.add_argument("--trust-pickle", action="store_true",
+                    help="accept a legacy model.pkl (a pickle runs code when loaded: only files you produced)")
+    ap.add_argument("--no-progress", action="store_true")
+    ap.add_argument("--quiet", action="store_true", help="no summary on stderr")
+    return ap
+
+
+def _write(df, out: str | None, fmt: str | None) -> None:
+    if fmt is None:
+        fmt = {".json": "json", ".jsonl": "jsonl"}.get(Path(out).suffix.lower(), "csv") if out else "csv"
+    if fmt == "csv":
+        text = df.to_csv(index=False)
+    else:
+        records = [{k: (None if isinstance(v, float) and v != v else v) for k, v in r.items()}
+                   for r in df.to_dict("records")]
+        text = (json.dumps(records, indent=2) + "\n" if fmt == "json"
+                else "".join(json.dumps(r) + "\n" for r in records))
+    if out:
+        Path(out).parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(f"{out}.tmp")
+        tmp.write_text(text)
+        tmp.replace(out)
+    else:
+        sys.stdout.write(text)
+        sys.stdout.flush()
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    from regressors.bundle import BundleError
+
+    from .inputs import InputError, attach_prompts, collect, read_prompt_table
+    from .predictor import Predictor
+
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    try:
+        predictor = Predictor.load(args.model, trust_pickle=args.trust_pickle, cache=args.cache, device=args.device,
+                                   precision=args.precision, batch_size=args.batch_size, workers=args.workers,
+                                   progress=not args.no_progress)
+        items, notes = collect(args.inputs)
+        attach_prompts(items, read_prompt_table(args.prompts) if args.prompts else None, args.generator)
+    except (BundleError, InputError, FileNotFoundError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return EXIT_USAGE
+    if not items:
+        print("error: no inputs to score" + ("".join(f"\n  {n}" for n in notes)), file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        df = predictor.score(items)
+    except (BundleError, ValueError, RuntimeError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return EXIT_USAGE
+    _write(df, args.out, args.format)
+    failed = df[df["status"] != "ok"]
+    if not args.quiet:
+        for n in notes + predictor.notes:
+            print(f"note: {n}", file=sys.stderr)
+        t = predictor.timings
+        computed = sum(predictor.computed.values())
+        print(f"scored {len(df) - len(failed)} of {len(df)} item(s) with {predictor.path} "
+              f"({predictor.target}, {predictor.track} track); features computed for {computed} item-block(s), "
+              f"the rest from the cache {predictor.cache}", file=sys.stderr)
+        print("time: " + ", ".join(f"{k[:-2]} {v:.2f} s" for k, v in t.items()), file=sys.stderr)
+        for r in failed.itertuples():
+            print(f"failed: {r.path}: {r.error}", file=sys.stderr)
+        if args.out:
+            print(f"wrote {args.out}", file=sys.stderr)
+    if len(failed) and not args.allow_failures:
+        print(f"error: {len(failed)} of {len(df)} item(s) failed (listed above; --allow-failures to exit 0)",
+              file=sys.stderr)
+        return EXIT_FAILED_ITEMS
+    return 0
