@@ -6,7 +6,9 @@ accept, now or later, works here too: ``aigcq <job> --help`` lists them.
 """
 from __future__ import annotations
 
+import argparse
 import sys
+from pathlib import Path
 from typing import Callable
 
 #: job -> (one-line help, how to run it with the remaining arguments)
@@ -18,6 +20,60 @@ def job(name: str, help: str):
         JOBS[name] = (help, fn)
         return fn
     return register
+
+
+def default_store(data: str, track: str) -> str:
+    """The store a dataset's features go to when no --store is given (one rule for every job).
+
+    ``features_store.naming.default_store_path`` (which identifies the dataset) once it exists;
+    until then ``stores/<folder or file name>-<track>.h5``, the Makefile's earlier rule.
+    """
+    try:
+        from features_store.naming import default_store_path
+    except ImportError:
+        return str(Path("stores") / f"{Path(str(data).rstrip('/')).stem}-{track}.h5")
+    from features_store import load_dataset
+
+    return str(default_store_path(load_dataset(data), track))
+
+
+def _store_options(argv: list[str]):
+    """(the options read here, every other argument unchanged): --data, --store, --track, --target, --out, --model."""
+    ap = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
+    for opt in ("--data", "--store", "--track", "--target", "--out", "--model"):
+        ap.add_argument(opt)
+    return ap.parse_known_args(argv)
+
+
+def _resolve(argv: list[str], job: str) -> list[str]:
+    """Fill --store from --data (+ --track), and --out / --model from the store and --target.
+
+    Only the options above are read; every other argument passes through unchanged, so flags
+    the module commands add later work without touching this file.
+    """
+    if {"-h", "--help"} & set(argv):
+        return argv
+    k, rest = _store_options(argv)
+    store = k.store or (default_store(k.data, k.track or "image") if k.data else None)
+    run = f"runs/{Path(store).stem}-{k.target or 'mos'}" if store else None
+    args = [*rest, *(["--store", store] if store else [])]
+    if job == "predict":  # regressors predict reads the track and target from the model bundle
+        model = k.model or (f"{run}/model" if run else None)
+        args += ["--model", model] if model else []
+        args += ["--out", k.out or f"{Path(model).parent}/predict"] if (k.out or model) else []
+        return args
+    args += ["--track", k.track] if k.track else []
+    args += ["--target", k.target] if k.target else []
+    out = k.out or (run if job == "regress" else f"{run}/ablation") if run else k.out
+    return args + (["--out", out] if out else [])
+
+
+def _with_default_store(argv: list[str]) -> list[str]:
+    """--store from --data and --track when not given (features, reproduce)."""
+    if "--store" in argv or "--data" not in argv or {"-h", "--help"} & set(argv):
+        return argv
+    k, _ = _store_options(argv)
+    return [*argv, "--store", default_store(k.data, k.track or "image")]
 
 
 def _features_store(cmd: str, argv: list[str]) -> int:
@@ -40,7 +96,7 @@ def _validate(argv):
 def _features(argv):
     from extractors.__main__ import main
 
-    return main(["run", *argv])
+    return main(["run", *_with_default_store(argv)])
 
 
 @job("list", "extractor names, kinds, output sizes, needs")
@@ -69,14 +125,14 @@ def _errors(argv):
 def _regress(argv):
     from regressors.cli import main
 
-    return main(["fit", *argv], prog="aigcq")
+    return main(["fit", *_resolve(argv, "regress")], prog="aigcq")
 
 
 @job("predict", "score a split of a store with a model bundle (python -m regressors predict)")
 def _predict(argv):
     from regressors.cli import main
 
-    return main(["predict", *argv], prog="aigcq")
+    return main(["predict", *_resolve(argv, "predict")], prog="aigcq")
 
 
 @job("score", "score image/video files, folders or lists with a model bundle: aigcq score MODEL INPUT...")
@@ -90,14 +146,14 @@ def _score(argv):
 def _ablate(argv):
     from experiments.ablate import main
 
-    return main(argv)
+    return main(_resolve(argv, "ablate"))
 
 
 @job("reproduce", "official download -> features -> tuned stack -> submission (python -m experiments.reproduce)")
 def _reproduce(argv):
     from experiments.reproduce import main
 
-    return main(argv)
+    return main(_with_default_store(argv))
 
 
 @job("demo", "offline end-to-end run on an embedded dataset, ending with `aigcq score` (python -m experiments.demo)")

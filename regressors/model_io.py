@@ -56,7 +56,11 @@ def read_meta(path: str | Path) -> dict:
     p = meta_path(path)
     if not p.exists():
         raise FileNotFoundError(f"{p} is missing: it records which store keys the model {path} needs")
-    return json.loads(p.read_text())
+    try:
+        return json.loads(p.read_text())
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{p} is not valid JSON ({err.msg}, line {err.lineno}): it records which store keys the "
+                         f"model {path} needs; restore it or train again") from None
 
 
 def load_model(path: str | Path) -> tuple[Any, dict]:
@@ -70,7 +74,11 @@ def load_model(path: str | Path) -> tuple[Any, dict]:
             f"refusing to load {path}: no checksum file {cpath.name} beside it. Loading a pickle runs code; "
             "only models written by `python -m regressors fit` (which records the checksum) are loaded."
         )
-    expected = cpath.read_text().split()[0].strip().lower()
+    fields = cpath.read_text(errors="replace").split()
+    if not fields:
+        raise ModelChecksumError(f"refusing to load {path}: its checksum file {cpath} is empty (expected "
+                                 "`<sha256>  <name>`); the model cannot be verified")
+    expected = fields[0].strip().lower()
     actual = sha256_file(path)
     if actual != expected:
         raise ModelChecksumError(
