@@ -210,7 +210,7 @@ def model_card(info: dict) -> str:
              "| block | store key | extractor options | precision | dim |", "|---|---|---|---|---|"]
     for f in info.get("features", []):
         ident = f.get("identity", {})
-        opts = ", ".join(f"{k}={v!r}" for k, v in f.get("options", {}).items()) or "defaults"
+        opts = ", ".join(f"{k}={v!r}" for k, v in (f.get("options") or {}).items()) or "defaults"
         lines.append(f"| {f.get('block')} | `{f.get('key')}` | {opts} | {ident.get('precision', '?')} | {f.get('dim')} |")
     vocab = info.get("generator_vocabulary")
     if vocab is not None:
