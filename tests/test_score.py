@@ -36,6 +36,7 @@ def model(tmp_path_factory):
 
 
 def _score(capsys, *args):
+    capsys.readouterr()  # drop what came before
     rc = score_main([*map(str, args), "--no-progress"])
     cap = capsys.readouterr()
     return rc, cap.out, cap.err
