@@ -150,8 +150,14 @@ def main(argv: list[str] | None = None) -> int:
     cfg = StackConfig(heads=tuple(recipe.heads), n_trials=recipe.trials if args.trials is None else args.trials,
                       block_head="svr" if recipe.stack else None, outer_folds=recipe.folds,
                       protocol=recipe.protocol, seed=recipe.seed, n_jobs=args.jobs)
-    metrics = fit_command(args.track, str(store), keys, recipe.target, str(out), cfg)
-    zips = [str(_zip(Path(s["folder"]))) for s in metrics.get("submissions", {}).values()]
+    from regressors.data import IncompleteFeaturesError
+
+    try:
+        metrics = fit_command(args.track, str(store), keys, recipe.target, str(out), cfg)
+    except (IncompleteFeaturesError, ValueError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    zips = [str(_zip(Path(s["folder"]))) for s in metrics.get("submissions", {}).values() if "folder" in s]
     print(f"\nfeatures {t_feat:.0f} s, regression {metrics.get('timing', {}).get('total_s', float('nan')):.0f} s")
     print(f"cross-validated main {metrics.get('main', float('nan')):.4f}; report {out / 'report.md'}")
     for z in zips:

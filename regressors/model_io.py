@@ -1,4 +1,7 @@
-"""Saving and loading fitted models, guarded by a sha256 checksum.
+"""Legacy model files (``model.pkl``, before model bundles): kept only to load old models on request.
+
+New models are bundles (:mod:`regressors.bundle`), which load without running code; a
+``model.pkl`` is loaded only behind ``--trust-pickle`` (``trust_pickle=True``).
 
 A model file is a joblib pickle: loading it runs code. We therefore write
 ``<model>.sha256`` (``<hex>  <filename>``, the format of ``sha256sum``) beside every
