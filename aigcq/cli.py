@@ -11,6 +11,11 @@ import sys
 from pathlib import Path
 from typing import Callable
 
+
+class JobError(Exception):
+    """A job that cannot start (printed as one line, exit status 2)."""
+
+
 #: job -> (one-line help, how to run it with the remaining arguments)
 JOBS: dict[str, tuple[str, Callable[[list[str]], int]]] = {}
 
@@ -29,12 +34,21 @@ def default_store(data: str, track: str) -> str:
     until then ``stores/<folder or file name>-<track>.h5``, the Makefile's earlier rule.
     """
     try:
-        from features_store.naming import default_store_path
+        from features_store import naming
     except ImportError:
         return str(Path("stores") / f"{Path(str(data).rstrip('/')).stem}-{track}.h5")
     from features_store import load_dataset
 
-    return str(default_store_path(load_dataset(data), track))
+    try:
+        manifest = load_dataset(data)
+    except (OSError, ValueError) as err:  # the job cannot start without its store: one line, no traceback
+        raise JobError(f"--data {data}: {err}") from None
+    if hasattr(naming, "find_default_store"):  # also finds a store made under the earlier name
+        path, note = naming.find_default_store(manifest, track)
+        if note:
+            print(f"note: {note}", file=sys.stderr)
+        return str(path)
+    return str(naming.default_store_path(manifest, track))
 
 
 def _store_options(argv: list[str]):
@@ -191,6 +205,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         rc = JOBS[name][1](rest)
+    except JobError as err:
+        print(f"aigcq {name}: error: {err}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

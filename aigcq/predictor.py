@@ -65,13 +65,14 @@ class Predictor:
 
     def __init__(self, model, info: dict, path: str | os.PathLike, *, cache: str | os.PathLike | None = None,
                  device: str = "cpu", precision: str | None = None, batch_size: int = 16, workers: int | None = None,
-                 progress: bool = True):
+                 threads: int | None = None, progress: bool = True):
         self.model, self.info, self.path = model, info, Path(path)
         self.track: str = info["track"]
         self.target: str = info["target"]["name"]
         self.cache = Path(cache) if cache else default_cache(self.track)
         self.device, self.precision = device, precision
         self.batch_size, self.workers, self.progress = batch_size, workers, progress
+        self.threads = threads  # torch CPU threads, set only when something is computed
         self._extractors: dict[str, tuple[Any, str]] = {}  # block -> (extractor, cache key)
         self.notes: list[str] = []  # what the last score() wants the user to know (printed by the CLI)
         self.timings: dict[str, float] = {}
@@ -194,6 +195,10 @@ class Predictor:
         items = [Item(index=j, item_id=cid, path=None if ex.kind == "text" else it.abspath,
                       prompt=it.prompt or "", generator=it.generator) for j, (cid, it) in enumerate(todo)]
         workers = self.workers if self.workers is not None else (0 if len(items) < 64 else 2)
+        if self.threads:
+            import torch
+
+            torch.set_num_threads(self.threads)
         with tempfile.TemporaryDirectory(prefix="aigcq-score-") as tmp:
             summary = run_extraction(items, ex, Path(tmp) / "scratch.h5", device=self.device,
                                      precision=ex.precision, batch_size=self.batch_size, workers=workers,

@@ -35,7 +35,8 @@ def parser() -> argparse.ArgumentParser:
                     help="feature cache store (default: $AIGCQ_CACHE/features-<track>.h5 or ~/.cache/aigcq/...)")
     ap.add_argument("--batch-size", type=int, default=16)
     ap.add_argument("--workers", type=int, default=None, help="decoding workers (default: 0 below 64 items, else 2)")
-    ap.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
+    ap.add_argument("--threads", type=int, default=None, help="torch CPU threads when features are computed (default: torch's; torch is not "
+                         "even imported when everything comes from the cache)")
     ap.add_argument("--trust-pickle", action="store_true",
                     help="accept a legacy model.pkl (a pickle runs code when loaded: only files you produced)")
     ap.add_argument("--no-progress", action="store_true")
@@ -70,14 +71,10 @@ def main(argv: list[str] | None = None) -> int:
     from .inputs import InputError, attach_prompts, collect, read_prompt_table
     from .predictor import Predictor
 
-    if args.threads:
-        import torch
-
-        torch.set_num_threads(args.threads)
     try:
         predictor = Predictor.load(args.model, trust_pickle=args.trust_pickle, cache=args.cache, device=args.device,
                                    precision=args.precision, batch_size=args.batch_size, workers=args.workers,
-                                   progress=not args.no_progress)
+                                   threads=args.threads, progress=not args.no_progress)
         items, notes = collect(args.inputs)
         attach_prompts(items, read_prompt_table(args.prompts) if args.prompts else None, args.generator)
     except (BundleError, InputError, FileNotFoundError) as err:
