@@ -76,7 +76,8 @@ def _resolve(argv: list[str], job: str) -> list[str]:
         args += ["--model", model] if model else []
         args += ["--out", k.out or f"{Path(model).parent}/predict"] if (k.out or model) else []
         return args
-    args += ["--track", k.track] if k.track else []
+    track = k.track or ("image" if k.data and not k.store else None)  # the track the store name was made for
+    args += ["--track", track] if track else []
     args += ["--target", k.target] if k.target else []
     out = k.out or (run if job == "regress" else f"{run}/ablation") if run else k.out
     return args + (["--out", out] if out else [])
@@ -135,18 +136,21 @@ def _errors(argv):
     return _features_store("errors", argv)
 
 
+REGRESSORS_PROGS = {"fit": "aigcq regress", "predict": "aigcq predict"}  # usage lines name the aigcq job
+
+
 @job("regress", "tune, cross-validate and fit the stacked model; writes a model bundle (python -m regressors fit)")
 def _regress(argv):
     from regressors.cli import main
 
-    return main(["fit", *_resolve(argv, "regress")], prog="aigcq")
+    return main(["fit", *_resolve(argv, "regress")], prog="aigcq", job_progs=REGRESSORS_PROGS)
 
 
 @job("predict", "score a split of a store with a model bundle (python -m regressors predict)")
 def _predict(argv):
     from regressors.cli import main
 
-    return main(["predict", *_resolve(argv, "predict")], prog="aigcq")
+    return main(["predict", *_resolve(argv, "predict")], prog="aigcq", job_progs=REGRESSORS_PROGS)
 
 
 @job("score", "score image/video files, folders or lists with a model bundle: aigcq score MODEL INPUT...")

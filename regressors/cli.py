@@ -7,10 +7,12 @@ import sys
 from .stacking import StackConfig
 
 
-def _parser(prog: str = "python -m regressors") -> argparse.ArgumentParser:
+def _parser(prog: str = "python -m regressors", job_progs: dict[str, str] | None = None) -> argparse.ArgumentParser:
+    """``job_progs``: how usage lines name each subcommand (``aigcq regress`` for ``fit``)."""
     ap = argparse.ArgumentParser(prog=prog, description=__doc__)
     sub = ap.add_subparsers(dest="command", required=True)
-    f = sub.add_parser("fit", help="tune, cross-validate (nested) and fit the stacked model of one track")
+    progs = job_progs or {}
+    f = sub.add_parser("fit", prog=progs.get("fit"), help="tune, cross-validate (nested) and fit the stacked model of one track")
     f.add_argument("--track", required=True, choices=["image", "video"])
     f.add_argument("--store", required=True, help="HDF5 feature store")
     f.add_argument("--extractors", default="", help="comma-separated extractor names or store keys (default: all)")
@@ -45,7 +47,7 @@ def _parser(prog: str = "python -m regressors") -> argparse.ArgumentParser:
                    help="fit and score the items whose features are done when some are failed or pending "
                         "(default: refuse, naming the key, counts and the command that fills it); a submission "
                         "is never written for an incomplete split")
-    p = sub.add_parser("predict", help="score a split of a store with a saved model")
+    p = sub.add_parser("predict", prog=progs.get("predict"), help="score a split of a store with a saved model")
     p.add_argument("--model", required=True, help="model bundle folder (or the run folder holding model/)")
     p.add_argument("--store", required=True)
     p.add_argument("--split", default="test")
@@ -60,8 +62,8 @@ def _parser(prog: str = "python -m regressors") -> argparse.ArgumentParser:
     return ap
 
 
-def main(argv: list[str] | None = None, prog: str | None = None) -> int:
-    args = _parser(prog or "python -m regressors").parse_args(argv)
+def main(argv: list[str] | None = None, prog: str | None = None, job_progs: dict[str, str] | None = None) -> int:
+    args = _parser(prog or "python -m regressors", job_progs).parse_args(argv)
     from .bundle import BundleError
     from .data import IncompleteFeaturesError
     from .model_io import ModelChecksumError
