@@ -274,7 +274,9 @@ def fit_heads(specs: list[HeadSpec], X, y, desc: str = "fit", n_jobs: int = 1) -
 def resolve_nested(cfg: StackConfig, n: int) -> str:
     """The nesting scheme actually used for ``n`` labelled items."""
     if cfg.nested == "auto":
-        return "full" if n < cfg.auto_cross_from else ("cross" if n < cfg.auto_full_below else "split")
+        if n >= cfg.auto_full_below:
+            return "split"
+        return "cross" if n >= cfg.auto_cross_from else "full"
     if cfg.nested not in ("split", "cross", "full"):
         raise ValueError(f"nested must be 'auto', 'split', 'cross' or 'full', got {cfg.nested!r}")
     return cfg.nested
@@ -335,13 +337,38 @@ def fit_stack(X, y, groups, blocks, cfg: StackConfig, tag: str = "final", tuned=
     return StackedModel(heads, meta, info)
 
 
-def cross_validate(X, y, groups, blocks, cfg: StackConfig) -> dict[str, Any]:
+# fitting cost of a head kind, most first: tasks are queued longest first so that the short ones fill the
+# gaps at the end of a pass (a pass ends when its last task does)
+FIT_COST_RANK = {"svr": 0, "lgbm": 1, "knn": 2, "enet": 3}
+
+
+def _fit_predict(spec: HeadSpec, X, y, train, test=None, X_pred=None):
+    """One head fitted on rows ``train``; (head, its predictions of rows ``test`` of X or of ``X_pred``,
+    seconds the prediction took)."""
+    head = make_head(spec.kind, **spec.params).fit(X[train], y[train])
+    rows = X[test] if test is not None else X_pred
+    if rows is None or len(rows) == 0:
+        return head, None, 0.0
+    t0 = time.perf_counter()
+    pred = head.predict(rows)
+    return head, pred, time.perf_counter() - t0
+
+
+def cross_validate(X, y, groups, blocks, cfg: StackConfig, final_predict: np.ndarray | None = None) -> dict[str, Any]:
     """Honest out-of-fold predictions of the stack and of every base head (see module doc).
 
     Returns {"scored": indices scored, "stack": preds, "heads": {name: preds}, "folds": fold id,
     "info": ...}; predictions are aligned with ``scored``.
+
+    ``final_predict`` (rows of features, split/cross only): also fit the final model (what
+    ``fit_stack`` with the reused tuning gives) in the same pass over the workers as the outer
+    folds, and predict these rows with it: adds "final" (the StackedModel),
+    "final_predictions" and "final_in_sample" ((rows, predictions) of the training items not
+    scored: split's tuning set). One pass keeps the workers busy to the end where three passes
+    (outer folds, final fit, predictions) each ended with idle workers.
     """
     n = len(y)
+    cfg_in = cfg
     groups_arr = None if groups is None else np.asarray(groups)
     nested = resolve_nested(cfg, n)
     cfg = fit_folds(cfg, groups_arr, n, nested)
@@ -363,8 +390,20 @@ def cross_validate(X, y, groups, blocks, cfg: StackConfig) -> dict[str, Any]:
             # each fold's heads train on every item but the fold's own (the tuning rows included)
             others = np.setdiff1d(np.arange(n), rest)
             tasks += [(s, X, y, np.concatenate([others, rest[tr]]), rest[te]) for tr, te in folds for s in tuned[p][0]]
-        preds = iter(run_tasks(_fit_one, tasks, cfg.n_jobs, "outer folds"))
         scored = np.concatenate([rest for _, rest in passes])
+        unscored = np.setdiff1d(np.arange(n), scored)  # split: the tuning set, predicted in-sample by the final model
+        final_specs = tuned[0][0] if final_predict is not None else []
+        final_rows = np.vstack([X[unscored], final_predict]) if final_specs else None
+        final_tasks = [(s, X, y, np.arange(n), None, final_rows) for s in final_specs]
+        everything = final_tasks + tasks
+        order = sorted(range(len(everything)), key=lambda i: (i >= len(final_tasks),
+                                                               FIT_COST_RANK.get(everything[i][0].kind, 9)))
+        done = run_tasks(_fit_predict, [everything[i] for i in order], cfg.n_jobs,
+                         "final fit + outer folds" if final_tasks else "outer folds")
+        results = [None] * len(everything)
+        for i, r in zip(order, done):
+            results[i] = r
+        final_results, preds = results[:len(final_tasks)], iter(r[1] for r in results[len(final_tasks):])
         heads_pred: dict[str, np.ndarray] = {}
         stack, fold_id = np.zeros(len(scored)), np.zeros(len(scored), int)
         at = 0
@@ -378,13 +417,25 @@ def cross_validate(X, y, groups, blocks, cfg: StackConfig) -> dict[str, Any]:
             for name, v in part.items():  # a head missing from one pass (e.g. after block selection) scores NaN there
                 heads_pred.setdefault(name, np.full(len(scored), np.nan))[at:at + len(rest)] = v
             at += len(rest)
-        order = np.argsort(scored, kind="stable")  # scored items in index order
         info = {"nested": nested, "tuning_set": tuned[0][2], "n_tuning_items": int(len(passes[0][0])),
                 "outer_folds": cfg.outer_folds, "tune_folds": cfg.tune_folds}
         if nested == "cross":
             info["tuning_set_swapped"] = tuned[1][2]
-        return {"scored": scored[order], "stack": stack[order], "heads": {k: v[order] for k, v in heads_pred.items()},
-                "folds": fold_id[order], "info": info, "tuned": tuned[0], "tuning_rows": [t for t, _ in passes]}
+        by_index = np.argsort(scored, kind="stable")  # scored items in index order
+        out = {"scored": scored[by_index], "stack": stack[by_index], "folds": fold_id[by_index],
+               "heads": {k: v[by_index] for k, v in heads_pred.items()}, "info": info, "tuned": tuned[0],
+               "tuning_rows": [t for t, _ in passes]}
+        if final_tasks:
+            specs, meta, tinfo = tuned[0]
+            model = StackedModel({s.name: r[0] for s, r in zip(specs, final_results)}, meta,
+                                 {**tinfo, "config": cfg_in.to_dict(), "blocks": blocks})
+            pred = model.combine({s.name: r[1] for s, r in zip(specs, final_results)}) if len(final_rows) else np.zeros(0)
+            out["final"] = model
+            out["final_in_sample"] = (unscored, pred[:len(unscored)])
+            out["final_predictions"] = pred[len(unscored):]
+            # one process predicting these rows with every head (what a user's predict takes), per row
+            out["final_predict_s_per_row"] = sum(r[2] for r in final_results) / max(len(final_rows), 1)
+        return out
     folds = make_folds(n, groups_arr, cfg.outer_folds, cfg.seed + 1, cfg.protocol)
     stack = np.zeros(n)
     heads_pred: dict[str, np.ndarray] = {}

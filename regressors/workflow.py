@@ -173,8 +173,18 @@ def fit_command(track: str, store: str, extractors: list[str] | None, target: st
 
 def _fit_into(out_dir: Path, final_dir: Path, track, store, data, splits, refused, target, cfg, n_boot,
               submit_split, allow_incomplete, t_start) -> dict:
+    # the rows the final model predicts: the other splits, and the training items it does not score
+    # (nested=split: the tuning set, predicted in-sample); for split/cross these predictions and the final
+    # fit run in the outer folds' pass over the workers (see cross_validate)
+    unlabelled = [s for s, lab in splits.items() if not lab]
+    submit_split = submit_split or ("test" if "test" in unlabelled else (unlabelled[0] if unlabelled else None))
+    parts = {split: load_track(store, list(data.keys.values()), split=split, target=target if labelled else None,
+                               allow_incomplete=allow_incomplete, vocabularies=_vocab_by_key(data), track=track)
+             for split, labelled in splits.items() if split != "train"}
     t0 = time.perf_counter()
-    cv = cross_validate(data.X, data.y, data.groups, data.blocks, cfg)
+    other_x = [p.X for p in parts.values()]
+    cv = cross_validate(data.X, data.y, data.groups, data.blocks, cfg,
+                        final_predict=np.vstack(other_x) if other_x else data.X[:0])
     t_cv = time.perf_counter() - t0
     scored = cv["scored"]
     y_s = data.y[scored]
@@ -196,33 +206,30 @@ def _fit_into(out_dir: Path, final_dir: Path, track, store, data, splits, refuse
     metrics["cv_info"] = cv["info"]
 
     t0 = time.perf_counter()
-    # nested=split tuned on exactly the subset the final fit would tune on: reuse it; cross reuses its first
-    # share's tuning likewise (half the items: a second tuning on all of them cost more than the whole CV)
-    model = fit_stack(data.X, data.y, data.groups, data.blocks, cfg, tag="final", tuned=cv.get("tuned"))
+    if "final" in cv:
+        # split/cross: fitted on the reused tuning (split tuned on exactly the subset the final fit would
+        # tune on; cross reuses its first share's) and predicted in the outer folds' pass
+        model, per_row = cv["final"], cv["final_predict_s_per_row"]
+        in_sample, train_pred = cv["final_in_sample"]  # split: the tuning set, never scored
+        others = cv["final_predictions"]
+    else:  # full: tuned on all items here; every training item is scored
+        model = fit_stack(data.X, data.y, data.groups, data.blocks, cfg, tag="final")
+        in_sample = np.setdiff1d(np.arange(len(data.y)), scored)
+        t1 = time.perf_counter()
+        train_pred = predict_pooled(model, data.X[in_sample], cfg.n_jobs, "predict")
+        others = predict_pooled(model, np.vstack(other_x) if other_x else data.X[:0], cfg.n_jobs, "predict")
+        per_row = (time.perf_counter() - t1) / max(len(in_sample) + len(others), 1)  # wall, over the workers
     t_fit = time.perf_counter() - t0
     metrics["meta_weights"] = model.weights()
     bundle_io.save_bundle(out_dir / MODEL_DIR, model, _bundle_info(track, target, store, data, cfg, metrics, model))
 
-    # predictions: CV (honest) for scored training items; in-sample for the tuning set only (the scored
-    # items' in-sample predictions would be overwritten), then every other split, all in one pass over
-    # the worker pool (serially this was a third of an AIGIQA-20K run while the workers idled)
-    unlabelled = [s for s, lab in splits.items() if not lab]
-    submit_split = submit_split or ("test" if "test" in unlabelled else (unlabelled[0] if unlabelled else None))
-    parts = {split: load_track(store, list(data.keys.values()), split=split, target=target if labelled else None,
-                               allow_incomplete=allow_incomplete, vocabularies=_vocab_by_key(data), track=track)
-             for split, labelled in splits.items() if split != "train"}
-    in_sample = np.setdiff1d(np.arange(len(data.y)), scored)
-    blocks_x = [data.X[in_sample]] + [part.X for part in parts.values()]
-    t0 = time.perf_counter()
-    pooled = predict_pooled(model, np.vstack(blocks_x), cfg.n_jobs, "predict")
-    t_pred = time.perf_counter() - t0
-    per_row = t_pred / max(len(pooled), 1)  # wall seconds per predicted row, all splits together
-    ends = np.cumsum([len(b) for b in blocks_x])
-    pieces = dict(zip(["train", *parts], np.split(pooled, ends[:-1])))
-
+    # predictions: CV (honest) for scored training items, in-sample for the tuning set only (predicting
+    # all would have the scored items' in-sample predictions overwritten), then every other split
+    ends = np.cumsum([len(x) for x in other_x])
+    pieces = dict(zip(parts, np.split(others, ends[:-1])))
     src = np.full(len(data.y), "tuning_set_in_sample", dtype=object)
     pred = np.empty(len(data.y))
-    pred[in_sample] = pieces["train"]
+    pred[in_sample] = train_pred
     pred[scored] = cv["stack"]
     src[scored] = "cv_out_of_fold"
     frames = [pd.DataFrame({"item_id": data.ids, "split": "train", "prediction": pred, "target": data.y,
@@ -252,7 +259,7 @@ def _fit_into(out_dir: Path, final_dir: Path, track, store, data, splits, refuse
                                 "runtime_per_item_s": runtime, "runtime_source": how}
     metrics["heldout"] = heldout
     metrics["submissions"] = submitted
-    metrics["timing"] = {"cross_validation_s": t_cv, "final_fit_s": t_fit, "predict_s": t_pred,
+    metrics["timing"] = {"cross_validation_s": t_cv, "final_fit_s": t_fit,
                          "total_s": time.perf_counter() - t_start}
     metrics["model_bundle"] = str(final_dir / MODEL_DIR)
 

@@ -84,7 +84,7 @@ def test_fit_keeps_in_sample_predictions_of_the_tuning_set_only(tmp_path):
                  "--bootstrap", "0", "--nested", "split", "--heads", "svr,knn", "--jobs", "2"]) == 0
     pred = pd.read_csv(out / "predictions.csv")
     m = json.loads((out / "metrics.json").read_text())
-    assert m["timing"]["predict_s"] >= 0
+    assert m["timing"]["final_fit_s"] < m["timing"]["cross_validation_s"]  # split: fitted in the outer folds' pass
     model, _ = load_bundle(out / "model")
     from regressors.data import load_track
 
@@ -98,3 +98,21 @@ def test_fit_keeps_in_sample_predictions_of_the_tuning_set_only(tmp_path):
                           vocabularies={data.keys[b]: v for b, v in data.vocabularies.items()})
         got = pred[pred["split"] == split].set_index("item_id").loc[part.ids, "prediction"]
         np.testing.assert_allclose(got, model.predict(part.X), rtol=1e-12)
+
+
+@pytest.mark.parametrize("nested", ["split", "cross"])
+def test_final_model_fitted_in_the_outer_folds_pass_is_the_reused_tuning_fit(toy, nested):
+    X, y, groups, blocks = toy
+    cfg = StackConfig(n_trials=2, outer_folds=3, tune_folds=3, nested=nested, pca=None, heads=("enet", "knn"), n_jobs=2)
+    extra = X[:37] + 0.1
+    cv = cross_validate(X, y, groups, blocks, cfg, final_predict=extra)
+    plain = cross_validate(X, y, groups, blocks, cfg)
+    np.testing.assert_array_equal(cv["stack"], plain["stack"])  # the final fit changes no score
+    ref = fit_stack(X, y, groups, blocks, cfg, tuned=cv["tuned"])
+    np.testing.assert_allclose(cv["final_predictions"], ref.predict(extra), rtol=1e-12)
+    rows, pred = cv["final_in_sample"]
+    np.testing.assert_array_equal(rows, np.setdiff1d(np.arange(len(y)), cv["scored"]))
+    assert (len(rows) > 0) == (nested == "split")
+    if len(rows):
+        np.testing.assert_allclose(pred, ref.predict(X[rows]), rtol=1e-12)
+    assert cv["final"].weights() == ref.weights() and cv["final_predict_s_per_row"] > 0
