@@ -176,10 +176,15 @@ def run_extraction(
     progress: bool = True,
     checkpoint_every_s: float = 60.0,
     checkpoint_every_batches: int | None = None,
+    learn_from=None,
     on_changed: str = "recompute",
 ) -> RunSummary:
     """Compute ``extractor`` for the pending items of ``manifest`` (a Manifest or a list of
     Items) into ``store`` (a path or an open FeatureStore in mode "a").
+
+    ``learn_from``: the Manifest an extractor learns from (``fit_manifest``, e.g. the generator
+    vocabulary); default ``manifest``. A worker of the Ray engine computes a slice of a dataset
+    but must learn what a run over the whole dataset would.
 
     ``on_changed``: items whose media file changed since their features were computed are
     recomputed ("recompute", with a warning naming them) or the run is refused ("refuse");
@@ -211,7 +216,7 @@ def run_extraction(
         if hasattr(extractor, "fit_manifest"):
             k = extractor.key()
             stored = st.feature_names(k) if k in st.keys() and st.config(k)["dim"] else None
-            extractor.fit_manifest(manifest.df, stored)
+            extractor.fit_manifest((manifest if learn_from is None else learn_from).df, stored)
         key = _declare(st, extractor)
         summary = RunSummary(key, extractor.name)
 
