@@ -38,27 +38,28 @@ def _kind(head) -> str:
     return ""
 
 
-def predict_heads_pooled(model, X: np.ndarray, n_jobs: int = -1, desc: str = "predict") -> dict[str, np.ndarray]:
+def predict_heads_pooled(model, X: np.ndarray, n_jobs: int = -1, desc: str = "predict",
+                         engine: str = "local") -> dict[str, np.ndarray]:
     """``model.predict_heads(X)`` computed in worker processes: {head name: predictions}, same order."""
     X = np.asarray(X, dtype=np.float64)
     names = list(model.heads)
     if len(X) == 0:
         return {n: np.zeros(0) for n in names}
     workers = resolve_jobs(n_jobs)
-    if workers <= 1:
+    if workers <= 1 and engine == "local":
         return model.predict_heads(X)
     chunks = _row_chunks(len(X), workers)
     order = sorted(names, key=lambda n: SLOW_FIRST.get(_kind(model.heads[n]), 9))
     tasks = [(n, c) for n in order for c in chunks]
-    results = run_tasks(_predict_rows, [(model.heads[n], X[c]) for n, c in tasks], n_jobs, desc)
+    results = run_tasks(_predict_rows, [(model.heads[n], X[c]) for n, c in tasks], n_jobs, desc, engine)
     out = {n: np.empty(len(X)) for n in names}
     for (n, c), p in zip(tasks, results):
         out[n][c] = p
     return out
 
 
-def predict_pooled(model, X: np.ndarray, n_jobs: int = -1, desc: str = "predict") -> np.ndarray:
+def predict_pooled(model, X: np.ndarray, n_jobs: int = -1, desc: str = "predict", engine: str = "local") -> np.ndarray:
     """``model.predict(X)`` with the heads' predictions computed in worker processes."""
     if len(X) == 0:
         return np.zeros(0)
-    return model.combine(predict_heads_pooled(model, X, n_jobs, desc))
+    return model.combine(predict_heads_pooled(model, X, n_jobs, desc, engine))

@@ -216,8 +216,9 @@ def _fit_into(out_dir: Path, final_dir: Path, track, store, data, splits, refuse
         model = fit_stack(data.X, data.y, data.groups, data.blocks, cfg, tag="final")
         in_sample = np.setdiff1d(np.arange(len(data.y)), scored)
         t1 = time.perf_counter()
-        train_pred = predict_pooled(model, data.X[in_sample], cfg.n_jobs, "predict")
-        others = predict_pooled(model, np.vstack(other_x) if other_x else data.X[:0], cfg.n_jobs, "predict")
+        train_pred = predict_pooled(model, data.X[in_sample], cfg.n_jobs, "predict", cfg.engine)
+        others = predict_pooled(model, np.vstack(other_x) if other_x else data.X[:0], cfg.n_jobs, "predict",
+                                cfg.engine)
         per_row = (time.perf_counter() - t1) / max(len(in_sample) + len(others), 1)  # wall, over the workers
     t_fit = time.perf_counter() - t0
     metrics["meta_weights"] = model.weights()
