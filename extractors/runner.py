@@ -184,11 +184,21 @@ def run_extraction(
     progress: bool = True,
     checkpoint_every_s: float = 60.0,
     checkpoint_every_batches: int | None = None,
+    learn_from=None,
+    on_changed: str = "recompute",
     worker_stall_s: float | None = None,
     allow_media_mismatch: bool = False,
 ) -> RunSummary:
     """Compute ``extractor`` for the pending items of ``manifest`` (a Manifest or a list of
     Items) into ``store`` (a path or an open FeatureStore in mode "a").
+
+    ``learn_from``: the Manifest an extractor learns from (``fit_manifest``, e.g. the generator
+    vocabulary); default ``manifest``. A worker of the Ray engine computes a slice of a dataset
+    but must learn what a run over the whole dataset would.
+
+    ``on_changed``: items whose media file changed since their features were computed are
+    recomputed ("recompute", with a warning naming them) or the run is refused ("refuse");
+    see features_store.fingerprint.
 
     ``worker_stall_s``: seconds without a batch while the DataLoader workers use no CPU after
     which the run stops with :class:`extractors.loader.WorkerError` (default
@@ -222,7 +232,7 @@ def run_extraction(
         if hasattr(extractor, "fit_manifest"):
             k = extractor.key()
             stored = st.feature_names(k) if k in st.keys() and st.config(k)["dim"] else None
-            extractor.fit_manifest(manifest.df, stored)
+            extractor.fit_manifest((manifest if learn_from is None else learn_from).df, stored)
         key = _declare(st, extractor)
         summary = RunSummary(key, extractor.name)
 
@@ -235,6 +245,7 @@ def run_extraction(
         if shard is not None:
             keep = rows % shard[1] == shard[0]
             local, rows = local[keep], rows[keep]
+        _check_media(st, manifest, local, rows, extractor, on_changed)
         todo = np.isin(rows, st.pending(key, retry_failed=retry_failed))
         summary.skipped = int((~todo).sum())
         local, rows = local[todo], rows[todo]
@@ -265,6 +276,16 @@ def run_extraction(
     finally:
         if own:
             st.close(checkpoint=ok)
+
+
+def _check_media(st, manifest, local, rows, extractor: Extractor, on_changed: str) -> None:
+    """Media changed since their features were computed: recompute (or refuse). One stat per item."""
+    if extractor.kind not in MEDIA_KINDS:
+        return  # meta/text extractors never read the media
+    from features_store.fingerprint import check_media
+
+    rel = manifest.df["path"].to_numpy()[local]
+    check_media(st, [manifest.abspath(p) for p in rel], rows, on_changed=on_changed)
 
 
 def _declare(st, extractor: Extractor) -> str:

@@ -103,6 +103,9 @@ class Manifest:
         #: things a user must hear about (a guessed target column, items without a generator, ...)
         self.notes: list[str] = list(notes or [])
         self.load_problems: list[Problem] = list(load_problems or [])
+        # the folder / label file / YAML it was loaded from (set by load_dataset): the dataset's
+        # identity in default store names and stores (features_store.naming)
+        self.source = ""
         self.df = self._normalise(df.reset_index(drop=True), list(label_columns))
 
     def _normalise(self, df: pd.DataFrame, label_columns: list[str]) -> pd.DataFrame:
@@ -163,6 +166,7 @@ class Manifest:
         m = Manifest.__new__(Manifest)
         m.root, m.name, m.adapter, m.load_problems = self.root, self.name, self.adapter, []
         m.media, m.notes = self.media, list(self.notes)
+        m.source = getattr(self, "source", "")
         m._label_columns = list(self._label_columns)
         m.df = self.df[np.asarray(mask, dtype=bool)].reset_index(drop=True)
         return m
