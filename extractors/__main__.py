@@ -39,10 +39,11 @@ def _list(args) -> int:
 
 
 def _run(args) -> int:
-    if args.threads:
-        import torch
+    from .cpu_runtime import parse_threads, set_malloc_thresholds, trim
 
-        torch.set_num_threads(args.threads)
+    # first, before torch or numpy allocate much: every later buffer follows these thresholds
+    set_malloc_thresholds(args.malloc_threshold)
+    threads = parse_threads(args.threads)  # torch is set (and loaded) only if something is computed
     from features_store.manifest import ManifestError, dataset_from_args, problems_frame
     from features_store.store import FeatureStore
 
@@ -87,8 +88,9 @@ def _run(args) -> int:
             s = run_extraction(
                 manifest, ex, st, device=args.device, precision=args.precision, batch_size=args.batch_size,
                 workers=args.workers, shard=shard, split=args.split, retry_failed=not args.no_retry_failed,
-                progress=not args.no_progress, checkpoint_every_s=args.checkpoint_every,
+                progress=not args.no_progress, checkpoint_every_s=args.checkpoint_every, threads=threads,
             )
+            trim()  # what the allocator thresholds kept for this extractor goes back before the next
             summaries.append(s)
             print(s.line())
             for iid, msg in s.failures[:20]:
@@ -124,9 +126,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--shard", default=None, help="k/N: compute every N-th item from k (k from 0) into its own file")
     p.add_argument("--store-is-shard", action="store_true", help="with --shard: write to --store as given")
     p.add_argument("--split", default=None, help="only this split (default: all)")
-    p.add_argument("--threads", type=int, default=None,
-                   help="torch CPU threads (default: torch's). On a shared machine use 1: intra-op threads "
+    p.add_argument("--threads", default=None,
+                   help="torch CPU threads, or auto (default): the CPUs this process may use (affinity, cgroup "
+                        "quota) minus those busy with other work, re-checked every few seconds; intra-op threads "
                         "that wait for each other at every barrier run many times slower when cores are busy")
+    p.add_argument("--malloc-threshold", default=None,
+                   help="glibc M_MMAP_THRESHOLD and M_TRIM_THRESHOLD (default 1G, or $AIGCQ_MALLOC_THRESHOLD): "
+                        "keeps large activation buffers in the heap instead of unmapping them every layer; "
+                        "off: glibc's defaults")
     p.add_argument("--on-invalid", default="stop", choices=["stop", "skip"])
     p.add_argument("--no-retry-failed", action="store_true", help="leave items that failed before alone")
     p.add_argument("--checkpoint-every", type=float, default=60.0, help="seconds between checkpoints")
