@@ -19,15 +19,11 @@ Nothing here imports torch: threads are set only once torch is loaded by an extr
 """
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
 import glob
 import logging
 import math
 import os
-import platform
 import re
-import statistics
 import sys
 import time
 
@@ -57,13 +53,29 @@ def parse_malloc_threshold(text: str | int | None) -> int | None:
     return value if value > 0 else None
 
 
+_LIBC: list = []  # [handle or None], filled on first use
+
+
 def _libc():
-    if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
-        return None
-    try:
-        return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-    except OSError:
-        return None
+    """glibc's handle, or None elsewhere (musl, macOS). os.confstr, not platform.libc_ver(), which
+    reads the whole interpreter binary (a quarter of a second of a cached run)."""
+    if not _LIBC:
+        handle = None
+        try:
+            is_glibc = (os.confstr("CS_GNU_LIBC_VERSION") or "").startswith("glibc")
+        except (AttributeError, ValueError, OSError):
+            is_glibc = False
+        if is_glibc:
+            import ctypes
+
+            try:
+                handle = ctypes.CDLL(None)  # the process' own symbols: glibc's mallopt and malloc_trim
+                handle.mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
+                handle.malloc_trim.argtypes = [ctypes.c_size_t]
+            except (OSError, AttributeError):
+                handle = None
+        _LIBC.append(handle)
+    return _LIBC[0]
 
 
 def set_malloc_thresholds(setting: str | int | None = None) -> int | None:
@@ -76,8 +88,9 @@ def set_malloc_thresholds(setting: str | int | None = None) -> int | None:
     libc = _libc()
     if value is None or libc is None:
         return None
-    ok = libc.mallopt(_M_MMAP_THRESHOLD, ctypes.c_int(min(value, 2**31 - 1))) == 1
-    ok &= libc.mallopt(_M_TRIM_THRESHOLD, ctypes.c_int(min(value, 2**31 - 1))) == 1
+    value = min(value, 2**31 - 1)  # mallopt takes an int
+    ok = libc.mallopt(_M_MMAP_THRESHOLD, value) == 1
+    ok &= libc.mallopt(_M_TRIM_THRESHOLD, value) == 1
     if not ok:
         log.warning("mallopt refused a threshold of %d bytes; glibc's defaults stay", value)
         return None
@@ -90,7 +103,7 @@ def trim() -> None:
     """Give free heap memory back to the kernel (between extractors: bounds what the thresholds keep)."""
     libc = _libc()
     if libc is not None:
-        libc.malloc_trim(ctypes.c_size_t(0))
+        libc.malloc_trim(0)
 
 
 # -------------------------------------------------------------------- threads
@@ -174,7 +187,7 @@ def busy_elsewhere(samples: int = 7, interval_s: float = 0.003) -> float | None:
         values.append(max(0, total - max(1, _own_running())))
         if i + 1 < samples:
             time.sleep(interval_s)
-    return float(statistics.median(values))
+    return float(sorted(values)[len(values) // 2])  # the median (samples is odd)
 
 
 def auto_threads(cpus: int | None = None, busy: float | None = None) -> int:
