@@ -38,6 +38,16 @@ def _list(args) -> int:
     return 0
 
 
+def _default_store(manifest, track: str) -> Path:
+    """The dataset-identifying default (features_store.naming), as every entry point uses."""
+    from features_store.naming import find_default_store
+
+    path, note = find_default_store(manifest, track)
+    if note:
+        print(f"note: {note}", file=sys.stderr)
+    return path
+
+
 def _run(args) -> int:
     from .cpu_runtime import parse_threads, set_malloc_thresholds, trim
 
@@ -57,7 +67,7 @@ def _run(args) -> int:
     extractors = [for_track(s, args.track) for s in specs]  # unknown names fail before any work
     manifest = dataset_from_args(args)
     shard = parse_shard(args.shard)
-    store = Path(args.store or Path("stores") / f"{manifest.name}-{args.track}.h5")
+    store = Path(args.store) if args.store else _default_store(manifest, args.track)
     if shard is not None and not args.store_is_shard:
         store = shard_path(store, shard)
     store.parent.mkdir(parents=True, exist_ok=True)
@@ -115,7 +125,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--track", required=True, choices=["image", "video"])
     add_dataset_arguments(p)
     p.add_argument("--extractors", required=True, help="comma list of specs: name or name:opt=value:opt=value")
-    p.add_argument("--store", default=None, help="HDF5 store (default: stores/<dataset name>-<track>.h5)")
+    p.add_argument("--store", default=None, help="HDF5 store (default: stores/<dataset name>-<track>-<dataset id>.h5)")
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")
     p.add_argument("--precision", default="auto", choices=["auto", "fp32", "fp16", "bf16"])
     p.add_argument("--dtype", default=None, choices=["float32", "float16"],

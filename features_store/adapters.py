@@ -313,6 +313,13 @@ def _from_yaml(path: Path, adapter: str | None, options: dict) -> Manifest:
 
 
 def load(source: str | os.PathLike, adapter: str | None = None, **options: Any) -> Manifest:
+    m = _load(source, adapter, **options)
+    if not getattr(m, "source", ""):  # the innermost source wins (a YAML naming a dataset folder: the folder)
+        m.source = str(Path(source).expanduser().resolve())
+    return m
+
+
+def _load(source: str | os.PathLike, adapter: str | None = None, **options: Any) -> Manifest:
     src = Path(source).expanduser().resolve()
     if not src.exists():
         raise FileNotFoundError(f"dataset {source!s} not found")

@@ -94,6 +94,9 @@ class Manifest:
         self.name = name
         self.adapter = adapter
         self.load_problems: list[Problem] = list(load_problems or [])
+        # the folder / label file / YAML it was loaded from (set by load_dataset): the dataset's
+        # identity in default store names and stores (features_store.naming)
+        self.source = ""
         self.df = self._normalise(df.reset_index(drop=True), list(label_columns))
 
     def _normalise(self, df: pd.DataFrame, label_columns: list[str]) -> pd.DataFrame:
@@ -156,6 +159,7 @@ class Manifest:
     def subset(self, mask) -> "Manifest":
         m = Manifest.__new__(Manifest)
         m.root, m.name, m.adapter, m.load_problems = self.root, self.name, self.adapter, []
+        m.source = getattr(self, "source", "")
         m._label_columns = list(self._label_columns)
         m.df = self.df[np.asarray(mask, dtype=bool)].reset_index(drop=True)
         return m
