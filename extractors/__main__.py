@@ -67,6 +67,12 @@ def _run(args) -> int:
     extractors = [for_track(s, args.track) for s in specs]  # unknown names fail before any work
     manifest = dataset_from_args(args)
     shard = parse_shard(args.shard)
+    if args.engine == "ray":
+        if shard is not None:
+            raise ValueError("--shard is for hand-run shards; --engine ray makes its own (see --shard-size)")
+        from .ray_engine import import_ray
+
+        import_ray()  # without ray: one line saying how to install it, before any work
     store = Path(args.store) if args.store else _default_store(manifest, args.track)
     if shard is not None and not args.store_is_shard:
         store = shard_path(store, shard)
@@ -92,6 +98,8 @@ def _run(args) -> int:
         for p in problems[:10]:
             print(f"  - {p}", file=sys.stderr)
 
+    if args.engine == "ray":
+        return _run_ray(args, manifest, specs, store)
     summaries = []
     with FeatureStore(store, mode="a", dtype=args.dtype) as st:
         for ex in extractors:
@@ -107,6 +115,28 @@ def _run(args) -> int:
                 print(f"  failed {iid}: {msg}")
             if len(s.failures) > 20:
                 print(f"  ... {len(s.failures) - 20} more: python -m features_store errors {store} {s.key}")
+    print(f"store: {store} ({len(manifest)} items)")
+    return 0
+
+
+def _run_ray(args, manifest, specs, store) -> int:
+    from .cpu_runtime import parse_threads
+    from .ray_engine import run_ray
+
+    summaries = run_ray(manifest, specs, args.track, store, address=args.address, shard_size=args.shard_size,
+                        actors_per_gpu=args.actors_per_gpu, actors=args.actors, max_restarts=args.max_restarts,
+                        device=args.device, precision=args.precision, batch_size=args.batch_size,
+                        workers=args.workers, split=args.split, retry_failed=not args.no_retry_failed,
+                        progress=not args.no_progress, checkpoint_every_s=args.checkpoint_every, dtype=args.dtype,
+                        plugins=args.plugins, threads=parse_threads(args.threads))
+    for s in summaries:
+        rate = f", {s['done'] / s['seconds']:.1f} items/s per worker" if s["seconds"] > 0 and s["done"] else ""
+        print(f"{s['key']}: {s['done']} computed, {s['failed']} failed, {s['skipped']} already in the store, "
+              f"dim {s['dim']}, {s['shards']} shards on {len(s['pids'])} worker process(es){rate}")
+        for iid, msg in s["failures"][:20]:
+            print(f"  failed {iid}: {msg}")
+        if s["failed"] > 20:
+            print(f"  ... more: python -m features_store errors {store} {s['key']}")
     print(f"store: {store} ({len(manifest)} items)")
     return 0
 
@@ -149,6 +179,17 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--checkpoint-every", type=float, default=60.0, help="seconds between checkpoints")
     p.add_argument("--no-progress", action="store_true")
     p.add_argument("--plugins", default=None, help="modules to import that register extra extractors (or AIGCQ_PLUGINS)")
+    g = p.add_argument_group("Ray engine (pip install 'aigc-quality[ray]'; docs/scale.md)")
+    g.add_argument("--engine", default="local", choices=["local", "ray"],
+                   help="ray: shards as Ray actors (one GPU each with --device cuda), merged into --store at the end")
+    g.add_argument("--address", default=None,
+                   help="Ray cluster: auto (the one `ray start` made here), ray://head:10001; default: a local one")
+    g.add_argument("--shard-size", type=int, default=None,
+                   help="items per shard (rounded up to whole batches; default ~4 shards per actor and extractor)")
+    g.add_argument("--actors-per-gpu", type=int, default=1, help="shard workers sharing one GPU")
+    g.add_argument("--actors", type=int, default=None,
+                   help="shard workers (default: GPUs x --actors-per-gpu, or CPUs / max(1, --workers))")
+    g.add_argument("--max-restarts", type=int, default=3, help="times Ray restarts a lost worker and retries its shard")
     p.set_defaults(func=_run)
     args = ap.parse_args(argv)
     try:

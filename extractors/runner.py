@@ -177,10 +177,15 @@ def run_extraction(
     progress: bool = True,
     checkpoint_every_s: float = 60.0,
     checkpoint_every_batches: int | None = None,
+    learn_from=None,
     threads: int | None = None,
 ) -> RunSummary:
     """Compute ``extractor`` for the pending items of ``manifest`` (a Manifest or a list of
     Items) into ``store`` (a path or an open FeatureStore in mode "a").
+
+    ``learn_from``: the Manifest an extractor learns from (``fit_manifest``, e.g. the generator
+    vocabulary); default ``manifest``. A worker of the Ray engine computes a slice of a dataset
+    but must learn what a run over the whole dataset would.
 
     ``threads``: torch CPU threads for the computed items (None: chosen from the CPUs this
     process may use and the load, re-checked during the run; see :mod:`.cpu_runtime`)."""
@@ -211,7 +216,7 @@ def run_extraction(
         if hasattr(extractor, "fit_manifest"):
             k = extractor.key()
             stored = st.feature_names(k) if k in st.keys() and st.config(k)["dim"] else None
-            extractor.fit_manifest(manifest.df, stored)
+            extractor.fit_manifest((manifest if learn_from is None else learn_from).df, stored)
         key = _declare(st, extractor)
         summary = RunSummary(key, extractor.name)
 
