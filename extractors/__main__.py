@@ -106,7 +106,8 @@ def _run(args) -> int:
             s = run_extraction(
                 manifest, ex, st, device=args.device, precision=args.precision, batch_size=args.batch_size,
                 workers=args.workers, shard=shard, split=args.split, retry_failed=not args.no_retry_failed,
-                progress=not args.no_progress, checkpoint_every_s=args.checkpoint_every, threads=threads,
+                progress=not args.no_progress, checkpoint_every_s=args.checkpoint_every,
+                on_changed=args.on_changed, threads=threads,
             )
             trim()  # what the allocator thresholds kept for this extractor goes back before the next
             summaries.append(s)
@@ -176,6 +177,9 @@ def main(argv: list[str] | None = None) -> int:
                         "off: glibc's defaults")
     p.add_argument("--on-invalid", default="stop", choices=["stop", "skip"])
     p.add_argument("--no-retry-failed", action="store_true", help="leave items that failed before alone")
+    p.add_argument("--on-changed", default="recompute", choices=["recompute", "refuse"],
+                   help="items whose media changed (size/mtime, then sha256) since their features were computed: "
+                        "recompute them (default, with a warning naming them) or refuse the run")
     p.add_argument("--checkpoint-every", type=float, default=60.0, help="seconds between checkpoints")
     p.add_argument("--no-progress", action="store_true")
     p.add_argument("--plugins", default=None, help="modules to import that register extra extractors (or AIGCQ_PLUGINS)")

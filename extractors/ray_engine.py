@@ -236,6 +236,10 @@ def run_ray(manifest, specs: Sequence[str], track: str, store: str | os.PathLike
         with FeatureStore(store, mode="a", dtype=dtype) as st:
             st.set_manifest(manifest)
             dtype = str(st.dtype)
+            if any(for_track(s, track).kind in ("image", "video") for s in specs):
+                from features_store.fingerprint import check_media  # changed media: rows pending again
+
+                check_media(st, [manifest.abspath(p) for p in manifest.df["path"]], st.index_of(manifest.df["item_id"]))
         leftovers = sorted(folder.glob("*.part-*-of-*.h5"))
         if leftovers:  # a driver died: keep what its shards computed, then plan the rest anew
             merge(store, leftovers, allow_partial=True)

@@ -178,6 +178,7 @@ def run_extraction(
     checkpoint_every_s: float = 60.0,
     checkpoint_every_batches: int | None = None,
     learn_from=None,
+    on_changed: str = "recompute",
     threads: int | None = None,
 ) -> RunSummary:
     """Compute ``extractor`` for the pending items of ``manifest`` (a Manifest or a list of
@@ -186,6 +187,10 @@ def run_extraction(
     ``learn_from``: the Manifest an extractor learns from (``fit_manifest``, e.g. the generator
     vocabulary); default ``manifest``. A worker of the Ray engine computes a slice of a dataset
     but must learn what a run over the whole dataset would.
+
+    ``on_changed``: items whose media file changed since their features were computed are
+    recomputed ("recompute", with a warning naming them) or the run is refused ("refuse");
+    see features_store.fingerprint.
 
     ``threads``: torch CPU threads for the computed items (None: chosen from the CPUs this
     process may use and the load, re-checked during the run; see :mod:`.cpu_runtime`)."""
@@ -229,6 +234,7 @@ def run_extraction(
         if shard is not None:
             keep = rows % shard[1] == shard[0]
             local, rows = local[keep], rows[keep]
+        _check_media(st, manifest, local, rows, extractor, on_changed)
         todo = np.isin(rows, st.pending(key, retry_failed=retry_failed))
         summary.skipped = int((~todo).sum())
         local, rows = local[todo], rows[todo]
@@ -259,6 +265,16 @@ def run_extraction(
     finally:
         if own:
             st.close(checkpoint=ok)
+
+
+def _check_media(st, manifest, local, rows, extractor: Extractor, on_changed: str) -> None:
+    """Media changed since their features were computed: recompute (or refuse). One stat per item."""
+    if extractor.kind not in MEDIA_KINDS:
+        return  # meta/text extractors never read the media
+    from features_store.fingerprint import check_media
+
+    rel = manifest.df["path"].to_numpy()[local]
+    check_media(st, [manifest.abspath(p) for p in rel], rows, on_changed=on_changed)
 
 
 def _declare(st, extractor: Extractor) -> str:

@@ -29,8 +29,11 @@ def merge(out: str | os.PathLike, shards: Sequence[str | os.PathLike], allow_par
         _check_shard_set(srcs, allow_partial)
         report = {"out": str(out), "shards": len(srcs), "keys": {}}
         with FeatureStore(out, mode="a", dtype=dtypes.pop()) as dst:
+            from .fingerprint import carry
+
             for s in srcs:
                 dst.set_manifest(s.manifest())
+                carry(dst, s, dst.index_of(s.df["item_id"]))
             for s in srcs:
                 for key in s.keys():
                     c = s.config(key)

@@ -217,6 +217,8 @@ class FeatureStore:
         self._id_index: dict[str, int] | None = None
         self._ids: np.ndarray | None = None
         self._meta_dirty = False
+        self._media: dict[str, np.ndarray] | None = None  # media fingerprints, loaded on first use (fingerprint.py)
+        self._media_dirty = False
         if self.real_path.exists():
             self._h5 = open_h5(self.real_path, self.path)
             f = self._h5
@@ -653,6 +655,9 @@ class FeatureStore:
         self.meta.setdefault("shard", "")
         for k, v in self.meta.items():  # manifest *content* changes always go through _rewrite
             f.attrs[k] = v
+        from .fingerprint import write_group
+
+        write_group(self, f)
 
     def _write_config(self, f, cfg: _Config, fresh: bool) -> None:
         import h5py
@@ -714,7 +719,7 @@ class FeatureStore:
         import h5py
 
         self._h5 = h5py.File(self.real_path, "r", locking=False)
-        self._meta_dirty = False
+        self._meta_dirty = self._media_dirty = False
         for cfg in self._configs.values():
             cfg.overlay, cfg.err_overlay, cfg.dirty = [], {}, False
 

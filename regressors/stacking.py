@@ -71,6 +71,7 @@ class StackConfig:
     storage: str | None = None
     prune: bool = True
     n_jobs: int = -1  # worker processes for tuning and refits (-1: all cores, at most 8); LightGBM 1 thread each
+    engine: str = "local"  # local (n_jobs worker processes) | ray: the same tasks on a Ray cluster (ray_tasks.py)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -190,7 +191,7 @@ def resolve_jobs(n_jobs: int) -> int:
     return max(1, min(MAX_AUTO_WORKERS, cores + 1 + int(n_jobs)))
 
 
-def run_tasks(fn, tasks: list[tuple], n_jobs: int, desc: str) -> list:
+def run_tasks(fn, tasks: list[tuple], n_jobs: int, desc: str, engine: str = "local") -> list:
     """``[fn(*t) for t in tasks]``, in worker processes when n_jobs allows; results in task order.
 
     Each task is one head fitted (or tuned) on one set of rows, so the work splits into
@@ -198,6 +199,12 @@ def run_tasks(fn, tasks: list[tuple], n_jobs: int, desc: str) -> list:
     workers as read-only memory maps (one copy of X, not one per task) and caps BLAS
     threads per worker so that workers x threads fits the cores.
     """
+    if engine == "ray":
+        from .ray_tasks import run_tasks_ray
+
+        return run_tasks_ray(fn, tasks, desc)
+    if engine != "local":
+        raise ValueError(f"engine must be 'local' or 'ray', got {engine!r}")
     workers = min(resolve_jobs(n_jobs), len(tasks))
     if workers <= 1:
         return [fn(*t) for t in tqdm(tasks, desc=desc, leave=False)]
@@ -240,7 +247,7 @@ def tune_and_meta(X, y, groups, blocks, cfg: StackConfig, tag: str = "final") ->
     # started last was the critical path: 364 of 542 s at 14,000 x 2,000)
     order = sorted(range(len(specs)), key=lambda j: (not specs[j].tune, TUNING_COST_RANK.get(specs[j].kind, 9)))
     tasks = [(specs[j], X, y, groups, cfg, tag) for j in order]
-    results = run_tasks(_tune_one, tasks, cfg.n_jobs, f"tune {tag}")
+    results = run_tasks(_tune_one, tasks, cfg.n_jobs, f"tune {tag}", cfg.engine)
     oof = np.zeros((len(y), len(specs)))
     head_info: dict[int, dict] = {}
     for j, (params, hinfo, col) in zip(order, results):
@@ -258,9 +265,9 @@ def _fit_one(spec: HeadSpec, X, y, train, test=None):
     return head if test is None else head.predict(X[test])
 
 
-def fit_heads(specs: list[HeadSpec], X, y, desc: str = "fit", n_jobs: int = 1) -> dict[str, Any]:
+def fit_heads(specs: list[HeadSpec], X, y, desc: str = "fit", n_jobs: int = 1, engine: str = "local") -> dict[str, Any]:
     rows = np.arange(len(y))
-    fitted = run_tasks(_fit_one, [(s, X, y, rows) for s in specs], n_jobs, desc)
+    fitted = run_tasks(_fit_one, [(s, X, y, rows) for s in specs], n_jobs, desc, engine)
     return {s.name: h for s, h in zip(specs, fitted)}
 
 
@@ -322,7 +329,7 @@ def fit_stack(X, y, groups, blocks, cfg: StackConfig, tag: str = "final", tuned=
             cfg = StackConfig(**{**cfg.to_dict(), "tune_folds": g})
         tuned = tune_and_meta(X[sub], y[sub], None if groups is None else np.asarray(groups)[sub], blocks, cfg, tag)
     specs, meta, info = tuned
-    heads = fit_heads(specs, X, y, desc=f"fit {tag}", n_jobs=cfg.n_jobs)
+    heads = fit_heads(specs, X, y, desc=f"fit {tag}", n_jobs=cfg.n_jobs, engine=cfg.engine)
     info["config"] = cfg.to_dict()
     info["blocks"] = blocks
     return StackedModel(heads, meta, info)
@@ -349,7 +356,7 @@ def cross_validate(X, y, groups, blocks, cfg: StackConfig) -> dict[str, Any]:
         fold_id = np.zeros(len(rest), int)
         # one task per (fold, head): the heads' fits are independent, so they spread over the workers
         tasks = [(s, X, y, np.concatenate([tune_idx, rest[tr]]), rest[te]) for tr, te in folds for s in specs]
-        preds = iter(run_tasks(_fit_one, tasks, cfg.n_jobs, "outer folds"))
+        preds = iter(run_tasks(_fit_one, tasks, cfg.n_jobs, "outer folds", cfg.engine))
         for k, (tr, te) in enumerate(folds):
             for s in specs:
                 heads_pred[s.name][te] = next(preds)

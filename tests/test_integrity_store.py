@@ -224,3 +224,74 @@ def test_a_journal_entry_without_checksum_is_not_trusted(tmp_path):
     with pytest.warns(UserWarning, match="no checksum"):
         with FeatureStore(store) as st:
             assert list(st.pending(key)) == [0, 1, 2, 3]
+
+
+# --------------------------------------------------------------- 2. changed media
+def test_changed_media_are_recomputed_naming_the_items(tmp_path):
+    # before: "6 already in the store" and the old features of the replaced images
+    from PIL import Image
+
+    data = make_dataset(tmp_path / "d", n=6)
+    store = tmp_path / "s.h5"
+    features(data, "--store", store, cwd=tmp_path)
+    _, before, _, ids = only_key(store)
+    for i in (1, 4):  # replaced by black images, same names
+        Image.new("RGB", (16, 16), (0, 0, 0)).save(tmp_path / "d" / "media" / f"img{i}.png")
+    res = features(data, "--store", store, cwd=tmp_path)
+    assert "2 computed" in res.stdout and "4 already in the store" in res.stdout
+    assert "media of 2 item(s) changed" in res.stderr and "img1.png" in res.stderr and "img4.png" in res.stderr
+    _, after, status, _ = only_key(store)
+    assert (status == 1).all()
+    assert (after[[1, 4]] == 0).all()
+    np.testing.assert_array_equal(after[[0, 2, 3, 5]], before[[0, 2, 3, 5]])
+    fresh = tmp_path / "fresh.h5"  # equal to a store computed from scratch on the new media
+    features(data, "--store", fresh, cwd=tmp_path)
+    np.testing.assert_array_equal(only_key(fresh)[1], after)
+    res = features(data, "--store", store, cwd=tmp_path)  # and the record was updated: quiet rerun
+    assert "0 computed" in res.stdout and "changed" not in res.stderr
+
+
+def test_a_touched_file_with_the_same_content_is_not_recomputed(tmp_path):
+    data = make_dataset(tmp_path / "d", n=4)
+    store = tmp_path / "s.h5"
+    features(data, "--store", store, cwd=tmp_path)
+    img = tmp_path / "d" / "media" / "img2.png"
+    os.utime(img, ns=(img.stat().st_atime_ns, img.stat().st_mtime_ns + 5_000_000_000))
+    res = features(data, "--store", store, cwd=tmp_path)
+    assert "0 computed" in res.stdout and "changed" not in res.stderr
+    with FeatureStore(store, "r") as st:  # the new mtime is recorded (next time: no hashing)
+        from features_store.fingerprint import fingerprints
+
+        assert fingerprints(st)["mtime_ns"][st.index_of(["img2.png"])[0]] == img.stat().st_mtime_ns
+
+
+def test_on_changed_refuse_names_the_items_and_changes_nothing(tmp_path):
+    from PIL import Image
+
+    data = make_dataset(tmp_path / "d", n=4)
+    store = tmp_path / "s.h5"
+    features(data, "--store", store, cwd=tmp_path)
+    _, before, _, _ = only_key(store)
+    Image.new("RGB", (20, 20), (0, 0, 0)).save(tmp_path / "d" / "media" / "img3.png")
+    res = features(data, "--store", store, "--on-changed", "refuse", cwd=tmp_path, check=False)
+    assert res.returncode == 2
+    line = res.stderr.strip()
+    assert "\n" not in line and "img3.png" in line and "--on-changed recompute" in line
+    _, after, status, _ = only_key(store)
+    np.testing.assert_array_equal(after, before)
+    assert (status == 1).all()
+
+
+def test_fingerprints_survive_a_merge_of_shards(tmp_path):
+    from PIL import Image
+
+    data = make_dataset(tmp_path / "d", n=6)
+    for k in (0, 1):
+        features(data, "--store", tmp_path / "m.h5", "--shard", f"{k}/2", cwd=tmp_path)
+    shards = sorted(str(p) for p in tmp_path.glob("m.shard-*.h5"))
+    res = subprocess.run([sys.executable, "-m", "features_store", "merge", str(tmp_path / "m.h5"), *shards],
+                         cwd=tmp_path, env=_env(), capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr
+    Image.new("RGB", (16, 16), (0, 0, 0)).save(tmp_path / "d" / "media" / "img5.png")
+    res = features(data, "--store", tmp_path / "m.h5", cwd=tmp_path)
+    assert "1 computed" in res.stdout and "img5.png" in res.stderr
