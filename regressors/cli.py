@@ -24,10 +24,14 @@ def _parser(prog: str = "python -m regressors", job_progs: dict[str, str] | None
     f.add_argument("--tune-folds", type=int, default=StackConfig.tune_folds)
     f.add_argument("--protocol", choices=["grouped", "random"], default="grouped",
                    help="grouped: one prompt never straddles folds (default); random: plain K-fold")
-    f.add_argument("--nested", choices=["auto", "split", "full"], default=StackConfig.nested,
-                   help="auto (default): full below --auto-full-below items, split above; split: tune on a "
-                        "held-apart share of the prompts (not scored); full: tune inside every outer fold")
-    f.add_argument("--auto-full-below", type=int, default=StackConfig.auto_full_below)
+    f.add_argument("--nested", choices=["auto", "split", "cross", "full"], default=StackConfig.nested,
+                   help="auto (default): full below --auto-cross-from items, cross up to --auto-full-below, split "
+                        "above; split: tune on a held-apart share of the prompts (not scored); cross: split, then "
+                        "swap the roles of the two shares (every item scored); full: tune inside every outer fold")
+    f.add_argument("--auto-full-below", type=int, default=StackConfig.auto_full_below,
+                   help="nested=auto: split from this many labelled items")
+    f.add_argument("--auto-cross-from", type=int, default=StackConfig.auto_cross_from,
+                   help="nested=auto: cross from this many labelled items (below --auto-full-below), full below")
     f.add_argument("--heads", default=",".join(StackConfig.heads), help="tuned heads on all blocks: svr,enet,lgbm")
     f.add_argument("--block-head", default=StackConfig.block_head, help="head per extractor block; 'none' for off")
     f.add_argument("--fixed-heads", default=",".join(StackConfig.fixed_heads),
@@ -86,7 +90,8 @@ def main(argv: list[str] | None = None, prog: str | None = None, job_progs: dict
                 block_head=None if str(args.block_head).lower() in ("none", "") else args.block_head,
                 fixed_heads=tuple(h for h in args.fixed_heads.split(",") if h),
                 tune_folds=args.tune_folds, max_tune_items=args.max_tune_items, outer_folds=args.folds,
-                nested=args.nested, auto_full_below=args.auto_full_below, pca=args.pca or None, protocol=args.protocol, seed=args.seed,
+                nested=args.nested, auto_full_below=args.auto_full_below, auto_cross_from=args.auto_cross_from,
+                pca=args.pca or None, protocol=args.protocol, seed=args.seed,
                 storage=args.storage, prune=not args.no_prune, n_jobs=args.jobs, engine=args.engine)
             if args.engine == "ray":
                 from .ray_tasks import import_ray
