@@ -25,6 +25,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from .base import Extractor, Item, ItemError, resolve_precision
+from .cpu_runtime import ThreadGovernor
 
 log = logging.getLogger(__name__)
 
@@ -186,6 +187,7 @@ def run_extraction(
     checkpoint_every_batches: int | None = None,
     learn_from=None,
     on_changed: str = "recompute",
+    threads: int | None = None,
     worker_stall_s: float | None = None,
     allow_media_mismatch: bool = False,
 ) -> RunSummary:
@@ -199,6 +201,9 @@ def run_extraction(
     ``on_changed``: items whose media file changed since their features were computed are
     recomputed ("recompute", with a warning naming them) or the run is refused ("refuse");
     see features_store.fingerprint.
+
+    ``threads``: torch CPU threads for the computed items (None: chosen from the CPUs this
+    process may use and the load, re-checked during the run; see :mod:`.cpu_runtime`).
 
     ``worker_stall_s``: seconds without a batch while the DataLoader workers use no CPU after
     which the run stops with :class:`extractors.loader.WorkerError` (default
@@ -265,7 +270,7 @@ def run_extraction(
             ]
             t_loop = time.perf_counter()
             _loop(st, key, extractor, items, summary, batch_size, workers, progress,
-                  checkpoint_every_s, checkpoint_every_batches, worker_stall_s)
+                  checkpoint_every_s, checkpoint_every_batches, ThreadGovernor(threads), worker_stall_s)
             if summary.done:  # decode + forward wall time, for submission readmes
                 st.add_timing(key, time.perf_counter() - t_loop, summary.done, device)
         summary.dim = st.config(key)["dim"]
@@ -297,7 +302,7 @@ def _declare(st, extractor: Extractor) -> str:
 
 
 def _loop(st, key, ex, items, summary, batch_size, workers, progress, every_s, every_batches,
-          stall_s=None) -> None:
+          governor: ThreadGovernor | None = None, stall_s: float | None = None) -> None:
     from tqdm.auto import tqdm
 
     from .loader import WorkerError
@@ -313,6 +318,8 @@ def _loop(st, key, ex, items, summary, batch_size, workers, progress, every_s, e
             good = [items[p] for p in positions]
             done_idx, done_rows = [], []
             batch_error = None
+            if governor is not None:
+                governor.tick()  # torch threads: set (or re-set for the load) before computing
             if good and batch is not None:
                 try:
                     rows = _check_rows(ex.compute(batch, good), len(good), ex)
