@@ -25,7 +25,7 @@ DEVICE ?= cpu
 PRECISION ?= auto
 BATCH ?= 32
 WORKERS ?= 2
-# torch CPU threads for extraction (empty: torch's default); 1 is best on a busy shared machine
+# torch CPU threads for extraction (empty: auto, the usable CPUs not busy with other work)
 THREADS ?=
 SHARD ?=
 # local | ray: `make features ENGINE=ray` runs shards as Ray actors and merges them (docs/scale.md);
@@ -66,7 +66,7 @@ help:
 	@echo "make demo                      # offline end-to-end run on an embedded dataset (no download)"
 	@echo "make test                      # the test suite"
 	@echo "make features TRACK=image|video DATA=<dataset> [EXTRACTORS=a,b] [STORE=f.h5] [DEVICE=cpu|cuda] [SHARD=k/N|ENGINE=ray] [ON_INVALID=skip]"
-	@echo "make regress  TRACK=image|video DATA=..|STORE=.. [EXTRACTORS=..] [TARGET=mos] [OUT=dir] [TRIALS=n] [JOBS=n]"
+	@echo "make regress  TRACK=image|video DATA=..|STORE=.. [EXTRACTORS=..] [TARGET=mos] [OUT=dir] [TRIALS=n] [JOBS=n|ENGINE=ray]"
 	@echo "make predict  MODEL=runs/.../model STORE=..|DATA=.. [SPLIT=test] [OUT=dir]"
 	@echo "make score    MODEL=runs/.../model INPUT=<file|folder|list> [PROMPTS=table] [GENERATOR=name] [SCORES=out.csv]"
 	@echo "make ablate   TRACK=.. [RECIPE=..] [STORE=..]   make reproduce TRACK=.. DATA=<official download>"
@@ -103,7 +103,8 @@ regress: $(BOOT)
 	@test -n "$$DATA$$STORE" || { echo "set DATA=<dataset> or STORE=<store.h5>"; exit 2; }
 	$(AIGCQ) regress --track "$$TRACK" $${STORE:+--store "$$STORE"} $${DATA:+--data "$$DATA"} \
 		--extractors "$$EXTRACTORS" --target "$$TARGET" $${OUT:+--out "$$OUT"} --protocol "$$PROTOCOL" \
-		$${TRIALS:+--trials "$$TRIALS"} $${JOBS:+--jobs "$$JOBS"} $${ALLOW_INCOMPLETE:+--allow-incomplete} $$ARGS
+		$${TRIALS:+--trials "$$TRIALS"} $${JOBS:+--jobs "$$JOBS"} $${ALLOW_INCOMPLETE:+--allow-incomplete} \
+		$${ENGINE:+--engine "$$ENGINE"} $$ARGS
 
 predict: $(BOOT)
 	@test -n "$$DATA$$STORE" || { echo "set DATA=<dataset> or STORE=<store.h5>"; exit 2; }

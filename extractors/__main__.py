@@ -49,10 +49,11 @@ def _default_store(manifest, track: str) -> Path:
 
 
 def _run(args) -> int:
-    if args.threads:
-        import torch
+    from .cpu_runtime import parse_threads, set_malloc_thresholds, trim
 
-        torch.set_num_threads(args.threads)
+    # first, before torch or numpy allocate much: every later buffer follows these thresholds
+    set_malloc_thresholds(args.malloc_threshold)
+    threads = parse_threads(args.threads)  # torch is set (and loaded) only if something is computed
     from features_store.manifest import ManifestError, dataset_from_args, problems_frame
     from features_store.store import FeatureStore
 
@@ -106,8 +107,9 @@ def _run(args) -> int:
                 manifest, ex, st, device=args.device, precision=args.precision, batch_size=args.batch_size,
                 workers=args.workers, shard=shard, split=args.split, retry_failed=not args.no_retry_failed,
                 progress=not args.no_progress, checkpoint_every_s=args.checkpoint_every,
-                on_changed=args.on_changed, allow_batch_change=args.allow_batch_change,
+                on_changed=args.on_changed, allow_batch_change=args.allow_batch_change, threads=threads,
             )
+            trim()  # what the allocator thresholds kept for this extractor goes back before the next
             summaries.append(s)
             print(s.line())
             for iid, msg in s.failures[:20]:
@@ -119,6 +121,7 @@ def _run(args) -> int:
 
 
 def _run_ray(args, manifest, specs, store) -> int:
+    from .cpu_runtime import parse_threads
     from .ray_engine import run_ray
 
     summaries = run_ray(manifest, specs, args.track, store, address=args.address, shard_size=args.shard_size,
@@ -126,7 +129,7 @@ def _run_ray(args, manifest, specs, store) -> int:
                         device=args.device, precision=args.precision, batch_size=args.batch_size,
                         workers=args.workers, split=args.split, retry_failed=not args.no_retry_failed,
                         progress=not args.no_progress, checkpoint_every_s=args.checkpoint_every, dtype=args.dtype,
-                        plugins=args.plugins, threads=args.threads)
+                        plugins=args.plugins, threads=parse_threads(args.threads))
     for s in summaries:
         rate = f", {s['done'] / s['seconds']:.1f} items/s per worker" if s["seconds"] > 0 and s["done"] else ""
         print(f"{s['key']}: {s['done']} computed, {s['failed']} failed, {s['skipped']} already in the store, "
@@ -167,9 +170,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--shard", default=None, help="k/N: compute every N-th item from k (k from 0) into its own file")
     p.add_argument("--store-is-shard", action="store_true", help="with --shard: write to --store as given")
     p.add_argument("--split", default=None, help="only this split (default: all)")
-    p.add_argument("--threads", type=int, default=None,
-                   help="torch CPU threads (default: torch's). On a shared machine use 1: intra-op threads "
+    p.add_argument("--threads", default=None,
+                   help="torch CPU threads, or auto (default): the CPUs this process may use (affinity, cgroup "
+                        "quota) minus those busy with other work, re-checked every few seconds; intra-op threads "
                         "that wait for each other at every barrier run many times slower when cores are busy")
+    p.add_argument("--malloc-threshold", default=None,
+                   help="glibc M_MMAP_THRESHOLD and M_TRIM_THRESHOLD (default 1G, or $AIGCQ_MALLOC_THRESHOLD): "
+                        "keeps large activation buffers in the heap instead of unmapping them every layer; "
+                        "off: glibc's defaults")
     p.add_argument("--on-invalid", default="stop", choices=["stop", "skip"])
     p.add_argument("--no-retry-failed", action="store_true", help="leave items that failed before alone")
     p.add_argument("--on-changed", default="recompute", choices=["recompute", "refuse"],

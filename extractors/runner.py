@@ -25,6 +25,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from .base import Extractor, Item, ItemError, resolve_precision
+from .cpu_runtime import ThreadGovernor
 
 log = logging.getLogger(__name__)
 
@@ -179,6 +180,7 @@ def run_extraction(
     learn_from=None,
     on_changed: str = "recompute",
     allow_batch_change: bool = False,
+    threads: int | None = None,
 ) -> RunSummary:
     """Compute ``extractor`` for the pending items of ``manifest`` (a Manifest or a list of
     Items) into ``store`` (a path or an open FeatureStore in mode "a").
@@ -192,7 +194,10 @@ def run_extraction(
     see features_store.fingerprint.
 
     ``batch_size``: a key resumed with rows already computed keeps the batch size it records
-    (a note says so) unless ``allow_batch_change``; see :func:`settle_batch_size`."""
+    (a note says so) unless ``allow_batch_change``; see :func:`settle_batch_size`.
+
+    ``threads``: torch CPU threads for the computed items (None: chosen from the CPUs this
+    process may use and the load, re-checked during the run; see :mod:`.cpu_runtime`)."""
     from features_store.manifest import Manifest
     from features_store.store import FeatureStore
 
@@ -254,7 +259,7 @@ def run_extraction(
             ]
             t_loop = time.perf_counter()
             _loop(st, key, extractor, items, summary, batch_size, workers, progress,
-                  checkpoint_every_s, checkpoint_every_batches)
+                  checkpoint_every_s, checkpoint_every_batches, ThreadGovernor(threads))
             if summary.done:  # decode + forward wall time, for submission readmes
                 st.add_timing(key, time.perf_counter() - t_loop, summary.done, device)
         summary.dim = st.config(key)["dim"]
@@ -308,7 +313,8 @@ def _declare(st, extractor: Extractor) -> str:
     return key
 
 
-def _loop(st, key, ex, items, summary, batch_size, workers, progress, every_s, every_batches) -> None:
+def _loop(st, key, ex, items, summary, batch_size, workers, progress, every_s, every_batches,
+          governor: ThreadGovernor | None = None) -> None:
     from tqdm.auto import tqdm
 
     bar = tqdm(total=len(items), desc=key, unit="item", disable=not progress, dynamic_ncols=True)
@@ -322,6 +328,8 @@ def _loop(st, key, ex, items, summary, batch_size, workers, progress, every_s, e
             good = [items[p] for p in positions]
             done_idx, done_rows = [], []
             batch_error = None
+            if governor is not None:
+                governor.tick()  # torch threads: set (or re-set for the load) before computing
             if good and batch is not None:
                 try:
                     rows = _check_rows(ex.compute(batch, good), len(good), ex)

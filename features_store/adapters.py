@@ -22,6 +22,7 @@ import numpy as np
 import pandas as pd
 
 from .manifest import Manifest
+from .table_cache import cached_table
 
 SPLITS = ("train", "val", "test")
 AIGIQA_GENERATOR = re.compile(r"^(?P<generator>.+)_\d+$")  # LCM_SDXL_0123 -> LCM_SDXL
@@ -36,8 +37,9 @@ def _read_table(path: Path, sep: str | None = None, sheet: Any = 0, header: Any 
     suffix = path.suffix.lower()
 
     def read(h):
-        if suffix in (".xlsx", ".xls", ".xlsm"):
-            return pd.read_excel(path, sheet_name=sheet, header=h, dtype=str)
+        if suffix in (".xlsx", ".xls", ".xlsm"):  # slow to parse: kept parsed, keyed by the file's bytes
+            return cached_table(path, lambda: pd.read_excel(path, sheet_name=sheet, header=h, dtype=str),
+                                reader="read_excel", sheet=sheet, header=h)
         s = sep or ("\t" if suffix in (".tsv", ".tab") else ",")
         return pd.read_csv(path, sep=s, header=h, dtype=str, keep_default_na=False, encoding="utf-8-sig")
 
@@ -65,7 +67,7 @@ def _generator_from_name(names: pd.Series, pattern: str | re.Pattern | None) -> 
     rx = re.compile(pattern) if isinstance(pattern, str) else pattern
 
     def one(name: str):
-        stem = Path(str(name)).stem
+        stem = os.path.splitext(os.path.basename(str(name)))[0]  # Path(name).stem, without a Path per row
         m = rx.search(stem) or rx.search(str(name))
         if not m:
             return None
@@ -99,8 +101,11 @@ def _relativise(abs_paths: list[Path], root: Path) -> tuple[Path, list[str]]:
     """Paths relative to ``root`` when they all lie below it; else below their common folder."""
     root = root.resolve()
     resolved = [os.path.abspath(p) for p in abs_paths]
-    if resolved and not all(Path(p).is_relative_to(root) for p in resolved):
-        root = Path(os.path.commonpath([os.path.dirname(p) for p in resolved]))
+    # string prefixes, not Path.is_relative_to/relpath: 20,000 Path objects cost seconds
+    top, prefix = str(root), os.path.join(str(root), "")
+    if all(p.startswith(prefix) or p == top for p in resolved):
+        return root, [p[len(prefix):] or "." for p in resolved]
+    root = Path(os.path.commonpath([os.path.dirname(p) for p in resolved]))
     return root, [os.path.relpath(p, root) for p in resolved]
 
 
@@ -121,7 +126,7 @@ def load_aigiqa20k(root: Path, images: str | None = None, name: str | None = Non
         df["split"] = split
         df["generator"] = _generator_from_name(df["name"], AIGIQA_GENERATOR)
         base = _media_dir(root, images, split, ("{split}", "images/{split}"))
-        df["_abs"] = [base / n for n in df["name"]]
+        df["_abs"] = [os.path.join(base, n) for n in df["name"]]
         frames.append(df)
     if not frames:
         raise FileNotFoundError(f"{root}: no AIGIQA-20K label file (info_train.xlsx / info_train.csv) found")
@@ -161,7 +166,7 @@ def load_t2vqa_db(root: Path, videos: str | None = None, name: str | None = None
         df = _read_t2vqa_lines(path, split)
         df["generator"] = _generator_from_name(df["name"], T2VQA_GENERATOR)
         base = _media_dir(root, videos, split, ("videos/{split}", "{split}", "videos", "."))
-        df["_abs"] = [base / n for n in df["name"]]
+        df["_abs"] = [os.path.join(base, n) for n in df["name"]]
         frames.append(df)
     if not frames:
         raise FileNotFoundError(f"{root}: no T2VQA-DB label file (train.txt / val.txt / test.txt) found")

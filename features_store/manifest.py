@@ -103,11 +103,14 @@ class Manifest:
         df = df.copy()
         if "item_id" not in df:
             raise ValueError(f"dataset {self.name!r}: the manifest has no item_id column")
-        df["item_id"] = df["item_id"].map(lambda v: "" if _is_blank(v) else str(v).strip())
+        # plain lists over object arrays: Series.map over pandas' string arrays is ~3x slower
+        ids = df["item_id"].to_numpy(dtype=object)
+        df["item_id"] = pd.Series(["" if _is_blank(v) else str(v).strip() for v in ids], index=df.index)
         for col, default in (("path", ""), ("prompt", ""), ("split", "train")):
             if col not in df:
                 df[col] = default
-            df[col] = df[col].map(lambda v, d=default: d if _is_blank(v) else str(v))
+            vals = df[col].to_numpy(dtype=object)
+            df[col] = pd.Series([default if _is_blank(v) else str(v) for v in vals], index=df.index)
         gens = df["generator"] if "generator" in df else [None] * len(df)
         df["generator"] = pd.Series([None if _is_blank(v) else str(v) for v in gens], index=df.index, dtype=object)
         if "group" not in df:

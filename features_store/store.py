@@ -351,7 +351,7 @@ class FeatureStore:
             for col in INPUT_COLUMNS:
                 a = old[col].to_numpy(dtype=object)[rows[known]]
                 b = new[col].to_numpy(dtype=object)[known]
-                diff = [k for k in range(len(a)) if not (a[k] == b[k] or (_null(a[k]) and _null(b[k])))]
+                diff = np.flatnonzero(~_same(a, b))
                 changed += [(new["item_id"].to_numpy()[known][k], col, a[k], b[k]) for k in diff[:5]]
             if changed:
                 lines = "\n".join(f"  - {i}: {c} {x!r} -> {y!r}" for i, c, x, y in changed[:10])
@@ -750,14 +750,17 @@ def _null(v) -> bool:
     return v is None or (isinstance(v, float) and np.isnan(v))
 
 
+def _same(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Elementwise: equal, or both missing (None/NaN). One vectorised pass, no Python loop."""
+    x, y = np.asarray(x, dtype=object), np.asarray(y, dtype=object)
+    eq = np.equal(x, y).astype(bool) if len(x) else np.zeros(0, bool)
+    return eq | (pd.isna(x) & pd.isna(y))
+
+
 def _frames_equal(a: pd.DataFrame, b: pd.DataFrame) -> bool:
     if list(a.columns) != list(b.columns) or len(a) != len(b):
         return False
-    for c in a.columns:
-        x, y = a[c].to_numpy(dtype=object), b[c].to_numpy(dtype=object)
-        if not all(p == q or (_null(p) and _null(q)) for p, q in zip(x, y)):
-            return False
-    return True
+    return all(_same(a[c].to_numpy(dtype=object), b[c].to_numpy(dtype=object)).all() for c in a.columns)
 
 
 def _runs(overlay: list[tuple[np.ndarray, np.ndarray]]):

@@ -87,3 +87,41 @@ def test_engine_ray_without_ray_says_how_to_install_it(demo_data, tmp_path, caps
     err = capsys.readouterr().err.strip()
     assert err == "error: --engine ray needs Ray: pip install 'aigc-quality[ray]' (or: pip install 'ray>=2.9')"
     assert not (tmp_path / "x.h5").exists()
+
+
+@pytest.mark.slow  # ~35 s: two full fits (4 tuned heads, 3 trials), the second on Ray
+def test_regress_on_ray_predicts_what_the_local_pool_predicts(cluster, tmp_path):
+    import optuna
+    import pandas as pd
+
+    from regressors.cli import main as reg_main
+    from test_regress_cli import _make_store
+
+    store = _make_store(tmp_path / "toy.h5")
+    fit = ["fit", "--track", "image", "--store", str(store), "--extractors", "generator,prompt_minilm", "--trials", "3",
+           "--folds", "3", "--tune-folds", "3", "--pca", "0", "--bootstrap", "0", "--nested", "split"]
+    journal = tmp_path / "studies.journal"
+    assert reg_main([*fit, "--out", str(tmp_path / "local"), "--jobs", "2"]) == 0
+    assert reg_main([*fit, "--out", str(tmp_path / "ray"), "--engine", "ray", "--storage", str(journal)]) == 0
+    local, on_ray = (pd.read_csv(tmp_path / d / "predictions.csv") for d in ("local", "ray"))
+    assert len(local) == 310 and "unlabelled" in set(local["source"])  # CV, tuning-set and final-model rows
+    pd.testing.assert_frame_equal(on_ray, local, check_exact=True)
+    # the studies live in the shared storage: every tuned head's search, with its trials
+    from optuna.storages import JournalStorage
+    from optuna.storages.journal import JournalFileBackend
+
+    studies = optuna.get_all_study_summaries(JournalStorage(JournalFileBackend(str(journal))))
+    assert {s.study_name for s in studies} >= {"cv-svr-s0", "cv-enet-s0", "cv-lgbm-s0", "cv-knn-s0"}
+    assert all(s.n_trials == 3 for s in studies)
+
+
+def test_regress_engine_ray_without_ray_says_how_to_install_it(tmp_path, capsys, monkeypatch):
+    from regressors.cli import main as reg_main
+    from test_regress_cli import _make_store
+
+    monkeypatch.setitem(sys.modules, "ray", None)
+    store = _make_store(tmp_path / "toy.h5")
+    assert reg_main(["fit", "--track", "image", "--store", str(store), "--out", str(tmp_path / "o"), "--engine", "ray"]) == 2
+    assert capsys.readouterr().err.strip() == ("error: --engine ray needs Ray: pip install 'aigc-quality[ray]' "
+                                               "(or: pip install 'ray>=2.9')")
+    assert not (tmp_path / "o").exists()
