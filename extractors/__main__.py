@@ -111,7 +111,7 @@ def _run(args) -> int:
                 manifest, ex, st, device=args.device, precision=args.precision, batch_size=args.batch_size,
                 workers=args.workers, shard=shard, split=args.split, retry_failed=not args.no_retry_failed,
                 progress=not args.no_progress, checkpoint_every_s=args.checkpoint_every,
-                on_changed=args.on_changed, threads=threads,
+                on_changed=args.on_changed, allow_batch_change=args.allow_batch_change, threads=threads,
                 worker_stall_s=args.worker_stall, allow_media_mismatch=args.allow_media_mismatch,
             )
             trim()  # what the allocator thresholds kept for this extractor goes back before the next
@@ -166,7 +166,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--precision", default="auto", choices=["auto", "fp32", "fp16", "bf16"])
     p.add_argument("--dtype", default=None, choices=["float32", "float16"],
                    help="storage dtype of a new store (default float32; an existing store keeps its own)")
-    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--batch-size", type=int, default=32,
+                   help="items per forward pass (a key resumed with rows keeps the batch size it records)")
+    p.add_argument("--allow-batch-change", action="store_true",
+                   help="resume a key with another --batch-size than it records (numbers differ ~1e-5; both recorded)")
     p.add_argument("--workers", type=int, default=None,
                    help="DataLoader workers for image/video extractors (default min(4, CPUs); meta/text use 0)")
     p.add_argument("--worker-stall", type=float, default=None, metavar="S",

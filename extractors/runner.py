@@ -187,6 +187,7 @@ def run_extraction(
     checkpoint_every_batches: int | None = None,
     learn_from=None,
     on_changed: str = "recompute",
+    allow_batch_change: bool = False,
     threads: int | None = None,
     worker_stall_s: float | None = None,
     allow_media_mismatch: bool = False,
@@ -201,6 +202,9 @@ def run_extraction(
     ``on_changed``: items whose media file changed since their features were computed are
     recomputed ("recompute", with a warning naming them) or the run is refused ("refuse");
     see features_store.fingerprint.
+
+    ``batch_size``: a key resumed with rows already computed keeps the batch size it records
+    (a note says so) unless ``allow_batch_change``; see :func:`settle_batch_size`.
 
     ``threads``: torch CPU threads for the computed items (None: chosen from the CPUs this
     process may use and the load, re-checked during the run; see :mod:`.cpu_runtime`).
@@ -263,6 +267,7 @@ def run_extraction(
                 summary.key = key
                 todo = np.isin(rows, st.pending(key, retry_failed=retry_failed))
                 local, rows = local[todo], rows[todo]
+            batch_size = settle_batch_size(st, key, batch_size, allow_batch_change)
             items = [
                 Item(index=int(r), item_id=df["item_id"].iat[i], path=manifest.abspath(df["path"].iat[i]),
                      prompt=df["prompt"].iat[i], generator=df["generator"].iat[i])
@@ -291,6 +296,29 @@ def _check_media(st, manifest, local, rows, extractor: Extractor, on_changed: st
 
     rel = manifest.df["path"].to_numpy()[local]
     check_media(st, [manifest.abspath(p) for p in rel], rows, on_changed=on_changed)
+
+
+def settle_batch_size(st, key: str, given: int, allow_change: bool = False) -> int:
+    """The batch size to compute ``key``'s pending rows with, recorded in the store.
+
+    Batch size changes an extractor's numbers slightly (~1e-5: other kernel blockings) but is not
+    part of the key. Making rows batch-independent would mean batches of one (or padding, which
+    still leaves a row's position in the batch mattering), so the batch size is recorded per key
+    instead: a resume with another one keeps the recorded size (with a note), and the store then
+    equals an undisturbed run. ``allow_change`` computes with ``given`` and records both sizes."""
+    recorded = st.batch_sizes(key)
+    done = st.counts(key)["done"]
+    if done and recorded and given not in recorded and not allow_change:
+        use = recorded[-1] if len(recorded) == 1 else max(recorded)
+        print(f"note: {key}: {done} rows were computed with batch size {','.join(map(str, recorded))}; resuming "
+              f"with {use}, not {given} (batch size changes the numbers ~1e-5). --allow-batch-change computes with "
+              f"{given} and records both", file=sys.stderr)
+        return use
+    sizes = {*recorded, given} if done else {given}
+    if set(recorded) != sizes:
+        st.set_batch_sizes(key, sizes)
+        st.checkpoint()  # recorded before the first row with this size (a kill keeps the record)
+    return given
 
 
 def _declare(st, extractor: Extractor) -> str:
