@@ -65,6 +65,12 @@ def _advice(workers: int) -> str:
             f"or fewer workers{'; ' + shm + ' (Docker: --shm-size=2g)' if shm else ''}.")
 
 
+def died_text(err: BaseException, workers: int) -> str:
+    text = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+    return (f"a DataLoader worker failed: {text} (killed for memory, e.g. by a very large image or video; out of "
+            f"shared memory; or a crash in a decoder). " + _advice(workers))
+
+
 def guarded(loader, workers: int, stall_s: float = STALL_S, poll_s: float | None = None) -> Iterator[Any]:
     """Iterate ``loader`` (a DataLoader built with ``timeout=poll_s``) and turn a stall or a
     dead worker into :class:`WorkerError`. ``stall_s <= 0`` waits forever (torch's behaviour)."""
@@ -90,8 +96,6 @@ def guarded(loader, workers: int, stall_s: float = STALL_S, poll_s: float | None
                     f"DataLoader workers handed over no batch for {idle:.0f} s while using no CPU: they are stuck "
                     f"(a batch too large for shared memory, or a decoder deadlocked after fork). "
                     + _advice(workers)) from None
-            raise WorkerError(f"a DataLoader worker failed: {text} (killed for memory, e.g. by a very large "
-                              f"image or video; out of shared memory; or a crash in a decoder). "
-                              + _advice(workers)) from None
+            raise WorkerError(died_text(err, workers)) from None
         idle, last_cpu = 0.0, cpu_seconds(pids)
         yield batch

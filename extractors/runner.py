@@ -162,6 +162,11 @@ def _batches(extractor: Extractor, items: list[Item], batch_size: int, workers: 
     yield from guard.guarded(loader, workers, stall_s)
 
 
+def worker_died(err: BaseException) -> bool:
+    """torch's own error for a dead DataLoader worker (raised at any point of the main process)."""
+    return isinstance(err, RuntimeError) and str(err).startswith("DataLoader worker")
+
+
 def _check_rows(rows: Any, n: int, ex: Extractor) -> np.ndarray:
     rows = np.asarray(rows, dtype=np.float32)
     if rows.ndim != 2 or rows.shape[0] != n:
@@ -355,6 +360,8 @@ def _loop(st, key, ex, items, summary, batch_size, workers, progress, every_s, e
                 except ContractError:
                     raise
                 except Exception as err:
+                    if worker_died(err):
+                        raise
                     batch_error = err
             if good and (batch is None or batch_error is not None):
                 # isolate the bad item(s): one at a time
@@ -367,6 +374,8 @@ def _loop(st, key, ex, items, summary, batch_size, workers, progress, every_s, e
                     except ContractError:
                         raise
                     except Exception as err:
+                        if worker_died(err):
+                            raise
                         fail_idx.append(it.index)
                         fail_msg.append(error_text(err))
             values = np.concatenate(done_rows) if done_rows else None
@@ -401,7 +410,13 @@ def _loop(st, key, ex, items, summary, batch_size, workers, progress, every_s, e
             if time.monotonic() - last_ckpt >= wait_s or (every_batches and batches_since >= every_batches):
                 st.checkpoint()
                 last_ckpt, batches_since = time.monotonic(), 0
-    except WorkerError as err:  # every batch recorded so far is in the journal already
+    except (WorkerError, RuntimeError) as err:  # every batch recorded so far is in the journal already
+        if not isinstance(err, WorkerError):
+            if not worker_died(err):
+                raise
+            from .loader import died_text
+
+            err = died_text(err, workers)  # torch's SIGCHLD handler raised it wherever the main process was
         raise WorkerError(f"{key}: {err} The {summary.done} item(s) computed in this run are kept in the store; "
                           "a rerun continues from them.") from None
     finally:

@@ -118,7 +118,7 @@ def test_dead_worker_names_the_cause(tmp_path):
     labels = _images(tmp_path)
     from features_store import load_dataset
 
-    with pytest.raises(WorkerError, match=r"worker failed: .*exited unexpectedly.*WORKERS=0"):
+    with pytest.raises(WorkerError, match=r"worker failed: DataLoader worker .*(exited unexpectedly|killed by signal).*WORKERS=0"):
         run_extraction(load_dataset(labels), WorkerFault(mode="die", at=3), tmp_path / "s.h5", workers=2,
                        batch_size=1, progress=False, worker_stall_s=30)
 
