@@ -13,6 +13,8 @@
 """
 from __future__ import annotations
 
+import difflib
+import inspect
 import os
 import re
 from pathlib import Path
@@ -135,7 +137,7 @@ def load_aigiqa20k(root: Path, images: str | None = None, name: str | None = Non
     df = pd.concat(frames, ignore_index=True)
     df["item_id"] = _unique_ids(df)
     mroot, df["path"] = _relativise(list(df.pop("_abs")), root)
-    return Manifest(df, mroot, name or "aigiqa20k", adapter="aigiqa20k")
+    return Manifest(df, mroot, name or "aigiqa20k", adapter="aigiqa20k", media="image")
 
 
 def _read_t2vqa_lines(path: Path, split: str) -> pd.DataFrame:
@@ -175,7 +177,7 @@ def load_t2vqa_db(root: Path, videos: str | None = None, name: str | None = None
     df = pd.concat(frames, ignore_index=True)
     df["item_id"] = _unique_ids(df)
     mroot, df["path"] = _relativise(list(df.pop("_abs")), root)
-    return Manifest(df.drop(columns="line"), mroot, name or "t2vqa_db", adapter="t2vqa_db")
+    return Manifest(df.drop(columns="line"), mroot, name or "t2vqa_db", adapter="t2vqa_db", media="video")
 
 
 FETV_LABELS = ("static_quality", "temporal_quality", "alignment")
@@ -196,7 +198,7 @@ def load_fetv(root: Path, videos: str | None = None, mos: str | None = None, nam
         "prompt_id": df["prompt_id"],
     })
     mroot, out["path"] = _relativise([base / n for n in df["name"]], root)
-    return Manifest(out, mroot, name or "fetv", label_columns=FETV_LABELS, adapter="fetv")
+    return Manifest(out, mroot, name or "fetv", label_columns=FETV_LABELS, adapter="fetv", media="video")
 
 
 TABLE_GUESSES = {
@@ -212,16 +214,20 @@ TABLE_GUESSES = {
 def load_table(labels: str | os.PathLike, root: str | os.PathLike | None = None, columns: dict | None = None,
                generator_regex: str | None = None, split: str = "train", label_columns: list[str] | None = None,
                sep: str | None = None, sheet: Any = 0, header: Any = "auto", names: list[str] | None = None,
-               name: str | None = None, **unused) -> Manifest:
+               name: str | None = None, media: str | None = None, **unused) -> Manifest:
     """Generic label table. ``columns`` maps our names (item_id, path, prompt, mos, split, group,
     generator) to the file's; unmapped ones are guessed from common names. ``path`` defaults to
-    the item_id column; ``generator_regex`` pulls the generator out of the file name."""
+    the item_id column; ``generator_regex`` pulls the generator out of the file name; ``media``
+    (image | video) says what the files are (else the feature run recognises them by content)."""
     _refuse_unknown("table", unused)
+    if media not in (None, "image", "video"):
+        raise ValueError(f"table: media must be 'image' or 'video', got {media!r}.{suggest(str(media), ['image', 'video'])}")
     labels = Path(labels).expanduser()
     columns = dict(columns or {})
     bad_keys = set(columns) - set(TABLE_GUESSES) - {"path"}
     if bad_keys:
-        raise ValueError(f"table: unknown column role(s) {sorted(bad_keys)}; roles: item_id, path, {', '.join(list(TABLE_GUESSES)[1:])}")
+        raise ValueError(f"table: unknown column role(s) {sorted(bad_keys)}.{suggest(sorted(bad_keys)[0], [*TABLE_GUESSES, 'path'])} "
+                         f"Roles: item_id, path, {', '.join(list(TABLE_GUESSES)[1:])}")
     df = _read_table(labels, sep=sep, sheet=sheet, header=header, names=names, expect=tuple(columns.values()))
     lower = {c.lower(): c for c in df.columns}
 
@@ -229,7 +235,8 @@ def load_table(labels: str | os.PathLike, root: str | os.PathLike | None = None,
         if role in columns:
             col = columns[role]
             if col not in df:
-                raise ValueError(f"{labels}: column {col!r} (for {role}) not found; columns are {list(df.columns)}")
+                raise ValueError(f"{labels}: column {col!r} (for {role}) not found.{suggest(col, df.columns)} "
+                                 f"Columns are {list(df.columns)}")
             return col
         return next((lower[g] for g in TABLE_GUESSES.get(role, ()) if g in lower), None)
 
@@ -239,7 +246,8 @@ def load_table(labels: str | os.PathLike, root: str | os.PathLike | None = None,
     out = pd.DataFrame({"item_id": df[id_col], "name": df[id_col]})
     path_col = columns.get("path", id_col)
     if path_col not in df:
-        raise ValueError(f"{labels}: column {path_col!r} (for path) not found; columns are {list(df.columns)}")
+        raise ValueError(f"{labels}: column {path_col!r} (for path) not found.{suggest(path_col, df.columns)} "
+                         f"Columns are {list(df.columns)}")
     for role in ("prompt", "mos", "split", "group", "generator"):
         col = pick(role)
         if col is not None:
@@ -258,7 +266,7 @@ def load_table(labels: str | os.PathLike, root: str | os.PathLike | None = None,
     rel = df[path_col].astype(str)
     # absolute paths inside the root become relative; others stay as given and fail validation
     out["path"] = [os.path.relpath(p, mroot) if os.path.isabs(p) and Path(p).is_relative_to(mroot) else p for p in rel]
-    return Manifest(out, mroot, name or labels.stem, label_columns=extra, adapter="table")
+    return Manifest(out, mroot, name or labels.stem, label_columns=extra, adapter="table", media=media)
 
 
 # ------------------------------------------------------------------- dispatch
@@ -270,9 +278,21 @@ ADAPTERS: dict[str, Callable[..., Manifest]] = {
 }
 
 
+def suggest(name: str, choices) -> str:
+    """" Did you mean ...?" for a misspelt name (empty when nothing is close). Kept here, not
+    imported from extractors: this room is the lowest and imports no higher one."""
+    by_lower = {str(c).lower(): str(c) for c in choices}  # 'MSO' is close to 'mos': case is no evidence
+    close = difflib.get_close_matches(str(name).lower(), list(by_lower), n=3, cutoff=0.5)
+    return f" Did you mean {', '.join(repr(by_lower[c]) for c in close)}?" if close else ""
+
+
 def _refuse_unknown(adapter: str, unused: dict) -> None:
     if unused:
-        raise ValueError(f"adapter {adapter!r} has no option(s) {sorted(unused)}")
+        skip = {"unused"} if adapter == "table" else {"root", "unused"}  # a folder adapter's root is the dataset
+        known = [p for p in inspect.signature(ADAPTERS[adapter]).parameters if p not in skip]
+        first = sorted(unused)[0]
+        raise ValueError(f"adapter {adapter!r} has no option(s) {sorted(unused)}.{suggest(first, known)} "
+                         f"Options: {', '.join(known)}")
 
 
 def detect(folder: Path) -> str:
@@ -300,6 +320,9 @@ def _from_yaml(path: Path, adapter: str | None, options: dict) -> Manifest:
     cfg = {**cfg, **options}
     adapter = adapter or cfg.pop("adapter", "table")
     cfg.pop("adapter", None)
+    if adapter not in ADAPTERS:  # before "needs path:", which would hide a typo such as `tabel`
+        raise ValueError(f"{path}: unknown adapter {adapter!r}.{suggest(adapter, list(ADAPTERS))} "
+                         f"Known: {', '.join(ADAPTERS)}")
     cfg.setdefault("name", path.stem)
     for k in ("labels", "root", "path", "videos", "images"):  # relative to the YAML file
         if isinstance(cfg.get(k), str) and not os.path.isabs(os.path.expanduser(cfg[k])):
@@ -326,8 +349,6 @@ def _load(source: str | os.PathLike, adapter: str | None = None, **options: Any)
     if not src.exists():
         raise FileNotFoundError(f"dataset {source!s} not found")
     if adapter is not None and adapter not in ADAPTERS:
-        from extractors.base import suggest
-
         raise ValueError(f"unknown adapter {adapter!r}.{suggest(adapter, list(ADAPTERS))} Known: {', '.join(ADAPTERS)}")
     if src.is_file() and src.suffix.lower() in (".yaml", ".yml"):
         return _from_yaml(src, adapter, options)

@@ -81,6 +81,9 @@ class Manifest:
     which submission files use).
     """
 
+    media: str | None = None  # class defaults for manifests built without __init__ (a store's)
+    notes: list[str] | tuple = ()
+
     def __init__(
         self,
         df: pd.DataFrame,
@@ -89,10 +92,16 @@ class Manifest:
         label_columns: list[str] | tuple[str, ...] = (),
         adapter: str = "",
         load_problems: list[Problem] | None = None,
+        media: str | None = None,
+        notes: list[str] | None = None,
     ):
         self.root = os.path.abspath(os.fspath(root))
         self.name = name
         self.adapter = adapter
+        #: the media kind the dataset holds when its adapter knows it ("image", "video"), else None
+        self.media = media
+        #: things a user must hear about (a guessed target column, items without a generator, ...)
+        self.notes: list[str] = list(notes or [])
         self.load_problems: list[Problem] = list(load_problems or [])
         # the folder / label file / YAML it was loaded from (set by load_dataset): the dataset's
         # identity in default store names and stores (features_store.naming)
@@ -160,6 +169,7 @@ class Manifest:
     def subset(self, mask) -> "Manifest":
         m = Manifest.__new__(Manifest)
         m.root, m.name, m.adapter, m.load_problems = self.root, self.name, self.adapter, []
+        m.media, m.notes = self.media, list(self.notes)
         m.source = getattr(self, "source", "")
         m._label_columns = list(self._label_columns)
         m.df = self.df[np.asarray(mask, dtype=bool)].reset_index(drop=True)

@@ -39,6 +39,7 @@ def merge(out: str | os.PathLike, shards: Sequence[str | os.PathLike], allow_par
                     c = s.config(key)
                     dst.ensure_config(key, c["identity"], feature_names=s.feature_names(key) if c["dim"] else None,
                                       name=c["name"], kind=c["kind"] or "")
+                    dst.set_batch_sizes(key, {*dst.batch_sizes(key), *s.batch_sizes(key)})  # every one recorded
             for key in sorted({k for s in srcs for k in s.keys()}):
                 owner: dict[int, str] = {}
                 for s in srcs:

@@ -449,6 +449,18 @@ class FeatureStore:
             cfg.feature_names = list(names)
             cfg.dirty = True
 
+    def batch_sizes(self, key: str) -> list[int]:
+        """Batch sizes the rows of ``key`` were computed with (attr ``batch_sizes``; [] if unrecorded).
+        Batch size is not in the key, but changes the numbers (~1e-5): see runner.settle_batch_size."""
+        return [int(b) for b in json.loads(self._cfg(key).attrs.get("batch_sizes", "[]"))]
+
+    def set_batch_sizes(self, key: str, sizes: Iterable[int]) -> None:
+        cfg = self._cfg(key)
+        text = json.dumps(sorted({int(b) for b in sizes}))
+        if cfg.attrs.get("batch_sizes") != text:
+            cfg.attrs["batch_sizes"] = text
+            cfg.dirty = True
+
     def add_timing(self, key: str, seconds: float, items: int, device: str | None = None) -> None:
         """Accumulate extraction wall time over runs (the submission's "runtime per item")."""
         cfg = self._cfg(key)

@@ -205,3 +205,52 @@ def test_write_failures_in_process_name_the_cause(tmp_path, monkeypatch, capsys)
     assert main(argv) == 2
     err = capsys.readouterr().err.strip()
     assert "\n" not in err and "disk full" in err and str(store) in err
+
+
+# --------------------------------------------------------------- batch size
+class BatchSensitive(WideFake):
+    """Like a real model on CPU: a row's numbers depend (slightly) on the size of its batch."""
+
+    name = "batch_sensitive"
+    defaults = {"dim": 4}
+
+    def compute(self, batch, items):
+        return super().compute(batch, items) + np.float32(1e-5) * len(batch)
+
+
+def test_a_resume_with_another_batch_size_keeps_the_recorded_one(tmp_path, capsys):
+    # before: the resumed rows were computed with the new batch size and mixed in (differing by ~1e-5
+    # from an undisturbed run), with nothing recorded
+    from extractors.__main__ import main
+    from extractors.runner import register_extractor
+
+    register_extractor(BatchSensitive)
+    n = 16
+    pd.DataFrame({"name": [f"v{i:02d}.mp4" for i in range(n)], "prompt": [f"p{i}" for i in range(n)],
+                  "split": ["train"] * 8 + ["test"] * 8, "mos": np.linspace(1, 5, n)}).to_csv(tmp_path / "l.csv",
+                                                                                         index=False)
+
+    def run(store, *extra):
+        argv = ["run", "--track", "image", "--data", str(tmp_path / "l.csv"), "--extractors", "batch_sensitive",
+                "--store", str(store), "--no-progress", *extra]
+        assert main(argv) == 0
+        return capsys.readouterr().err
+
+    def values(store):
+        with FeatureStore(store, "r") as st:
+            (key,) = st.keys()
+            return st.read(key), st.batch_sizes(key)
+
+    run(tmp_path / "ref.h5", "--batch-size", "4")  # undisturbed
+    run(tmp_path / "s.h5", "--batch-size", "4", "--split", "train")  # interrupted after the train split...
+    err = run(tmp_path / "s.h5", "--batch-size", "8")  # ...and resumed with another batch size
+    assert "resuming with 4, not 8" in err and "--allow-batch-change" in err
+    ref, ref_sizes = values(tmp_path / "ref.h5")
+    got, sizes = values(tmp_path / "s.h5")
+    np.testing.assert_array_equal(got, ref)  # equal to the undisturbed run
+    assert ref_sizes == sizes == [4]
+    # an explicit mix is computed as asked and recorded
+    run(tmp_path / "m.h5", "--batch-size", "4", "--split", "train")
+    run(tmp_path / "m.h5", "--batch-size", "8", "--allow-batch-change")
+    got, sizes = values(tmp_path / "m.h5")
+    assert sizes == [4, 8] and not np.array_equal(got, ref)
