@@ -128,11 +128,12 @@ class Manifest:
                 df[col] = default
             vals = df[col].to_numpy(dtype=object)
             df[col] = pd.Series([default if _is_blank(v) else str(v) for v in vals], index=df.index)
-        gens = df["generator"] if "generator" in df else [None] * len(df)
+        gens = df["generator"].to_numpy(dtype=object) if "generator" in df else [None] * len(df)
         df["generator"] = pd.Series([None if _is_blank(v) else str(v) for v in gens], index=df.index, dtype=object)
         if "group" not in df:
             df["group"] = df["prompt"]
-        df["group"] = [p if _is_blank(g) else str(g) for g, p in zip(df["group"], df["prompt"])]
+        df["group"] = [p if _is_blank(g) else str(g)
+                       for g, p in zip(df["group"].to_numpy(dtype=object), df["prompt"].to_numpy(dtype=object))]
         if "mos" not in df:
             df["mos"] = np.nan
         for col in ["mos", *[c for c in label_columns if c != "mos"]]:
@@ -225,7 +226,8 @@ class Manifest:
                 out.append(Problem(iid, f"duplicate item_id (first at row {seen[iid]})", pos))
             else:
                 seen[iid] = pos
-        for pos in np.flatnonzero(df["prompt"].map(lambda s: not s.strip()).to_numpy()):
+        empty = np.array([not s.strip() for s in df["prompt"].to_numpy(dtype=object)], dtype=bool)
+        for pos in np.flatnonzero(empty):
             out.append(Problem(ids[pos], "empty prompt", int(pos)))
         # a labelled split (some MOS present) must be labelled throughout
         mos = df["mos"].to_numpy(dtype=float)
