@@ -25,9 +25,12 @@ DEVICE ?= cpu
 PRECISION ?= auto
 BATCH ?= 32
 WORKERS ?= 2
-# torch CPU threads for extraction (empty: torch's default); 1 is best on a busy shared machine
+# torch CPU threads for extraction (empty: auto, the usable CPUs not busy with other work)
 THREADS ?=
 SHARD ?=
+# local | ray: `make features ENGINE=ray` runs shards as Ray actors and merges them (docs/scale.md);
+# `make regress ENGINE=ray` runs the searches and refits as Ray tasks. Cluster: ARGS="--address auto"
+ENGINE ?=
 SPLIT ?=
 TARGET ?= mos
 # run folder (default: runs/<store name>-<target>)
@@ -52,7 +55,7 @@ SCORES ?=
 # extra arguments for the job (split into words, never run as shell code)
 ARGS ?=
 
-export VENV PY TRACK DATA EXTRACTORS STORE DEVICE PRECISION BATCH WORKERS THREADS SHARD SPLIT TARGET OUT TRIALS \
+export VENV PY TRACK DATA EXTRACTORS STORE DEVICE PRECISION BATCH WORKERS THREADS SHARD ENGINE SPLIT TARGET OUT TRIALS \
 	JOBS PROTOCOL MODEL RECIPE FIT_ONLY ON_INVALID ALLOW_INCOMPLETE INPUT PROMPTS GENERATOR SCORES ARGS
 
 AIGCQ = "$$PY" -m aigcq
@@ -62,8 +65,8 @@ AIGCQ = "$$PY" -m aigcq
 help:
 	@echo "make demo                      # offline end-to-end run on an embedded dataset (no download)"
 	@echo "make test                      # the test suite"
-	@echo "make features TRACK=image|video DATA=<dataset> [EXTRACTORS=a,b] [STORE=f.h5] [DEVICE=cpu|cuda] [SHARD=k/N] [ON_INVALID=skip]"
-	@echo "make regress  TRACK=image|video DATA=..|STORE=.. [EXTRACTORS=..] [TARGET=mos] [OUT=dir] [TRIALS=n] [JOBS=n]"
+	@echo "make features TRACK=image|video DATA=<dataset> [EXTRACTORS=a,b] [STORE=f.h5] [DEVICE=cpu|cuda] [SHARD=k/N|ENGINE=ray] [ON_INVALID=skip]"
+	@echo "make regress  TRACK=image|video DATA=..|STORE=.. [EXTRACTORS=..] [TARGET=mos] [OUT=dir] [TRIALS=n] [JOBS=n|ENGINE=ray]"
 	@echo "make predict  MODEL=runs/.../model STORE=..|DATA=.. [SPLIT=test] [OUT=dir]"
 	@echo "make score    MODEL=runs/.../model INPUT=<file|folder|list> [PROMPTS=table] [GENERATOR=name] [SCORES=out.csv]"
 	@echo "make ablate   TRACK=.. [RECIPE=..] [STORE=..]   make reproduce TRACK=.. DATA=<official download>"
@@ -94,13 +97,14 @@ features: $(BOOT)
 	$(AIGCQ) features --track "$$TRACK" --data "$$DATA" --extractors "$$EXTRACTORS" $${STORE:+--store "$$STORE"} \
 		--device "$$DEVICE" --precision "$$PRECISION" --batch-size "$$BATCH" --workers "$$WORKERS" \
 		$${SHARD:+--shard "$$SHARD"} $${SPLIT:+--split "$$SPLIT"} $${THREADS:+--threads "$$THREADS"} \
-		$${ON_INVALID:+--on-invalid "$$ON_INVALID"} $$ARGS
+		$${ON_INVALID:+--on-invalid "$$ON_INVALID"} $${ENGINE:+--engine "$$ENGINE"} $$ARGS
 
 regress: $(BOOT)
 	@test -n "$$DATA$$STORE" || { echo "set DATA=<dataset> or STORE=<store.h5>"; exit 2; }
 	$(AIGCQ) regress --track "$$TRACK" $${STORE:+--store "$$STORE"} $${DATA:+--data "$$DATA"} \
 		--extractors "$$EXTRACTORS" --target "$$TARGET" $${OUT:+--out "$$OUT"} --protocol "$$PROTOCOL" \
-		$${TRIALS:+--trials "$$TRIALS"} $${JOBS:+--jobs "$$JOBS"} $${ALLOW_INCOMPLETE:+--allow-incomplete} $$ARGS
+		$${TRIALS:+--trials "$$TRIALS"} $${JOBS:+--jobs "$$JOBS"} $${ALLOW_INCOMPLETE:+--allow-incomplete} \
+		$${ENGINE:+--engine "$$ENGINE"} $$ARGS
 
 predict: $(BOOT)
 	@test -n "$$DATA$$STORE" || { echo "set DATA=<dataset> or STORE=<store.h5>"; exit 2; }

@@ -101,7 +101,7 @@ def run_cv(X, y, groups, blocks, cfg):
     cv = cross_validate(X, y, groups, blocks, cfg)
     kept = []
     info = cv["info"]
-    for part in ([info.get("tuning_set", {})] + list(info.get("outer", []))):
+    for part in ([info.get("tuning_set", {}), info.get("tuning_set_swapped", {})] + list(info.get("outer", []))):
         sel = part.get("block_selection")
         if sel:
             kept.append("+".join(sel["kept"]))

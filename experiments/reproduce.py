@@ -87,7 +87,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--precision", default="auto", choices=("auto", "fp32", "fp16", "bf16"))
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--workers", type=int, default=None)
-    ap.add_argument("--store", default=None, help="feature store (default: stores/<dataset>-<track>.h5)")
+    ap.add_argument("--store", default=None, help="feature store (default: stores/<dataset>-<track>-<dataset id>.h5)")
     ap.add_argument("--out", default=None, help="run folder (default: runs/reproduce-<dataset>-<track>-<recipe>)")
     ap.add_argument("--shard", default=None, help="k/N: compute features for every N-th item only, then stop")
     ap.add_argument("--fit-only", action="store_true",
@@ -112,7 +112,15 @@ def main(argv: list[str] | None = None) -> int:
     print(f"recipe {recipe.summary()}")
     print(f"dataset {manifest.name}: {manifest.summary()['splits']} items per split")
     specs = _drop_unknown_generator(recipe, manifest)
-    store = Path(args.store or f"stores/{manifest.name}-{args.track}.h5")
+    if args.store:
+        base_store = Path(args.store)
+    else:  # the dataset-identifying default every entry point uses (features_store.naming)
+        from features_store.naming import find_default_store
+
+        base_store, note = find_default_store(manifest, args.track)
+        if note:
+            print(f"note: {note}", file=sys.stderr)
+    store = base_store
     shard = parse_shard(args.shard)
     if shard is not None:
         store = shard_path(store, shard)
@@ -137,9 +145,9 @@ def main(argv: list[str] | None = None) -> int:
     t_feat = time.perf_counter() - t0
     if shard is not None:
         k, n = shard
-        shards = " ".join(str(shard_path(args.store or f"stores/{manifest.name}-{args.track}.h5", (i, n))) for i in range(n))
+        shards = " ".join(str(shard_path(base_store, (i, n))) for i in range(n))
         print(f"\nshard {k}/{n} done in {t_feat:.0f} s -> {store}.\nWhen all {n} shards are done:\n"
-              f"  python -m features_store merge {args.store or f'stores/{manifest.name}-{args.track}.h5'} {shards}\n"
+              f"  python -m features_store merge {base_store} {shards}\n"
               "then rerun this command without --shard (computed features are reused).")
         return 0
 

@@ -8,6 +8,7 @@ files deleted" safe.
 """
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 from dataclasses import dataclass
@@ -16,6 +17,21 @@ from pathlib import Path
 import numpy as np
 
 _NAME = re.compile(r"^(\d{10})\.npz$")
+_FIELDS = ("key", "done_idx", "done_ids", "values", "fail_idx", "fail_ids", "messages")
+
+
+class BadEntry(ValueError):
+    """A journal file whose checksum is missing or does not match its content."""
+
+
+def checksum(arrays: dict[str, np.ndarray]) -> str:
+    """sha256 over every field's dtype, shape and bytes, in a fixed order."""
+    h = hashlib.sha256()
+    for name in _FIELDS:
+        a = np.ascontiguousarray(arrays[name])
+        h.update(f"{name}:{a.dtype.str}:{a.shape};".encode())
+        h.update(a.tobytes())
+    return h.hexdigest()
 
 
 @dataclass
@@ -55,17 +71,17 @@ def write(folder: Path, seq: int, key: str, done_idx, done_ids, values, fail_idx
     folder.mkdir(parents=True, exist_ok=True)
     final = folder / f"{seq:010d}.npz"
     tmp = folder / f".{seq:010d}.{os.getpid()}.tmp"
+    arrays = {
+        "key": np.array(key),
+        "done_idx": np.asarray(done_idx, dtype=np.int64),
+        "done_ids": np.asarray(done_ids, dtype=str),
+        "values": np.asarray(values),
+        "fail_idx": np.asarray(fail_idx, dtype=np.int64),
+        "fail_ids": np.asarray(fail_ids, dtype=str),
+        "messages": np.asarray(messages, dtype=str),
+    }
     with open(tmp, "wb") as fh:
-        np.savez(
-            fh,
-            key=np.array(key),
-            done_idx=np.asarray(done_idx, dtype=np.int64),
-            done_ids=np.asarray(done_ids, dtype=str),
-            values=values,
-            fail_idx=np.asarray(fail_idx, dtype=np.int64),
-            fail_ids=np.asarray(fail_ids, dtype=str),
-            messages=np.asarray(messages, dtype=str),
-        )
+        np.savez(fh, checksum=np.array(checksum(arrays)), **arrays)
         if fsync:
             fh.flush()
             os.fsync(fh.fileno())
@@ -74,9 +90,27 @@ def write(folder: Path, seq: int, key: str, done_idx, done_ids, values, fail_idx
 
 
 def read(seq: int, path: Path) -> Entry:
+    """The entry in ``path``; :class:`BadEntry` if its checksum is missing or wrong."""
     with np.load(path, allow_pickle=False) as z:
-        return Entry(seq, path, str(z["key"]), z["done_idx"], z["done_ids"], z["values"], z["fail_idx"],
-                     z["fail_ids"], z["messages"])
+        if "checksum" not in z.files:
+            raise BadEntry("no checksum (damaged, or written by an older version)")
+        missing = [f for f in _FIELDS if f not in z.files]
+        if missing:
+            raise BadEntry(f"fields {missing} missing")
+        arrays = {f: z[f] for f in _FIELDS}
+        if str(z["checksum"]) != checksum(arrays):
+            raise BadEntry("checksum does not match the content (the file was changed after it was written)")
+    return Entry(seq, path, str(arrays["key"]), *(arrays[f] for f in _FIELDS[1:]))
+
+
+def set_aside(path: Path) -> Path:
+    """Rename a bad entry out of the journal (kept for inspection, never replayed)."""
+    dest = path.with_name(path.name + ".corrupt")
+    k = 1
+    while dest.exists():
+        dest, k = path.with_name(f"{path.name}.corrupt-{k}"), k + 1
+    os.replace(path, dest)
+    return dest
 
 
 def remove_stale_temporaries(folder: Path) -> None:

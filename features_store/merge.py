@@ -2,7 +2,8 @@
 
 Every item must be computed by exactly one shard: an item done in two shards with
 different values is refused, and so is a key whose identity differs between shards
-or a mix of storage dtypes. Missing shards are refused unless ``allow_partial``.
+or a mix of storage dtypes. Missing shards are refused unless ``allow_partial``, and so are
+stores of different datasets (their recorded ``dataset_id``, see features_store.naming).
 """
 from __future__ import annotations
 
@@ -21,19 +22,24 @@ def merge(out: str | os.PathLike, shards: Sequence[str | os.PathLike], allow_par
         raise ValueError("no shard files given")
     srcs = [FeatureStore(s, mode="r") for s in shards]
     try:
+        _check_same_dataset(srcs, out)
         dtypes = {str(s.dtype) for s in srcs}
         if len(dtypes) > 1:
             raise StoreError(f"shards store different dtypes {sorted(dtypes)}; refusing to mix them")
         _check_shard_set(srcs, allow_partial)
         report = {"out": str(out), "shards": len(srcs), "keys": {}}
         with FeatureStore(out, mode="a", dtype=dtypes.pop()) as dst:
+            from .fingerprint import carry
+
             for s in srcs:
                 dst.set_manifest(s.manifest())
+                carry(dst, s, dst.index_of(s.df["item_id"]))
             for s in srcs:
                 for key in s.keys():
                     c = s.config(key)
                     dst.ensure_config(key, c["identity"], feature_names=s.feature_names(key) if c["dim"] else None,
                                       name=c["name"], kind=c["kind"] or "")
+                    dst.set_batch_sizes(key, {*dst.batch_sizes(key), *s.batch_sizes(key)})  # every one recorded
             for key in sorted({k for s in srcs for k in s.keys()}):
                 owner: dict[int, str] = {}
                 for s in srcs:
@@ -91,3 +97,28 @@ def _check_shard_set(srcs: list[FeatureStore], allow_partial: bool) -> None:
     missing = sorted(set(range(n)) - set(ks))
     if missing and not allow_partial:
         raise StoreError(f"shard(s) {missing} of {n} missing; pass --allow-partial to merge what is there")
+
+
+def _dataset_of(s: FeatureStore) -> tuple[str, str]:
+    """(dataset id, what to show). Stores made before the id was recorded: the id of their root."""
+    from .naming import dataset_id
+
+    d = s.dataset()
+    ident = d["dataset_id"] or dataset_id(os.path.realpath(d["root"]) if d["root"] else str(s.path))
+    return ident, f"{d['name'] or '?'} from {d['source'] or d['root'] or '?'} (id {ident})"
+
+
+def _check_same_dataset(srcs: list[FeatureStore], out) -> None:
+    first_id, first_what = _dataset_of(srcs[0])
+    for s in srcs[1:]:
+        ident, what = _dataset_of(s)
+        if ident != first_id:
+            raise StoreError(f"refusing to merge stores of different datasets: {srcs[0].path} holds {first_what}, "
+                             f"{s.path} holds {what}")
+    if os.path.exists(out):
+        with FeatureStore(out, mode="r") as dst:
+            if len(dst):
+                ident, what = _dataset_of(dst)
+                if ident != first_id:
+                    raise StoreError(f"refusing to merge into {out}: it holds {what}, "
+                                     f"{srcs[0].path} holds {first_what}")

@@ -48,6 +48,51 @@ class IdentityMismatch(StoreError):
     """A key exists with a different identity (refused: its numbers would be mixed)."""
 
 
+def open_h5(real: Path, shown: Path):
+    """The store file, read-only; a damaged one is a one-line StoreError naming it."""
+    import h5py
+
+    try:
+        return h5py.File(real, "r", locking=False)
+    except OSError as err:
+        size = real.stat().st_size if real.exists() else 0
+        journal_dir = Path(f"{real}.journal")
+        kept = len(journal.files(journal_dir))
+        raise StoreError(
+            f"{shown} is damaged or not a feature store ({_first_line(err)}; {size} bytes): move it aside and "
+            f"rerun the features into a new file" + (f" (the {kept} journal file(s) in {journal_dir} belong to "
+                                                   "it: move them along)" if kept else "")) from None
+
+
+def _first_line(err: BaseException) -> str:
+    return str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+
+
+def write_error(err: BaseException, target: Path, store: "FeatureStore | None" = None) -> StoreError:
+    """A one-line StoreError for a failed write: disk full, read-only folder, or the OS's reason.
+    HDF5 reports a full disk with errors such as "Can't decrement id ref count", without errno:
+    free space is checked to name the cause."""
+    import errno as E
+
+    folder = target if target.is_dir() else target.parent
+    code = getattr(err, "errno", None)
+    try:
+        free = shutil.disk_usage(folder).free
+    except OSError:
+        free = None
+    kept = (f"; nothing computed is lost: {store.path} and its journal keep every finished row, rerun to continue"
+            if store is not None else "")
+    if code in (E.ENOSPC, E.EDQUOT) or (code is None and free is not None and free < 1 << 20):
+        why = f"disk full ({free // 1024 if free is not None else '?'} KiB free on the file system of {folder})"
+        todo = "free space there or pass --store on another disk"
+    elif code in (E.EACCES, E.EPERM, E.EROFS) or not os.access(folder, os.W_OK):
+        why = f"{folder} is not writable ({'read-only file system' if code == E.EROFS else 'permission denied'})"
+        todo = "make it writable, or pass --store in a writable folder (copy the store there to keep its rows)"
+    else:
+        why, todo = _first_line(err), "check the disk and the folder's permissions"
+    return StoreError(f"cannot write {target}: {why}; {todo}{kept}")
+
+
 def canonical_json(obj: Any) -> str:
     return json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str)
 
@@ -83,7 +128,10 @@ class FeatureStore:
         if dtype is not None and str(np.dtype(dtype)) not in DTYPES:
             raise ValueError(f"dtype must be one of {DTYPES}, got {dtype!r}")
         self.path = Path(path)
-        self.journal_dir = Path(f"{self.path}.journal")
+        # Files are acted on at the resolved path: the same store reached through a symlink
+        # shares one lock and one journal, and os.replace keeps the symlink a symlink.
+        self.real_path = Path(os.path.realpath(self.path))
+        self.journal_dir = Path(f"{self.real_path}.journal")
         self.mode = mode
         # The .h5 is always fsynced before it is swapped in. Journal files need no fsync to
         # survive kill -9 (the page cache does); after a power cut an unreadable one is
@@ -99,7 +147,7 @@ class FeatureStore:
             self._lock()
             # we hold the lock: temporaries are leftovers of a killed writer
             journal.remove_stale_temporaries(self.journal_dir)
-            for p in self.path.parent.glob(f".{self.path.name}.tmp-*"):
+            for p in self.real_path.parent.glob(f".{self.real_path.name}.tmp-*"):
                 p.unlink(missing_ok=True)
         for attempt in range(5):  # a writer may fold (and delete) journal files while we read them
             try:
@@ -118,8 +166,11 @@ class FeatureStore:
 
     # ----------------------------------------------------------- lifecycle
     def _lock(self) -> None:
-        self.journal_dir.mkdir(parents=True, exist_ok=True)
-        self._lock_fd = os.open(self.journal_dir / "LOCK", os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            self.journal_dir.mkdir(parents=True, exist_ok=True)
+            self._lock_fd = os.open(self.journal_dir / "LOCK", os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as err:
+            raise write_error(err, self.journal_dir, self) from None
         try:
             fcntl.flock(self._lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -166,8 +217,10 @@ class FeatureStore:
         self._id_index: dict[str, int] | None = None
         self._ids: np.ndarray | None = None
         self._meta_dirty = False
-        if self.path.exists():
-            self._h5 = h5py.File(self.path, "r", locking=False)
+        self._media: dict[str, np.ndarray] | None = None  # media fingerprints, loaded on first use (fingerprint.py)
+        self._media_dirty = False
+        if self.real_path.exists():
+            self._h5 = open_h5(self.real_path, self.path)
             f = self._h5
             self.meta = {k: (v.decode() if isinstance(v, bytes) else v) for k, v in f.attrs.items()}
             if "manifest" in f:
@@ -184,17 +237,28 @@ class FeatureStore:
         for seq, p in seqs:
             try:
                 entry = journal.read(seq, p)
+                self._apply(entry)
             except FileNotFoundError:
                 raise
-            except Exception as err:  # only after a power cut (files are renamed whole)
-                warnings.warn(f"unreadable journal file {p} ({type(err).__name__}: {err}); its rows will be "
-                              "computed again", stacklevel=3)
-                if self.mode == "a":
-                    os.replace(p, p.with_suffix(".corrupt"))
+            except Exception as err:  # damaged (power cut), changed after writing, or not this store's
+                self._set_aside(p, err)
                 continue
-            self._apply(entry)
             self._applied.append(p)
         self._seq = (seqs[-1][0] + 1) if seqs else 0
+
+    def _set_aside(self, p: Path, err: Exception) -> None:
+        """A journal file that cannot be trusted: never applied, renamed aside (not deleted);
+        its rows stay pending and are computed again."""
+        trusted_format = isinstance(err, (journal.BadEntry, StoreError))
+        what = "untrusted" if trusted_format else "unreadable"
+        why = str(err) if trusted_format else f"{type(err).__name__}: {err}"
+        if self.mode == "a":
+            dest = journal.set_aside(p)
+            warnings.warn(f"{what} journal file {p} set aside as {dest.name} ({why}); its rows will be computed "
+                          "again", stacklevel=4)
+        else:
+            warnings.warn(f"{what} journal file {p} ignored ({why}); a writer sets it aside and recomputes its rows",
+                          stacklevel=4)
 
     def _apply(self, e: journal.Entry) -> None:
         cfg = self._configs.get(e.key)
@@ -202,7 +266,7 @@ class FeatureStore:
             raise StoreError(f"journal file {e.path} refers to key {e.key!r}, which {self.path} does not hold")
         ids = self.item_ids()
         for idx, got in ((e.done_idx, e.done_ids), (e.fail_idx, e.fail_ids)):
-            if len(idx) and (idx.max() >= len(ids) or not np.array_equal(ids[idx].astype(str), got)):
+            if len(idx) and (idx.min() < 0 or idx.max() >= len(ids) or not np.array_equal(ids[idx].astype(str), got)):
                 raise StoreError(f"journal file {e.path} does not match the manifest of {self.path} "
                                  "(items differ); it belongs to another store")
         self._apply_rows(cfg, e.done_idx, e.values, e.fail_idx, e.messages)
@@ -250,6 +314,7 @@ class FeatureStore:
         labels = json.loads(self.meta.get("labels", "[]"))
         m = Manifest.__new__(Manifest)
         m.root, m.name, m.adapter = self.meta.get("root", ""), self.meta.get("name", ""), self.meta.get("adapter", "")
+        m.source = self.meta.get("source", "")
         m.load_problems, m._label_columns, m.df = [], ["mos", *[c for c in labels if c != "mos"]], self.df
         return m
 
@@ -278,14 +343,15 @@ class FeatureStore:
             added = len(new)
         else:
             old = self.df
-            pos = {iid: i for i, iid in enumerate(old["item_id"])}
-            rows = np.array([pos.get(i, -1) for i in new["item_id"]], dtype=np.int64)
+            pos = {iid: i for i, iid in enumerate(old["item_id"].to_numpy(dtype=object))}
+            rows = np.array([pos.get(i, -1) for i in new["item_id"].to_numpy(dtype=object)], dtype=np.int64)
             known = rows >= 0
+            self._check_dataset(manifest, int((~known).sum()))
             changed = []
             for col in INPUT_COLUMNS:
                 a = old[col].to_numpy(dtype=object)[rows[known]]
                 b = new[col].to_numpy(dtype=object)[known]
-                diff = [k for k in range(len(a)) if not (a[k] == b[k] or (_null(a[k]) and _null(b[k])))]
+                diff = np.flatnonzero(~_same(a, b))
                 changed += [(new["item_id"].to_numpy()[known][k], col, a[k], b[k]) for k in diff[:5]]
             if changed:
                 lines = "\n".join(f"  - {i}: {c} {x!r} -> {y!r}" for i, c, x, y in changed[:10])
@@ -309,13 +375,31 @@ class FeatureStore:
         for cfg in self._configs.values():
             cfg.status = np.concatenate([cfg.status, np.zeros(len(self._df) - len(cfg.status), np.int8)])
         self._update_meta(manifest)
-        self._rewrite()
+        self._guarded(self._rewrite)
         return added
 
+    def dataset(self) -> dict[str, str]:
+        """The dataset this store holds: name, source (folder / label file), dataset_id."""
+        return {k: str(self.meta.get(k, "")) for k in ("name", "source", "dataset_id", "root")}
+
+    def _check_dataset(self, manifest: Manifest, added: int) -> None:
+        """Items of another dataset are never added to a store (its train split would hold foreign rows).
+        The same items under a new source (a moved folder) are accepted."""
+        from .naming import dataset_id, dataset_source
+
+        have = self.meta.get("dataset_id")
+        if added and have and have != dataset_id(manifest):
+            raise StoreError(
+                f"{self.path} holds dataset {self.meta.get('name')!r} from {self.meta.get('source') or self.meta.get('root')} "
+                f"(id {have}); {manifest.name!r} from {dataset_source(manifest)} (id {dataset_id(manifest)}) would add "
+                f"{added} items to it. Use another store (the default store name identifies the dataset).")
+
     def _update_meta(self, manifest: Manifest) -> None:
+        from .naming import dataset_id, dataset_source
+
         labels = sorted(set(json.loads(self.meta.get("labels", "[]"))) | set(manifest.labels))
         meta = {"name": manifest.name, "root": manifest.root, "adapter": manifest.adapter,
-                "labels": json.dumps(labels)}
+                "labels": json.dumps(labels), "source": dataset_source(manifest), "dataset_id": dataset_id(manifest)}
         if any(self.meta.get(k) != v for k, v in meta.items()):
             self.meta.update(meta)
             self._meta_dirty = True
@@ -363,6 +447,18 @@ class FeatureStore:
         cfg = self._cfg(key)
         if cfg.feature_names != list(names):
             cfg.feature_names = list(names)
+            cfg.dirty = True
+
+    def batch_sizes(self, key: str) -> list[int]:
+        """Batch sizes the rows of ``key`` were computed with (attr ``batch_sizes``; [] if unrecorded).
+        Batch size is not in the key, but changes the numbers (~1e-5): see runner.settle_batch_size."""
+        return [int(b) for b in json.loads(self._cfg(key).attrs.get("batch_sizes", "[]"))]
+
+    def set_batch_sizes(self, key: str, sizes: Iterable[int]) -> None:
+        cfg = self._cfg(key)
+        text = json.dumps(sorted({int(b) for b in sizes}))
+        if cfg.attrs.get("batch_sizes") != text:
+            cfg.attrs["batch_sizes"] = text
             cfg.dirty = True
 
     def add_timing(self, key: str, seconds: float, items: int, device: str | None = None) -> None:
@@ -432,8 +528,12 @@ class FeatureStore:
             return
         values = values.astype(self.dtype, copy=False)
         ids = self.item_ids()
-        journal.write(self.journal_dir, self._seq, key, done_idx, ids[done_idx].astype(str), values,
-                      fail_idx, ids[fail_idx].astype(str), [str(m) for m in messages], fsync=self.fsync_journal)
+        try:
+            journal.write(self.journal_dir, self._seq, key, done_idx, ids[done_idx].astype(str), values,
+                          fail_idx, ids[fail_idx].astype(str), [str(m) for m in messages], fsync=self.fsync_journal)
+        except OSError as err:
+            journal.remove_stale_temporaries(self.journal_dir)
+            raise write_error(err, self.journal_dir, self) from None
         self._applied.append(self.journal_dir / f"{self._seq:010d}.npz")
         self._seq += 1
         self._apply_rows(cfg, done_idx, values, fail_idx, [str(m) for m in messages])
@@ -510,16 +610,26 @@ class FeatureStore:
             return
         t0 = time.perf_counter()
         try:
-            self._checkpoint()
+            self._guarded(self._checkpoint)
         finally:
             self.last_checkpoint_s = time.perf_counter() - t0
 
+    def _guarded(self, write) -> None:
+        """Run a file rewrite; an OS/HDF5 write failure becomes a one-line StoreError (the old file
+        and the journal are untouched until the new file is complete)."""
+        try:
+            write()
+        except StoreError:
+            raise
+        except (OSError, RuntimeError) as err:
+            raise write_error(err, self.real_path, self) from None
+
     def _checkpoint(self) -> None:
-        if not self.path.exists():
+        if not self.real_path.exists():
             return self._rewrite()
         tmp = self._tmp_path()
         try:
-            shutil.copyfile(self.path, tmp)
+            shutil.copyfile(self.real_path, tmp)
             import h5py
 
             with h5py.File(tmp, "r+", locking=False) as f:
@@ -549,7 +659,7 @@ class FeatureStore:
                 tmp.unlink()
 
     def _tmp_path(self) -> Path:
-        return self.path.with_name(f".{self.path.name}.tmp-{os.getpid()}")
+        return self.real_path.with_name(f".{self.real_path.name}.tmp-{os.getpid()}")
 
     def _write_meta(self, f) -> None:
         self.meta.setdefault("created", _now())
@@ -557,6 +667,9 @@ class FeatureStore:
         self.meta.setdefault("shard", "")
         for k, v in self.meta.items():  # manifest *content* changes always go through _rewrite
             f.attrs[k] = v
+        from .fingerprint import write_group
+
+        write_group(self, f)
 
     def _write_config(self, f, cfg: _Config, fresh: bool) -> None:
         import h5py
@@ -606,8 +719,8 @@ class FeatureStore:
         finally:
             os.close(fd)
         self._close_h5()
-        os.replace(tmp, self.path)
-        journal.fsync_dir(self.path.parent if str(self.path.parent) else Path("."))
+        os.replace(tmp, self.real_path)
+        journal.fsync_dir(self.real_path.parent)
         # only now are the folded journal files redundant (replaying them again is harmless)
         for p in self._applied:
             try:
@@ -617,8 +730,8 @@ class FeatureStore:
         self._applied = []
         import h5py
 
-        self._h5 = h5py.File(self.path, "r", locking=False)
-        self._meta_dirty = False
+        self._h5 = h5py.File(self.real_path, "r", locking=False)
+        self._meta_dirty = self._media_dirty = False
         for cfg in self._configs.values():
             cfg.overlay, cfg.err_overlay, cfg.dirty = [], {}, False
 
@@ -637,14 +750,17 @@ def _null(v) -> bool:
     return v is None or (isinstance(v, float) and np.isnan(v))
 
 
+def _same(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Elementwise: equal, or both missing (None/NaN). One vectorised pass, no Python loop."""
+    x, y = np.asarray(x, dtype=object), np.asarray(y, dtype=object)
+    eq = np.equal(x, y).astype(bool) if len(x) else np.zeros(0, bool)
+    return eq | (pd.isna(x) & pd.isna(y))
+
+
 def _frames_equal(a: pd.DataFrame, b: pd.DataFrame) -> bool:
     if list(a.columns) != list(b.columns) or len(a) != len(b):
         return False
-    for c in a.columns:
-        x, y = a[c].to_numpy(dtype=object), b[c].to_numpy(dtype=object)
-        if not all(p == q or (_null(p) and _null(q)) for p, q in zip(x, y)):
-            return False
-    return True
+    return all(_same(a[c].to_numpy(dtype=object), b[c].to_numpy(dtype=object)).all() for c in a.columns)
 
 
 def _runs(overlay: list[tuple[np.ndarray, np.ndarray]]):

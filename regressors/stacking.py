@@ -5,7 +5,7 @@ content blocks (all but the generator), plus one untuned head per extractor bloc
 of features"). A non-negative linear meta-learner
 (LinearRegression(positive=True)) combines their out-of-fold predictions.
 
-Two nesting schemes (``StackConfig.nested``), both keep every scored item out of
+Three nesting schemes (``StackConfig.nested``), all keep every scored item out of
 tuning and out of the meta-learner's fit:
 
 * ``split`` (default, affordable on 2 cores): a random set of whole groups (prompts),
@@ -15,12 +15,15 @@ tuning and out of the meta-learner's fit:
   score is then computed on the remaining items R only: for each outer fold of R the
   heads (fixed hyper-parameters) are refitted on T + the other folds of R and predict
   the held-out fold. T's items are never scored.
+* ``cross``: ``split``, then the same with the roles of the two parts swapped (tune on
+  R, score T), so that every item is scored, each by heads and weights tuned on the
+  other part only. Twice the tuning of ``split``, on half the items each time.
 * ``full``: classic nested CV. Inside each outer training fold, a tuning subset of at
   most ``max_tune_items`` items is drawn (the whole fold when smaller), heads are tuned
   and the meta-learner fitted as above, then the heads are refitted on the whole outer
   training fold. Every item is scored once. Costs ~``outer_folds`` x more.
-* ``auto`` (default): ``full`` below ``auto_full_below`` labelled items, ``split``
-  otherwise. On a small set (FETV: 174 clips) ``split`` would score only ~70% of it and
+* ``auto`` (default): ``full`` below ``auto_cross_from`` labelled items, ``cross`` from
+  there to ``auto_full_below``, ``split`` from there on. On a small set (FETV: 174 clips) ``split`` would score only ~70% of it and
   tune on a few dozen items, which makes both the score and the heads poor; on a large
   set ``full`` costs 5x the time for little gain.
 
@@ -64,7 +67,8 @@ class StackConfig:
     # 0.5 rather than 0.3: T2VQA-DB grouped (7,000 items) stack 0.727 tuned on 3,500 vs 0.712 on 2,100
     outer_folds: int = 5
     nested: str = "auto"  # auto | split | full (see module doc)
-    auto_full_below: int = 3000  # nested="auto": "full" below this many labelled items
+    auto_full_below: int = 3000  # nested="auto": "split" from this many labelled items, "cross" or "full" below
+    auto_cross_from: int = 3000  # nested="auto": "cross" from this many labelled items (up to auto_full_below)
     pca: int | None = 128  # per-block PCA for blocks wider than this (None: off)
     interact_components: int = 16  # enet: generator one-hot x this many prompt components (0: off)
     protocol: str = "grouped"  # grouped | random
@@ -76,6 +80,7 @@ class StackConfig:
     # whose untuned proxy heads score within select_tolerance of the best subset; the heads see only those
     select_blocks: bool = True
     select_tolerance: float = 0.005
+    engine: str = "local"  # local (n_jobs worker processes) | ray: the same tasks on a Ray cluster (ray_tasks.py)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -158,9 +163,12 @@ class StackedModel:
     def predict_heads(self, X) -> dict[str, np.ndarray]:
         return {n: h.predict(X) for n, h in self.heads.items()}
 
+    def combine(self, head_preds: dict[str, np.ndarray]) -> np.ndarray:
+        """The stack's prediction from its heads' predictions (as predict_heads gives them; predict_pool)."""
+        return self.meta.predict(np.column_stack([head_preds[n] for n in self.names]))
+
     def predict(self, X) -> np.ndarray:
-        P = np.column_stack(list(self.predict_heads(X).values()))
-        return self.meta.predict(P)
+        return self.combine(self.predict_heads(X))
 
     def weights(self) -> dict[str, float]:
         return {n: float(w) for n, w in zip(self.names, self.meta.coef_)}
@@ -200,7 +208,7 @@ def resolve_jobs(n_jobs: int) -> int:
     return max(1, min(MAX_AUTO_WORKERS, cores + 1 + int(n_jobs)))
 
 
-def run_tasks(fn, tasks: list[tuple], n_jobs: int, desc: str) -> list:
+def run_tasks(fn, tasks: list[tuple], n_jobs: int, desc: str, engine: str = "local") -> list:
     """``[fn(*t) for t in tasks]``, in worker processes when n_jobs allows; results in task order.
 
     Each task is one head fitted (or tuned) on one set of rows, so the work splits into
@@ -208,6 +216,12 @@ def run_tasks(fn, tasks: list[tuple], n_jobs: int, desc: str) -> list:
     workers as read-only memory maps (one copy of X, not one per task) and caps BLAS
     threads per worker so that workers x threads fits the cores.
     """
+    if engine == "ray":
+        from .ray_tasks import run_tasks_ray
+
+        return run_tasks_ray(fn, tasks, desc)
+    if engine != "local":
+        raise ValueError(f"engine must be 'local' or 'ray', got {engine!r}")
     workers = min(resolve_jobs(n_jobs), len(tasks))
     if workers <= 1:
         return [fn(*t) for t in tqdm(tasks, desc=desc, leave=False)]
@@ -255,7 +269,7 @@ def tune_and_meta(X, y, groups, blocks, cfg: StackConfig, tag: str = "final") ->
     # started last was the critical path: 364 of 542 s at 14,000 x 2,000)
     order = sorted(range(len(specs)), key=lambda j: (not specs[j].tune, TUNING_COST_RANK.get(specs[j].kind, 9)))
     tasks = [(specs[j], X, y, groups, cfg, tag) for j in order]
-    results = run_tasks(_tune_one, tasks, cfg.n_jobs, f"tune {tag}")
+    results = run_tasks(_tune_one, tasks, cfg.n_jobs, f"tune {tag}", cfg.engine)
     oof = np.zeros((len(y), len(specs)))
     head_info: dict[int, dict] = {}
     for j, (params, hinfo, col) in zip(order, results):
@@ -273,18 +287,20 @@ def _fit_one(spec: HeadSpec, X, y, train, test=None):
     return head if test is None else head.predict(X[test])
 
 
-def fit_heads(specs: list[HeadSpec], X, y, desc: str = "fit", n_jobs: int = 1) -> dict[str, Any]:
+def fit_heads(specs: list[HeadSpec], X, y, desc: str = "fit", n_jobs: int = 1, engine: str = "local") -> dict[str, Any]:
     rows = np.arange(len(y))
-    fitted = run_tasks(_fit_one, [(s, X, y, rows) for s in specs], n_jobs, desc)
+    fitted = run_tasks(_fit_one, [(s, X, y, rows) for s in specs], n_jobs, desc, engine)
     return {s.name: h for s, h in zip(specs, fitted)}
 
 
 def resolve_nested(cfg: StackConfig, n: int) -> str:
     """The nesting scheme actually used for ``n`` labelled items."""
     if cfg.nested == "auto":
-        return "full" if n < cfg.auto_full_below else "split"
-    if cfg.nested not in ("split", "full"):
-        raise ValueError(f"nested must be 'auto', 'split' or 'full', got {cfg.nested!r}")
+        if n >= cfg.auto_full_below:
+            return "split"
+        return "cross" if n >= cfg.auto_cross_from else "full"
+    if cfg.nested not in ("split", "cross", "full"):
+        raise ValueError(f"nested must be 'auto', 'split', 'cross' or 'full', got {cfg.nested!r}")
     return cfg.nested
 
 
@@ -301,7 +317,7 @@ def fit_folds(cfg: StackConfig, groups, n: int, nested: str) -> StackConfig:
         raise ValueError(f"cross-validation needs at least 2 distinct groups (prompts), got {g} in {n} items")
     outer = min(cfg.outer_folds, g)
     # groups left for tuning: the held-apart share (split) or an outer training fold (full)
-    g_tune = max(2, int(g * (cfg.tune_fraction if nested == "split" else (outer - 1) / outer)))
+    g_tune = max(2, int(g * (cfg.tune_fraction if nested in ("split", "cross") else (outer - 1) / outer)))
     inner = max(2, min(cfg.tune_folds, g_tune))
     if (outer, inner) != (cfg.outer_folds, cfg.tune_folds):
         log.warning("only %d groups: %d outer / %d tuning folds instead of %d / %d", g, outer, inner,
@@ -337,43 +353,111 @@ def fit_stack(X, y, groups, blocks, cfg: StackConfig, tag: str = "final", tuned=
             cfg = StackConfig(**{**cfg.to_dict(), "tune_folds": g})
         tuned = tune_and_meta(X[sub], y[sub], None if groups is None else np.asarray(groups)[sub], blocks, cfg, tag)
     specs, meta, info = tuned
-    heads = fit_heads(specs, X, y, desc=f"fit {tag}", n_jobs=cfg.n_jobs)
+    heads = fit_heads(specs, X, y, desc=f"fit {tag}", n_jobs=cfg.n_jobs, engine=cfg.engine)
     info["config"] = cfg.to_dict()
     info["blocks"] = blocks
     return StackedModel(heads, meta, info)
 
 
-def cross_validate(X, y, groups, blocks, cfg: StackConfig) -> dict[str, Any]:
+# fitting cost of a head kind, most first: tasks are queued longest first so that the short ones fill the
+# gaps at the end of a pass (a pass ends when its last task does)
+FIT_COST_RANK = {"svr": 0, "lgbm": 1, "knn": 2, "enet": 3}
+
+
+def _fit_predict(spec: HeadSpec, X, y, train, test=None, X_pred=None):
+    """One head fitted on rows ``train``; (head, its predictions of rows ``test`` of X or of ``X_pred``,
+    seconds the prediction took)."""
+    head = make_head(spec.kind, **spec.params).fit(X[train], y[train])
+    rows = X[test] if test is not None else X_pred
+    if rows is None or len(rows) == 0:
+        return head, None, 0.0
+    t0 = time.perf_counter()
+    pred = head.predict(rows)
+    return head, pred, time.perf_counter() - t0
+
+
+def cross_validate(X, y, groups, blocks, cfg: StackConfig, final_predict: np.ndarray | None = None) -> dict[str, Any]:
     """Honest out-of-fold predictions of the stack and of every base head (see module doc).
 
     Returns {"scored": indices scored, "stack": preds, "heads": {name: preds}, "folds": fold id,
     "info": ...}; predictions are aligned with ``scored``.
+
+    ``final_predict`` (rows of features, split/cross only): also fit the final model (what
+    ``fit_stack`` with the reused tuning gives) in the same pass over the workers as the outer
+    folds, and predict these rows with it: adds "final" (the StackedModel),
+    "final_predictions" and "final_in_sample" ((rows, predictions) of the training items not
+    scored: split's tuning set). One pass keeps the workers busy to the end where three passes
+    (outer folds, final fit, predictions) each ended with idle workers.
     """
     n = len(y)
+    cfg_in = cfg
     groups_arr = None if groups is None else np.asarray(groups)
     nested = resolve_nested(cfg, n)
     cfg = fit_folds(cfg, groups_arr, n, nested)
-    if nested == "split":
-        tune_idx = _tuning_subset(groups_arr, n, cfg, cfg.seed)
-        rest = np.setdiff1d(np.arange(n), tune_idx)
-        specs, meta, info = tune_and_meta(X[tune_idx], y[tune_idx],
-                                          None if groups_arr is None else groups_arr[tune_idx], blocks, cfg, "cv")
-        folds = make_folds(len(rest), None if groups_arr is None else groups_arr[rest], cfg.outer_folds,
-                           cfg.seed + 1, cfg.protocol)
-        heads_pred = {s.name: np.zeros(len(rest)) for s in specs}
-        fold_id = np.zeros(len(rest), int)
-        # one task per (fold, head): the heads' fits are independent, so they spread over the workers
-        tasks = [(s, X, y, np.concatenate([tune_idx, rest[tr]]), rest[te]) for tr, te in folds for s in specs]
-        preds = iter(run_tasks(_fit_one, tasks, cfg.n_jobs, "outer folds"))
-        for k, (tr, te) in enumerate(folds):
-            for s in specs:
-                heads_pred[s.name][te] = next(preds)
-            fold_id[te] = k
-        stack = meta.predict(np.column_stack(list(heads_pred.values())))
-        return {"scored": rest, "stack": stack, "heads": heads_pred, "folds": fold_id,
-                "info": {"nested": "split", "tuning_set": info, "n_tuning_items": int(len(tune_idx)),
-                         "outer_folds": cfg.outer_folds, "tune_folds": cfg.tune_folds},
-                "tuned": (specs, meta, info)}
+    if nested in ("split", "cross"):
+        g = (lambda idx: None if groups_arr is None else groups_arr[idx])
+        half_a = _tuning_subset(groups_arr, n, cfg, cfg.seed)
+        half_b = np.setdiff1d(np.arange(n), half_a)
+        # (tuning rows, scored rows): split scores the rest once; cross also swaps the roles, so that
+        # every item is scored by heads and weights tuned on the other half only
+        passes = [(half_a, half_b)]
+        if nested == "cross":
+            passes.append((half_b[_tuning_subset(g(half_b), len(half_b), cfg, cfg.seed, fraction=False)], half_a))
+        tuned, fold_sets, tasks = [], [], []
+        for p, (tune_idx, rest) in enumerate(passes):
+            tuned.append(tune_and_meta(X[tune_idx], y[tune_idx], g(tune_idx), blocks, cfg, "cv" if p == 0 else f"cv{p}"))
+            folds = make_folds(len(rest), g(rest), cfg.outer_folds, cfg.seed + 1 + p, cfg.protocol)
+            fold_sets.append(folds)
+            # one task per (fold, head): the heads' fits are independent, so they spread over the workers;
+            # each fold's heads train on every item but the fold's own (the tuning rows included)
+            others = np.setdiff1d(np.arange(n), rest)
+            tasks += [(s, X, y, np.concatenate([others, rest[tr]]), rest[te]) for tr, te in folds for s in tuned[p][0]]
+        scored = np.concatenate([rest for _, rest in passes])
+        unscored = np.setdiff1d(np.arange(n), scored)  # split: the tuning set, predicted in-sample by the final model
+        final_specs = tuned[0][0] if final_predict is not None else []
+        final_rows = np.vstack([X[unscored], final_predict]) if final_specs else None
+        final_tasks = [(s, X, y, np.arange(n), None, final_rows) for s in final_specs]
+        everything = final_tasks + tasks
+        order = sorted(range(len(everything)), key=lambda i: (i >= len(final_tasks),
+                                                               FIT_COST_RANK.get(everything[i][0].kind, 9)))
+        done = run_tasks(_fit_predict, [everything[i] for i in order], cfg.n_jobs,
+                         "final fit + outer folds" if final_tasks else "outer folds", cfg.engine)
+        results = [None] * len(everything)
+        for i, r in zip(order, done):
+            results[i] = r
+        final_results, preds = results[:len(final_tasks)], iter(r[1] for r in results[len(final_tasks):])
+        heads_pred: dict[str, np.ndarray] = {}
+        stack, fold_id = np.zeros(len(scored)), np.zeros(len(scored), int)
+        at = 0
+        for p, ((_, rest), folds, (specs, meta, _)) in enumerate(zip(passes, fold_sets, tuned)):
+            part = {s.name: np.zeros(len(rest)) for s in specs}
+            for k, (_, te) in enumerate(folds):
+                for s in specs:
+                    part[s.name][te] = next(preds)
+                fold_id[at + te] = k + p * len(fold_sets[0])
+            stack[at:at + len(rest)] = meta.predict(np.column_stack(list(part.values())))
+            for name, v in part.items():  # a head missing from one pass (e.g. after block selection) scores NaN there
+                heads_pred.setdefault(name, np.full(len(scored), np.nan))[at:at + len(rest)] = v
+            at += len(rest)
+        info = {"nested": nested, "tuning_set": tuned[0][2], "n_tuning_items": int(len(passes[0][0])),
+                "outer_folds": cfg.outer_folds, "tune_folds": cfg.tune_folds}
+        if nested == "cross":
+            info["tuning_set_swapped"] = tuned[1][2]
+        by_index = np.argsort(scored, kind="stable")  # scored items in index order
+        out = {"scored": scored[by_index], "stack": stack[by_index], "folds": fold_id[by_index],
+               "heads": {k: v[by_index] for k, v in heads_pred.items()}, "info": info, "tuned": tuned[0],
+               "tuning_rows": [t for t, _ in passes]}
+        if final_tasks:
+            specs, meta, tinfo = tuned[0]
+            model = StackedModel({s.name: r[0] for s, r in zip(specs, final_results)}, meta,
+                                 {**tinfo, "config": cfg_in.to_dict(), "blocks": blocks})
+            pred = model.combine({s.name: r[1] for s, r in zip(specs, final_results)}) if len(final_rows) else np.zeros(0)
+            out["final"] = model
+            out["final_in_sample"] = (unscored, pred[:len(unscored)])
+            out["final_predictions"] = pred[len(unscored):]
+            # one process predicting these rows with every head (what a user's predict takes), per row
+            out["final_predict_s_per_row"] = sum(r[2] for r in final_results) / max(len(final_rows), 1)
+        return out
     folds = make_folds(n, groups_arr, cfg.outer_folds, cfg.seed + 1, cfg.protocol)
     stack = np.zeros(n)
     heads_pred: dict[str, np.ndarray] = {}

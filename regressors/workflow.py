@@ -12,6 +12,7 @@ from . import bundle as bundle_io
 from .data import IncompleteFeaturesError, completeness, incomplete_message, load_track, splits_of
 from .report import markdown_report, per_group, safe_evaluate, scatter_plot, write_json
 from .rundir import staged
+from .predict_pool import predict_pooled
 from .stacking import StackConfig, cross_validate, fit_stack
 from .submission import check_names, write_submission
 
@@ -19,6 +20,8 @@ MODEL_DIR = "model"  # the bundle folder inside a run folder
 NESTED_NOTE = {
     "split": "hyper-parameters and meta-learner weights chosen on a held-apart tuning subset of whole prompts; "
              "the CV score covers only the other items, none of which was seen in tuning",
+    "cross": "the prompts split in two shares; each share scored by heads and meta-learner weights tuned on the "
+             "other share only; every item scored once",
     "full": "tuning and meta-learner fit inside every outer training fold; every item scored once",
 }
 
@@ -170,8 +173,18 @@ def fit_command(track: str, store: str, extractors: list[str] | None, target: st
 
 def _fit_into(out_dir: Path, final_dir: Path, track, store, data, splits, refused, target, cfg, n_boot,
               submit_split, allow_incomplete, t_start) -> dict:
+    # the rows the final model predicts: the other splits, and the training items it does not score
+    # (nested=split: the tuning set, predicted in-sample); for split/cross these predictions and the final
+    # fit run in the outer folds' pass over the workers (see cross_validate)
+    unlabelled = [s for s, lab in splits.items() if not lab]
+    submit_split = submit_split or ("test" if "test" in unlabelled else (unlabelled[0] if unlabelled else None))
+    parts = {split: load_track(store, list(data.keys.values()), split=split, target=target if labelled else None,
+                               allow_incomplete=allow_incomplete, vocabularies=_vocab_by_key(data), track=track)
+             for split, labelled in splits.items() if split != "train"}
     t0 = time.perf_counter()
-    cv = cross_validate(data.X, data.y, data.groups, data.blocks, cfg)
+    other_x = [p.X for p in parts.values()]
+    cv = cross_validate(data.X, data.y, data.groups, data.blocks, cfg,
+                        final_predict=np.vstack(other_x) if other_x else data.X[:0])
     t_cv = time.perf_counter() - t0
     scored = cv["scored"]
     y_s = data.y[scored]
@@ -193,32 +206,41 @@ def _fit_into(out_dir: Path, final_dir: Path, track, store, data, splits, refuse
     metrics["cv_info"] = cv["info"]
 
     t0 = time.perf_counter()
-    # nested=split tuned on exactly the subset the final fit would tune on: reuse it
-    model = fit_stack(data.X, data.y, data.groups, data.blocks, cfg, tag="final", tuned=cv.get("tuned"))
+    if "final" in cv:
+        # split/cross: fitted on the reused tuning (split tuned on exactly the subset the final fit would
+        # tune on; cross reuses its first share's) and predicted in the outer folds' pass
+        model, per_row = cv["final"], cv["final_predict_s_per_row"]
+        in_sample, train_pred = cv["final_in_sample"]  # split: the tuning set, never scored
+        others = cv["final_predictions"]
+    else:  # full: tuned on all items here; every training item is scored
+        model = fit_stack(data.X, data.y, data.groups, data.blocks, cfg, tag="final")
+        in_sample = np.setdiff1d(np.arange(len(data.y)), scored)
+        t1 = time.perf_counter()
+        train_pred = predict_pooled(model, data.X[in_sample], cfg.n_jobs, "predict", cfg.engine)
+        others = predict_pooled(model, np.vstack(other_x) if other_x else data.X[:0], cfg.n_jobs, "predict",
+                                cfg.engine)
+        per_row = (time.perf_counter() - t1) / max(len(in_sample) + len(others), 1)  # wall, over the workers
     t_fit = time.perf_counter() - t0
     metrics["meta_weights"] = model.weights()
     metrics["block_selection"] = model.info.get("block_selection")
     bundle_io.save_bundle(out_dir / MODEL_DIR, model, _bundle_info(track, target, store, data, cfg, metrics, model))
 
-    # predictions: CV (honest) for scored training items; in-sample for the tuning set
+    # predictions: CV (honest) for scored training items, in-sample for the tuning set only (predicting
+    # all would have the scored items' in-sample predictions overwritten), then every other split
+    ends = np.cumsum([len(x) for x in other_x])
+    pieces = dict(zip(parts, np.split(others, ends[:-1])))
     src = np.full(len(data.y), "tuning_set_in_sample", dtype=object)
-    pred = model.predict(data.X)
+    pred = np.empty(len(data.y))
+    pred[in_sample] = train_pred
     pred[scored] = cv["stack"]
     src[scored] = "cv_out_of_fold"
     frames = [pd.DataFrame({"item_id": data.ids, "split": "train", "prediction": pred, "target": data.y,
                             "source": src})]
 
     heldout, submitted = {}, {}
-    unlabelled = [s for s, lab in splits.items() if not lab]
-    submit_split = submit_split or ("test" if "test" in unlabelled else (unlabelled[0] if unlabelled else None))
-    for split, labelled in splits.items():
-        if split == "train":
-            continue
-        part = load_track(store, list(data.keys.values()), split=split, target=target if labelled else None,
-                          allow_incomplete=allow_incomplete, vocabularies=_vocab_by_key(data), track=track)
-        t0 = time.perf_counter()
-        p = model.predict(part.X)
-        dt = time.perf_counter() - t0
+    for split, part in parts.items():
+        labelled = splits[split]
+        p = pieces[split]
         if labelled:
             heldout[split] = safe_evaluate(p, part.y, n_boot=n_boot)
             if part.incomplete:
@@ -231,7 +253,7 @@ def _fit_into(out_dir: Path, final_dir: Path, track, store, data, splits, refuse
             if split in refused:
                 submitted[split] = {"refused": f"incomplete features: {refused[split]}"}
                 continue
-            runtime, how = _runtime(part, dt, len(p))
+            runtime, how = _runtime(part, per_row * len(p), len(p))
             folder = out_dir / ("submission" if split == submit_split else f"submission_{split}")
             write_submission(folder, part.names, p, runtime, how,
                              _describe(track, data.keys, part.devices, model.names), cpu=not _on_gpu(part.devices))
@@ -300,7 +322,7 @@ def load_model_any(path, trust_pickle: bool = False):
         return bundle_io.load_bundle(p / MODEL_DIR)
     if p.suffix == ".pkl" or (p.is_dir() and (p / bundle_io.LEGACY_PICKLE).is_file()):
         model, meta = bundle_io.load_legacy_pickle(p, trust_pickle=trust_pickle)
-        return model, legacy_info(meta)
+        return model, legacy_info(meta, p)
     bundle_io.read_info(p)  # raises the precise error (missing folder, missing/invalid bundle.json)
     raise bundle_io.BundleError(f"{p} is not a model bundle")
 
@@ -315,15 +337,23 @@ def read_model_info(path) -> dict:
 
         pkl = p if p.suffix == ".pkl" else p / bundle_io.LEGACY_PICKLE
         try:
-            return legacy_info(model_io.read_meta(pkl))
-        except ValueError as err:
-            raise bundle_io.BundleError(f"{model_io.meta_path(pkl)} is not valid JSON ({err})") from None
+            return legacy_info(model_io.read_meta(pkl), model_io.meta_path(pkl))
+        except ValueError as err:  # read_meta's message names the file and what to do
+            raise bundle_io.BundleError(str(err)) from None
     return bundle_io.read_info(p)
 
 
-def legacy_info(meta: dict) -> dict:
-    return {"track": meta["track"], "target": {"name": meta["target"]}, "n_features": meta["n_features"],
-            "features": [{"block": b, "key": k} for b, k in meta["store_keys"].items()], "legacy_pickle": True}
+def legacy_info(meta: dict, where="the legacy model's .json") -> dict:
+    try:
+        info = {"track": meta["track"], "target": {"name": meta["target"]}, "n_features": meta["n_features"],
+                "features": [{"block": b, "key": k} for b, k in meta["store_keys"].items()], "legacy_pickle": True,
+                "files": {}}
+    except (KeyError, TypeError, AttributeError) as err:
+        raise bundle_io.BundleError(
+            f"{where}: expected an object with track, target, n_features and store_keys ({type(err).__name__}: "
+            f"{err}); the file is damaged: restore it or train again (`aigcq regress` writes a model bundle)") from None
+    bundle_io.check_shape(info, where)
+    return info
 
 
 def predict_command(model_path: str, store: str, split: str, out: str, n_boot: int = 1000,

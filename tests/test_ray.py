@@ -1,0 +1,127 @@
+"""The Ray engine on a local 2-CPU cluster: features equal a single-process run bit for bit, a
+worker killed mid-shard is restarted and resumes from its journal, and tuning on Ray predicts
+what the local pool predicts."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import sys
+
+import numpy as np
+import pytest
+
+from extractors.__main__ import main as ex_main
+from ray_helpers import store_content
+
+TESTS = Path(__file__).resolve().parent
+REPO = TESTS.parent
+DEMO_EXTRACTORS = "nss,effnet_lite0,prompt_minilm,generator"
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    """One local cluster for the module (starting one costs ~7 s)."""
+    ray = pytest.importorskip("ray", reason="the Ray engine's tests need ray (pip install 'aigc-quality[ray]')")
+    env = {"PYTHONPATH": os.pathsep.join([str(REPO), str(TESTS)]), "HF_HUB_OFFLINE": "1",
+           "TRANSFORMERS_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, runtime_env={"env_vars": env})
+    yield
+    ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def demo_data(tmp_path_factory):
+    from experiments.demo_data import DemoConfig, build_demo_dataset
+
+    return build_demo_dataset(tmp_path_factory.mktemp("demo") / "data", DemoConfig(n_sources=2, size=64))
+
+
+def _features(data, store, extractors, *extra) -> int:
+    return ex_main(["run", "--track", "image", "--data", str(data), "--extractors", extractors, "--store", str(store),
+                    "--batch-size", "4", "--workers", "0", "--threads", "1", "--no-progress", *extra])
+
+
+@pytest.mark.slow  # ~60 s on 2 busy cores: two full demo extractions, 2 actors loading 4 models
+def test_demo_features_on_ray_equal_a_single_process_run(cluster, demo_data, tmp_path, capsys):
+    assert _features(demo_data, tmp_path / "single.h5", DEMO_EXTRACTORS) == 0
+    assert _features(demo_data, tmp_path / "ray.h5", DEMO_EXTRACTORS, "--engine", "ray", "--shard-size", "8") == 0
+    out = capsys.readouterr().out
+    assert out.count("3 shards on") == 4  # 24 items in shards of 8 (2 batches of 4), for each of 4 extractors
+    assert store_content(tmp_path / "ray.h5") == store_content(tmp_path / "single.h5")
+    assert not list(Path(f"{tmp_path / 'ray.h5'}.ray").glob("*.h5"))  # shards merged, then removed
+    # a rerun finds nothing to do
+    assert _features(demo_data, tmp_path / "ray.h5", DEMO_EXTRACTORS, "--engine", "ray") == 0
+    assert "0 computed, 0 failed, 24 already in the store" in capsys.readouterr().out
+
+
+@pytest.mark.slow  # ~25 s: Ray restarts the killed actor process
+def test_worker_killed_mid_shard_is_restarted_and_resumes(cluster, demo_data, tmp_path, capsys):
+    from features_store import load_dataset
+
+    ids = load_dataset(demo_data).df["item_id"].tolist()
+    marker = tmp_path / "killed.pid"
+    # shard 1 holds items 8..15 in batches of 4: the kill comes after its first batch is journaled
+    spec = f"kill_once:kill_at={ids[13]}:marker={marker}"
+    marker.write_text("reference run: do not kill")
+    assert _features(demo_data, tmp_path / "single.h5", spec, "--plugins", "ray_helpers") == 0
+    marker.unlink()
+    capsys.readouterr()
+    assert _features(demo_data, tmp_path / "ray.h5", spec, "--plugins", "ray_helpers", "--engine", "ray",
+                     "--shard-size", "8") == 0
+    out = capsys.readouterr().out
+    assert marker.exists()  # a worker did die
+    # the retried shard found its first batch in its journal: 4 items were not computed again
+    assert "20 computed, 0 failed, 4 already in the store" in out
+    assert store_content(tmp_path / "ray.h5") == store_content(tmp_path / "single.h5")
+
+
+def test_engine_ray_refuses_hand_made_shards(demo_data, tmp_path, capsys):
+    assert _features(demo_data, tmp_path / "x.h5", "generator", "--engine", "ray", "--shard", "0/2") == 2
+    assert "--shard-size" in capsys.readouterr().err
+
+
+def test_engine_ray_without_ray_says_how_to_install_it(demo_data, tmp_path, capsys, monkeypatch):
+    monkeypatch.setitem(sys.modules, "ray", None)  # import ray -> ImportError, as when it is not installed
+    assert _features(demo_data, tmp_path / "x.h5", "generator", "--engine", "ray") == 2
+    err = capsys.readouterr().err.strip()
+    assert err == "error: --engine ray needs Ray: pip install 'aigc-quality[ray]' (or: pip install 'ray>=2.9')"
+    assert not (tmp_path / "x.h5").exists()
+
+
+@pytest.mark.slow  # ~35 s: two full fits (4 tuned heads, 3 trials), the second on Ray
+def test_regress_on_ray_predicts_what_the_local_pool_predicts(cluster, tmp_path):
+    import optuna
+    import pandas as pd
+
+    from regressors.cli import main as reg_main
+    from test_regress_cli import _make_store
+
+    store = _make_store(tmp_path / "toy.h5")
+    fit = ["fit", "--track", "image", "--store", str(store), "--extractors", "generator,prompt_minilm", "--trials", "3",
+           "--folds", "3", "--tune-folds", "3", "--pca", "0", "--bootstrap", "0", "--nested", "split"]
+    journal = tmp_path / "studies.journal"
+    assert reg_main([*fit, "--out", str(tmp_path / "local"), "--jobs", "2"]) == 0
+    assert reg_main([*fit, "--out", str(tmp_path / "ray"), "--engine", "ray", "--storage", str(journal)]) == 0
+    local, on_ray = (pd.read_csv(tmp_path / d / "predictions.csv") for d in ("local", "ray"))
+    assert len(local) == 310 and "unlabelled" in set(local["source"])  # CV, tuning-set and final-model rows
+    pd.testing.assert_frame_equal(on_ray, local, check_exact=True)
+    # the studies live in the shared storage: every tuned head's search, with its trials
+    from optuna.storages import JournalStorage
+    from optuna.storages.journal import JournalFileBackend
+
+    studies = optuna.get_all_study_summaries(JournalStorage(JournalFileBackend(str(journal))))
+    assert {s.study_name for s in studies} >= {"cv-svr-s0", "cv-enet-s0", "cv-lgbm-s0", "cv-knn-s0"}
+    assert all(s.n_trials == 3 for s in studies)
+
+
+def test_regress_engine_ray_without_ray_says_how_to_install_it(tmp_path, capsys, monkeypatch):
+    from regressors.cli import main as reg_main
+    from test_regress_cli import _make_store
+
+    monkeypatch.setitem(sys.modules, "ray", None)
+    store = _make_store(tmp_path / "toy.h5")
+    assert reg_main(["fit", "--track", "image", "--store", str(store), "--out", str(tmp_path / "o"), "--engine", "ray"]) == 2
+    assert capsys.readouterr().err.strip() == ("error: --engine ray needs Ray: pip install 'aigc-quality[ray]' "
+                                               "(or: pip install 'ray>=2.9')")
+    assert not (tmp_path / "o").exists()
