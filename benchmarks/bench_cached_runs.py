@@ -32,8 +32,11 @@ def _load() -> str:
     return " ".join(open("/proc/loadavg").read().split()[:3])
 
 
-def _run(checkout: Path, args: list[str], env: dict[str, str]) -> tuple[float, float, str]:
-    """(wall s, peak RSS MB, output) of ``python -m aigcq features ARGS`` run from ``checkout``."""
+def _run(checkout: Path, args: list[str], env: dict[str, str]) -> tuple[float, float, str, float]:
+    """(wall s, peak RSS MB, output, CPU s) of ``python -m aigcq features ARGS`` run from ``checkout``.
+
+    CPU time (user + sys) is printed beside wall time: on a loaded machine the wall time of a
+    one-process command stretches with the load, its CPU time much less."""
     out = tempfile.TemporaryFile("w+")
     t = time.perf_counter()
     p = subprocess.Popen([sys.executable, "-m", "aigcq", "features", *args], cwd=checkout,
@@ -44,7 +47,7 @@ def _run(checkout: Path, args: list[str], env: dict[str, str]) -> tuple[float, f
     text = out.read()
     if os.waitstatus_to_exitcode(status) != 0:
         raise SystemExit(f"failed in {checkout}: aigcq features {' '.join(args)}\n{text[-3000:]}")
-    return wall, usage.ru_maxrss / 1024, text
+    return wall, usage.ru_maxrss / 1024, text, usage.ru_utime + usage.ru_stime
 
 
 def main() -> int:
@@ -72,7 +75,7 @@ def main() -> int:
             shutil.copy(args.store, store)
             _run(REPO, [*common, "--store", str(store)], env)  # warms the label cache; must compute nothing
         else:
-            first, rss, text = _run(REPO, [*common, "--store", str(store)], env)
+            first, rss, text, _ = _run(REPO, [*common, "--store", str(store)], env)
             print(f"first run: {first:.1f} s, peak {rss:.0f} MB, load {_load()}\n{text.strip()}", flush=True)
         runs = {"after": []}
         if args.before:
@@ -81,21 +84,22 @@ def main() -> int:
         for r in range(args.repeat):
             for which in (list(runs) if r % 2 == 0 else list(runs)[::-1]):
                 checkout = REPO if which == "after" else args.before
-                wall, rss, text = _run(checkout, [*common, "--store", str(tmp / f"{which}.h5")], env)
+                wall, rss, text, cpu = _run(checkout, [*common, "--store", str(tmp / f"{which}.h5")], env)
                 computed = sum(int(n) for n in re.findall(r": (\d+) computed,", text))
                 if computed:
                     raise SystemExit(f"the {which} rerun computed {computed} items: not a cached run\n{text}")
-                runs[which].append((wall, rss))
-                print(f"  rep {r} {which:6s} {wall:6.2f} s  peak {rss:5.0f} MB  load {_load()}", flush=True)
-        med = {w: (statistics.median(x[0] for x in v), statistics.median(x[1] for x in v)) for w, v in runs.items()}
+                runs[which].append((wall, rss, cpu))
+                print(f"  rep {r} {which:6s} {wall:6.2f} s (CPU {cpu:5.2f} s)  peak {rss:5.0f} MB  load {_load()}",
+                      flush=True)
+        med = {w: tuple(statistics.median(x[i] for x in v) for i in range(3)) for w, v in runs.items()}
         print(f"\ncached `aigcq features` on {args.data.name} ({args.extractors}, --threads {args.threads or '-'}), "
               f"median of {args.repeat}, load {_load()}")
-        for w, (wall, rss) in med.items():
+        for w, (wall, rss, cpu) in med.items():
             share = f", {100 * wall / first:.2f}% of the first run ({first:.1f} s)" if first else ""
-            print(f"  {w:6s}: {wall:.2f} s, peak {rss:.0f} MB{share}")
+            print(f"  {w:6s}: {wall:.2f} s wall, {cpu:.2f} s CPU, peak {rss:.0f} MB{share}")
         if "before" in med:
             print(f"  before / after: {med['before'][0] / med['after'][0]:.2f}× wall, "
-                  f"{med['before'][1] / med['after'][1]:.2f}× peak memory")
+                  f"{med['before'][2] / med['after'][2]:.2f}× CPU, {med['before'][1] / med['after'][1]:.2f}× peak memory")
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return 0

@@ -78,6 +78,8 @@ def _run(args) -> int:
         store = shard_path(store, shard)
     store.parent.mkdir(parents=True, exist_ok=True)
 
+    for note in manifest.notes:  # a guessed target, items without a generator ...: said before any work
+        print(f"warning: {note}", file=sys.stderr)
     # structural problems (ids, labels, prompts, paths) concern every extractor
     manifest, problems = manifest.validate(args.on_invalid, check_media=False)
     if args.split is not None:
@@ -85,7 +87,11 @@ def _run(args) -> int:
     else:
         wanted = manifest.df["split"].notna()
     media = [e for e in extractors if e.kind in MEDIA_KINDS]
-    if media:
+    if media:  # videos on the image track (or the reverse) are refused before any work
+        from .kindcheck import check_media_kind
+
+        for note in check_media_kind(manifest, args.track, allow=args.allow_media_mismatch):
+            print(f"warning: {note}", file=sys.stderr)
         sub = manifest.subset(wanted.to_numpy())
         missing = [p for p in sub.problems(check_media=True) if "media" in p.reason]
         if missing and args.on_invalid == "stop":
@@ -108,6 +114,7 @@ def _run(args) -> int:
                 workers=args.workers, shard=shard, split=args.split, retry_failed=not args.no_retry_failed,
                 progress=not args.no_progress, checkpoint_every_s=args.checkpoint_every,
                 on_changed=args.on_changed, allow_batch_change=args.allow_batch_change, threads=threads,
+                worker_stall_s=args.worker_stall, allow_media_mismatch=args.allow_media_mismatch,
             )
             trim()  # what the allocator thresholds kept for this extractor goes back before the next
             summaries.append(s)
@@ -167,6 +174,12 @@ def main(argv: list[str] | None = None) -> int:
                    help="resume a key with another --batch-size than it records (numbers differ ~1e-5; both recorded)")
     p.add_argument("--workers", type=int, default=None,
                    help="DataLoader workers for image/video extractors (default min(4, CPUs); meta/text use 0)")
+    p.add_argument("--worker-stall", type=float, default=None, metavar="S",
+                   help="stop when the DataLoader workers hand over no batch for S seconds while using no CPU "
+                        "(stuck, e.g. /dev/shm too small; default 120, or AIGCQ_WORKER_STALL_S; 0: wait forever)")
+    p.add_argument("--allow-media-mismatch", action="store_true",
+                   help="read media of the other kind anyway: frame 0 of a video on the image track, an image "
+                        "as a 1-frame video on the video track (refused by default)")
     p.add_argument("--shard", default=None, help="k/N: compute every N-th item from k (k from 0) into its own file")
     p.add_argument("--store-is-shard", action="store_true", help="with --shard: write to --store as given")
     p.add_argument("--split", default=None, help="only this split (default: all)")

@@ -343,8 +343,8 @@ class FeatureStore:
             added = len(new)
         else:
             old = self.df
-            pos = {iid: i for i, iid in enumerate(old["item_id"])}
-            rows = np.array([pos.get(i, -1) for i in new["item_id"]], dtype=np.int64)
+            pos = {iid: i for i, iid in enumerate(old["item_id"].to_numpy(dtype=object))}
+            rows = np.array([pos.get(i, -1) for i in new["item_id"].to_numpy(dtype=object)], dtype=np.int64)
             known = rows >= 0
             self._check_dataset(manifest, int((~known).sum()))
             changed = []

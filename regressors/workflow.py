@@ -311,7 +311,7 @@ def load_model_any(path, trust_pickle: bool = False):
         return bundle_io.load_bundle(p / MODEL_DIR)
     if p.suffix == ".pkl" or (p.is_dir() and (p / bundle_io.LEGACY_PICKLE).is_file()):
         model, meta = bundle_io.load_legacy_pickle(p, trust_pickle=trust_pickle)
-        return model, legacy_info(meta)
+        return model, legacy_info(meta, p)
     bundle_io.read_info(p)  # raises the precise error (missing folder, missing/invalid bundle.json)
     raise bundle_io.BundleError(f"{p} is not a model bundle")
 
@@ -326,15 +326,23 @@ def read_model_info(path) -> dict:
 
         pkl = p if p.suffix == ".pkl" else p / bundle_io.LEGACY_PICKLE
         try:
-            return legacy_info(model_io.read_meta(pkl))
-        except ValueError as err:
-            raise bundle_io.BundleError(f"{model_io.meta_path(pkl)} is not valid JSON ({err})") from None
+            return legacy_info(model_io.read_meta(pkl), model_io.meta_path(pkl))
+        except ValueError as err:  # read_meta's message names the file and what to do
+            raise bundle_io.BundleError(str(err)) from None
     return bundle_io.read_info(p)
 
 
-def legacy_info(meta: dict) -> dict:
-    return {"track": meta["track"], "target": {"name": meta["target"]}, "n_features": meta["n_features"],
-            "features": [{"block": b, "key": k} for b, k in meta["store_keys"].items()], "legacy_pickle": True}
+def legacy_info(meta: dict, where="the legacy model's .json") -> dict:
+    try:
+        info = {"track": meta["track"], "target": {"name": meta["target"]}, "n_features": meta["n_features"],
+                "features": [{"block": b, "key": k} for b, k in meta["store_keys"].items()], "legacy_pickle": True,
+                "files": {}}
+    except (KeyError, TypeError, AttributeError) as err:
+        raise bundle_io.BundleError(
+            f"{where}: expected an object with track, target, n_features and store_keys ({type(err).__name__}: "
+            f"{err}); the file is damaged: restore it or train again (`aigcq regress` writes a model bundle)") from None
+    bundle_io.check_shape(info, where)
+    return info
 
 
 def predict_command(model_path: str, store: str, split: str, out: str, n_boot: int = 1000,
