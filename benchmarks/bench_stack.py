@@ -71,6 +71,12 @@ def load_dataset(name: str, args):
         b = load_blocks(store, exs, target=target, track=track)
         X, blocks = b.matrix(b.names)
         return X, b.y, b.groups, blocks
+    if name == "aigiqa20k" and args.aigiqa_store:  # generator + prompt_minilm already in a store
+        from experiments.ablate import load_blocks
+
+        b = load_blocks(args.aigiqa_store, ["generator", "prompt_minilm"], target="mos", track="image")
+        X, blocks = b.matrix(b.names)
+        return X, b.y, b.groups, blocks
     from floor_benchmark import SHARED, load
 
     if not SHARED.is_dir():
@@ -113,11 +119,14 @@ def main() -> None:
     ap.add_argument("--datasets", default="demo", help="comma list: demo, fetv_static, fetv_temporal, aigiqa20k, t2vqa_db")
     ap.add_argument("--demo-store", default="runs/demo/demo.h5")
     ap.add_argument("--fetv-store", default=None)
+    ap.add_argument("--aigiqa-store", default=None, help="a store with generator + prompt_minilm of AIGIQA-20K "
+                    "(default: built from the label file, MiniLM cached in $AIGCQ_CACHE)")
     ap.add_argument("--trials", type=int, default=4, help="Optuna trials per tuned head (default fit: 12)")
     ap.add_argument("--heads", default="svr,enet,lgbm,knn")
     ap.add_argument("--max-tune-items", type=int, default=2000, help="default fit: 4,000")
-    ap.add_argument("--subsets", choices=["all", "singles", "none"], default="all",
-                    help="which block subsets to score with `before` (all: the hindsight best is exact)")
+    ap.add_argument("--subsets", default="all",
+                    help="block subsets to score with `before`: all (the hindsight best is exact), singles, none, "
+                         "or a comma list such as generator,nss,generator+nss")
     ap.add_argument("--variants", default="", help=f"comma list of {sorted(VARIANTS)}")
     ap.add_argument("--no-noise", action="store_true")
     ap.add_argument("--skip-before", action="store_true", help="no `before` rows on all blocks (rerunning `after` only)")
@@ -140,12 +149,16 @@ def main() -> None:
         rows: list[tuple[str, StackConfig, np.ndarray, dict]] = [("after (default): all blocks", after, X, blocks)]
         if not args.skip_before:
             rows.append(("before: all blocks", before, X, blocks))
-        if args.subsets != "none":
+        if args.subsets in ("all", "singles"):
             sizes = range(1, len(names)) if args.subsets == "all" else [1]
-            for r in sizes:
-                for sub in itertools.combinations(names, r):
-                    Xs, bs = sub_matrix(X, blocks, list(sub))
-                    rows.append((f"before: {'+'.join(sub)}", before, Xs, bs))
+            subsets = [list(sub) for r in sizes for sub in itertools.combinations(names, r)]
+        elif args.subsets == "none":
+            subsets = []
+        else:  # an explicit list
+            subsets = [sub.split("+") for sub in args.subsets.split(",")]
+        for sub in subsets:
+            Xs, bs = sub_matrix(X, blocks, sub)
+            rows.append((f"before: {'+'.join(sub)}", before, Xs, bs))
         for v in [v for v in args.variants.split(",") if v]:
             rows.append((f"variant {v}: all blocks", replace(base, **VARIANTS[v]), X, blocks))
         if not args.no_noise:
@@ -158,13 +171,18 @@ def main() -> None:
               f"max tune items {args.max_tune_items}; load {os.getloadavg()[0]:.1f}", flush=True)
         print("| variant | main [95% CI] | Δ vs after [95% CI] | blocks kept (per tuning) | s |\n|---|---|---|---|---|",
               flush=True)
-        ref = None
+        ref, ref_kept = None, None
+        full = "+".join(names)
         for label, cfg, Xv, bv in rows:
+            if label == "before: all blocks" and ref_kept and all(k == full for k in ref_kept):
+                # selection kept every block in every tuning: `before` is the very same computation
+                print(f"| {label} | same as after: selection kept every block | | | |", flush=True)
+                continue
             scored, pred, secs, kept = run_cv(Xv, y, groups, bv, cfg)
             ev = evaluate(pred, y[scored], n_boot=args.n_boot, seed=0)
             lo, hi = ev["ci"]["main"]
             if ref is None:
-                ref, ref_scored = pred, scored
+                ref, ref_scored, ref_kept = pred, scored, kept
                 delta = "—"
             else:
                 from experiments.ablate import _paired_delta

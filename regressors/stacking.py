@@ -261,7 +261,7 @@ def tune_and_meta(X, y, groups, blocks, cfg: StackConfig, tag: str = "final") ->
     info: dict[str, Any] = {"tuning_items": int(len(y)), "heads": {}}
     keep = None
     if cfg.select_blocks and blocks and len(blocks) > 1:
-        keep, info["block_selection"] = select_blocks(X, y, groups, blocks, n_splits=cfg.tune_folds, seed=cfg.seed,
+        keep, info["block_selection"] = select_blocks(X, y, groups, blocks, seed=cfg.seed,
                                                       protocol=cfg.protocol, pca=cfg.pca,
                                                       tolerance=cfg.select_tolerance)
     specs = base_specs(blocks, cfg, keep)
