@@ -80,6 +80,9 @@ class StackConfig:
     # whose untuned proxy heads score within select_tolerance of the best subset; the heads see only those
     select_blocks: bool = True
     select_tolerance: float = 0.005
+    # fit: a generator probe (regressors.generator_probe) fills the generator block of items whose generator
+    # is unknown (T2VQA-DB val/test) with probabilities predicted from their content blocks
+    generator_probe: bool = False
     engine: str = "local"  # local (n_jobs worker processes) | ray: the same tasks on a Ray cluster (ray_tasks.py)
 
     def to_dict(self) -> dict:
