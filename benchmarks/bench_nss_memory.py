@@ -50,8 +50,12 @@ def main() -> None:
     args = ap.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="bench_nss_mem_"))
     img = tmp / f"big_{args.side}.png"
-    make_image(img, args.side)
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
+    # made in its own process: a child forked from a process that held the image would inherit its
+    # peak (Linux keeps ru_maxrss across fork), and every number below would be off by it
+    subprocess.run([sys.executable, "-c", f"import sys; sys.path.insert(0, {str(REPO / 'benchmarks')!r}); "
+                    f"from bench_nss_memory import make_image; from pathlib import Path; "
+                    f"make_image(Path({str(img)!r}), {args.side})"], env=env, check=True)
     run = lambda p: json.loads(subprocess.run([sys.executable, "-c", CHILD, p], env=env, capture_output=True,  # noqa: E731
                                               text=True, check=True).stdout)
     item, idle = run(str(img)), run("")

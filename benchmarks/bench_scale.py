@@ -244,6 +244,13 @@ def main() -> None:
         print(json.dumps(fit_one(args.items, args.trials) if args.child == "fit" else svr_one(args.items)))
         return
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    # the same CPU work on both sides: one thread per process for OpenCV/OpenMP/BLAS, in this process
+    # (the local runner) and in the Ray workers (they inherit the environment of the cluster started here)
+    for var in ("OMP_NUM_THREADS", "OPENCV_FOR_THREADS_NUM", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ[var] = "1"
+    import cv2
+
+    cv2.setNumThreads(1)
     print(f"load average at start: {load_avg()} on {os.cpu_count()} cores", flush=True)
     results = {}
     with tempfile.TemporaryDirectory() as tmp:
