@@ -32,6 +32,9 @@ def test_noise_block_is_dropped_and_useful_blocks_kept(data):
     # backward elimination (what many blocks get) reaches the same set
     kept_b, info_b = select_blocks(X, y, groups, blocks, pca=None, exhaustive_up_to=3)
     assert kept_b == ["generator", "prompt"] and info_b["search"] == "backward"
+    # on many rows the proxies score a subsample of whole groups
+    kept_s, info_s = select_blocks(X, y, groups, blocks, pca=None, max_items=200)
+    assert kept_s == ["generator", "prompt"] and 200 <= info_s["rows"] < 230 and info["rows"] == len(y)
 
 
 def test_one_block_is_kept_as_is(data):
