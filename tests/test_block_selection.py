@@ -64,6 +64,10 @@ def test_stack_with_selection_ignores_noise_and_beats_the_stack_without(data):
     np.testing.assert_array_equal(cv["scored"], off["scored"])
     s = cv["scored"]
     assert main_score(cv["stack"], y[s]) > main_score(off["stack"], y[s])
+    # a dropped block costs exactly nothing: the same stack as on the other blocks alone
+    clean = cross_validate(X[:, :12], y, groups, {"generator": [0, 4], "prompt": [4, 12]}, cfg)
+    np.testing.assert_array_equal(clean["scored"], s)
+    np.testing.assert_allclose(cv["stack"], clean["stack"], rtol=1e-9, atol=1e-12)
     # the fitted model: no head reads the noise block, so its columns do not move a prediction
     model = fit_stack(X, y, groups, blocks, cfg)
     X2 = X.copy()
