@@ -246,7 +246,7 @@ def main() -> int:
     ap.add_argument("--fetv", type=Path, default=SHARED / "fetv")
     ap.add_argument("--aigiqa", type=Path, default=SHARED / "aigiqa20k")
     ap.add_argument("--extractors", default="generator,prompt_minilm,nss,effnet_lite0")
-    ap.add_argument("--fetv-items", type=int, default=0, help="only this many FETV clips (0: all 174)")
+    ap.add_argument("--fetv-items", type=int, default=40, help="only this many FETV clips (0: all 174)")
     ap.add_argument("--batches", type=int, default=6, help="forward passes timed per run")
     ap.add_argument("--items", type=int, default=1500, help="prompts for the thread benchmark")
     ap.add_argument("--json", type=Path, default=None, help="also write the numbers here")
