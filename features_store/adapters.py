@@ -216,9 +216,12 @@ def load_table(labels: str | os.PathLike, root: str | os.PathLike | None = None,
                sep: str | None = None, sheet: Any = 0, header: Any = "auto", names: list[str] | None = None,
                name: str | None = None, media: str | None = None, **unused) -> Manifest:
     """Generic label table. ``columns`` maps our names (item_id, path, prompt, mos, split, group,
-    generator) to the file's; unmapped ones are guessed from common names. ``path`` defaults to
-    the item_id column; ``generator_regex`` pulls the generator out of the file name; ``media``
-    (image | video) says what the files are (else the feature run recognises them by content)."""
+    generator) to the file's; unmapped ones are guessed from common names (a guessed target is
+    reported in ``Manifest.notes``). ``item_id`` may be composite: a list of columns (joined with
+    ``/``) or a template such as ``"{model}/{image}"``, for tables whose file names repeat across
+    generators. ``path`` defaults to the item_id (column or composite); ``generator_regex`` pulls
+    the generator out of the file name; ``media`` (image | video) says what the files are (else
+    the feature run recognises them by content)."""
     _refuse_unknown("table", unused)
     if media not in (None, "image", "video"):
         raise ValueError(f"table: media must be 'image' or 'video', got {media!r}.{suggest(str(media), ['image', 'video'])}")
@@ -228,8 +231,10 @@ def load_table(labels: str | os.PathLike, root: str | os.PathLike | None = None,
     if bad_keys:
         raise ValueError(f"table: unknown column role(s) {sorted(bad_keys)}.{suggest(sorted(bad_keys)[0], [*TABLE_GUESSES, 'path'])} "
                          f"Roles: item_id, path, {', '.join(list(TABLE_GUESSES)[1:])}")
-    df = _read_table(labels, sep=sep, sheet=sheet, header=header, names=names, expect=tuple(columns.values()))
+    expect = tuple(c for v in columns.values() for c in (v if isinstance(v, (list, tuple)) else [v]) if isinstance(c, str))
+    df = _read_table(labels, sep=sep, sheet=sheet, header=header, names=names, expect=expect)
     lower = {c.lower(): c for c in df.columns}
+    notes: list[str] = []
 
     def pick(role: str) -> str | None:
         if role in columns:
@@ -240,22 +245,36 @@ def load_table(labels: str | os.PathLike, root: str | os.PathLike | None = None,
             return col
         return next((lower[g] for g in TABLE_GUESSES.get(role, ()) if g in lower), None)
 
-    id_col = pick("item_id")
-    if id_col is None:
-        raise ValueError(f"{labels}: no item_id column; set columns.item_id (columns are {list(df.columns)})")
-    out = pd.DataFrame({"item_id": df[id_col], "name": df[id_col]})
-    path_col = columns.get("path", id_col)
-    if path_col not in df:
+    if _is_composite(columns.get("item_id")):
+        ids = _composite_ids(df, columns["item_id"], labels)
+    else:
+        id_col = pick("item_id")
+        if id_col is None:
+            raise ValueError(f"{labels}: no item_id column; set columns.item_id (columns are {list(df.columns)})")
+        ids = df[id_col]
+    out = pd.DataFrame({"item_id": ids, "name": ids})
+    path_col = columns.get("path")
+    if path_col is not None and path_col not in df:
         raise ValueError(f"{labels}: column {path_col!r} (for path) not found.{suggest(path_col, df.columns)} "
                          f"Columns are {list(df.columns)}")
     for role in ("prompt", "mos", "split", "group", "generator"):
         col = pick(role)
         if col is not None:
             out[role] = df[col]
+            if role == "mos" and "mos" not in columns and col != "mos":
+                notes.append(f"{labels.name}: the target 'mos' is not mapped, so column {col!r} is used as the rating "
+                             f"to predict (guessed from its name). If it is not that rating (e.g. a sum of "
+                             f"sub-scores), map the right one: columns: {{mos: <column>}} (command line: "
+                             f"-O columns.mos=<column>)")
     if "split" not in out:
         out["split"] = split
     if generator_regex:
-        out["generator"] = _generator_from_name(df[id_col], generator_regex)
+        out["generator"] = _generator_from_name(df[path_col] if path_col else ids, generator_regex)
+        notes += _generator_notes(out, f"generator_regex {generator_regex!r}", "matches",
+                                  "check case and dots (e.g. '^(?P<generator>[^_]+)_' takes all before the first '_')")
+    elif "generator" in out:
+        notes += _generator_notes(out, f"column {pick('generator')!r} (generator)", "fills",
+                                  "fill the column, or give generator_regex")
     extra = [c for c in (label_columns or []) if c not in out]
     for c in extra:
         if c not in df:
@@ -263,10 +282,50 @@ def load_table(labels: str | os.PathLike, root: str | os.PathLike | None = None,
         out[c] = df[c]
     base = Path(root).expanduser() if root else labels.parent
     mroot = base.resolve()
-    rel = df[path_col].astype(str)
+    rel = (df[path_col] if path_col else ids).astype(str)
     # absolute paths inside the root become relative; others stay as given and fail validation
     out["path"] = [os.path.relpath(p, mroot) if os.path.isabs(p) and Path(p).is_relative_to(mroot) else p for p in rel]
-    return Manifest(out, mroot, name or labels.stem, label_columns=extra, adapter="table", media=media)
+    return Manifest(out, mroot, name or labels.stem, label_columns=extra, adapter="table", media=media, notes=notes)
+
+
+def _is_composite(spec) -> bool:
+    return isinstance(spec, (list, tuple)) or (isinstance(spec, str) and "{" in spec)
+
+
+def _composite_ids(df: pd.DataFrame, spec, labels: Path) -> pd.Series:
+    """Item ids from several columns: a list (values joined with '/') or a format template."""
+    import string
+
+    template = "/".join("{" + str(c) + "}" for c in spec) if isinstance(spec, (list, tuple)) else spec
+    try:
+        fields = [f for _, f, _, _ in string.Formatter().parse(template) if f is not None]
+    except ValueError as err:
+        raise ValueError(f"{labels}: item_id template {template!r} is not valid ({err})") from None
+    if not fields:
+        raise ValueError(f"{labels}: item_id template {template!r} names no column (write e.g. '{{model}}/{{name}}')")
+    for f in fields:
+        if f not in df:
+            raise ValueError(f"{labels}: column {f!r} (in the composite item_id) not found.{suggest(f, df.columns)} "
+                             f"Columns are {list(df.columns)}")
+    cols = {f: df[f].astype(str).str.strip() for f in dict.fromkeys(fields)}
+    blank = pd.concat([v == "" for v in cols.values()], axis=1).any(axis=1)
+    ids = pd.Series([template.format(**{f: cols[f].iat[i] for f in cols}) for i in range(len(df))], index=df.index)
+    return ids.where(~blank, "")  # a part missing: an empty id, reported by validation
+
+
+def _generator_notes(out: pd.DataFrame, what: str, verb: str, fix: str) -> list[str]:
+    """A note when some or all items get no generator from ``what``."""
+    gen = out["generator"]
+    missing = gen.isna() | gen.astype(str).str.strip().isin(["", "None", "nan"])
+    n, k = len(gen), int(missing.sum())
+    if not k or not n:
+        return []
+    examples = ", ".join(repr(x) for x in out.loc[missing, "name"].astype(str).head(3))
+    if k == n:
+        return [f"{what} {verb} none of the {n} items (e.g. {examples}): no item has a generator, so the `generator` "
+                f"extractor is a constant column; {fix}"]
+    return [f"{what} {verb} {n - k} of {n} items; {k} have no generator (e.g. {examples}) and count as one "
+            f"unknown generator; {fix}"]
 
 
 # ------------------------------------------------------------------- dispatch
@@ -330,7 +389,13 @@ def _from_yaml(path: Path, adapter: str | None, options: dict) -> Manifest:
     if adapter == "table":
         if "labels" not in cfg:
             raise ValueError(f"{path}: a table dataset needs 'labels: <file>'")
-        return load_table(**cfg)
+        allow_links = cfg.pop("allow_outside_links", None)
+        m = load_table(**cfg)
+        if allow_links is not None:
+            if not isinstance(allow_links, bool):
+                raise ValueError(f"{path}: allow_outside_links must be true or false, got {allow_links!r}")
+            m.allow_outside_links = allow_links
+        return m
     folder = cfg.pop("path", None) or cfg.pop("root", None)
     if folder is None:
         raise ValueError(f"{path}: adapter {adapter!r} needs 'path: <dataset folder>'")
@@ -338,10 +403,33 @@ def _from_yaml(path: Path, adapter: str | None, options: dict) -> Manifest:
 
 
 def load(source: str | os.PathLike, adapter: str | None = None, **options: Any) -> Manifest:
+    allow_links = options.pop("allow_outside_links", None)
     m = _load(source, adapter, **options)
     if not getattr(m, "source", ""):  # the innermost source wins (a YAML naming a dataset folder: the folder)
         m.source = str(Path(source).expanduser().resolve())
+    if allow_links is not None:
+        if not isinstance(allow_links, bool):
+            raise ValueError(f"allow_outside_links must be true or false, got {allow_links!r}")
+        m.allow_outside_links = allow_links
+    _note_generators(m)
     return m
+
+
+def _note_generators(m: Manifest) -> None:
+    """Items without a generator, unless the adapter said it already (e.g. a regex that matched some)."""
+    if any("generator" in n for n in m.notes) or not len(m.df):
+        return
+    m.notes = list(m.notes)
+    missing = m.df["generator"].isna()
+    if missing.all():
+        m.notes.append(f"dataset {m.name!r}: no item has a generator (no generator column or generator_regex), so "
+                       "the `generator` extractor is a constant column; map one: columns: {generator: <column>} "
+                       "or generator_regex: '<pattern>'")
+    elif missing.any():
+        per_split = m.df.loc[missing, "split"].value_counts(sort=False)
+        where = ", ".join(f"{k} {v:,}" for k, v in per_split.items())
+        m.notes.append(f"dataset {m.name!r}: {int(missing.sum()):,} of {len(m.df):,} items have no generator ({where}); "
+                       "they count as one unknown generator")
 
 
 def _load(source: str | os.PathLike, adapter: str | None = None, **options: Any) -> Manifest:

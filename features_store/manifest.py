@@ -46,9 +46,14 @@ class ManifestError(ValueError):
         self.problems = list(problems)
         lines = "\n".join(f"  - {p}" for p in self.problems[:limit])
         more = f"\n  ... and {len(self.problems) - limit} more" if len(self.problems) > limit else ""
+        dup = any(p.reason.startswith("duplicate item_id") for p in self.problems)
+        hint = ("\nDuplicate ids: when file names repeat across generators (one folder per model), make the id "
+                "composite in the YAML table: columns: {item_id: [model_column, name_column]} "
+                "(or a template: item_id: '{model_column}/{name_column}')." if dup else "")
         super().__init__(
             f"dataset {name!r}: {len(self.problems)} invalid item(s):\n{lines}{more}\n"
-            "Fix them, or pass policy='skip' (CLI: --on-invalid skip) to leave them out and get a report."
+            "Fix them, or leave them out with a report: make ... ON_INVALID=skip (command line: --on-invalid skip; "
+            f"Python: policy='skip').{hint}"
         )
 
 
@@ -83,6 +88,9 @@ class Manifest:
 
     media: str | None = None  # class defaults for manifests built without __init__ (a store's)
     notes: list[str] | tuple = ()
+    #: media reached through a symlink that leads outside the root are a problem unless this is set
+    #: (dataset option allow_outside_links: true; CLI -O allow_outside_links=true)
+    allow_outside_links: bool = False
 
     def __init__(
         self,
@@ -169,7 +177,7 @@ class Manifest:
     def subset(self, mask) -> "Manifest":
         m = Manifest.__new__(Manifest)
         m.root, m.name, m.adapter, m.load_problems = self.root, self.name, self.adapter, []
-        m.media, m.notes = self.media, list(self.notes)
+        m.media, m.notes, m.allow_outside_links = self.media, list(self.notes), self.allow_outside_links
         m.source = getattr(self, "source", "")
         m._label_columns = list(self._label_columns)
         m.df = self.df[np.asarray(mask, dtype=bool)].reset_index(drop=True)
@@ -231,6 +239,7 @@ class Manifest:
                 what = "missing (empty or NaN)" if np.isnan(mos[pos]) else f"not finite ({mos[pos]})"
                 out.append(Problem(ids[pos], f"MOS {what} in labelled split {split[pos]!r}", int(pos)))
         root = Path(self.root)
+        outside = None if self.allow_outside_links else _OutsideLinks(self.root)
         for pos, rel in enumerate(df["path"].to_numpy()):
             if not rel:
                 if check_media:
@@ -238,6 +247,10 @@ class Manifest:
                 continue
             if os.path.isabs(rel) or os.path.normpath(rel).split(os.sep)[0] == "..":
                 out.append(Problem(ids[pos], f"path {rel!r} escapes the dataset root {self.root}", pos))
+            elif outside is not None and (target := outside(rel)):
+                out.append(Problem(ids[pos], f"path {rel!r} is a symlink to {target}, outside the dataset root "
+                                             f"{self.root}; if that is intended, set allow_outside_links: true in "
+                                             "the dataset YAML (command line: -O allow_outside_links=true)", pos))
             elif check_media and not (root / rel).is_file():
                 out.append(Problem(ids[pos], f"media file missing: {root / rel}", pos))
         return sorted(out, key=lambda p: -1 if p.row is None else p.row)  # stable: row order
@@ -257,6 +270,35 @@ class Manifest:
         keep = np.ones(len(self.df), dtype=bool)
         keep[sorted(bad_rows)] = False
         return self.subset(keep), problems
+
+
+class _OutsideLinks:
+    """``rel`` -> where it really leads when that is outside ``root`` through a symlink (else None).
+
+    Like a ``../`` path, a symlink inside the dataset root that leads outside it reaches files
+    the dataset does not hold. Cheap enough for every validation: one ``lstat`` per file plus
+    one ``realpath`` per folder (cached); absent files are not links (media checks name them).
+    """
+
+    def __init__(self, root: str):
+        self.root = os.path.realpath(root)
+        self._dirs: dict[str, str] = {}
+
+    def _inside(self, real: str) -> bool:
+        return real == self.root or real.startswith(self.root.rstrip(os.sep) + os.sep)
+
+    def __call__(self, rel: str) -> str | None:
+        path = os.path.join(self.root, rel)
+        folder = os.path.dirname(path)
+        real_dir = self._dirs.get(folder)
+        if real_dir is None:
+            real_dir = self._dirs[folder] = os.path.realpath(folder)
+        if not self._inside(real_dir):
+            return real_dir
+        if os.path.islink(path):
+            real = os.path.realpath(path)
+            return None if self._inside(real) else real
+        return None
 
 
 def problems_frame(problems: list[Problem]) -> pd.DataFrame:

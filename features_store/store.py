@@ -740,6 +740,7 @@ class FeatureStore:
         return {
             "path": str(self.path), "items": len(self), "dtype": str(self.dtype),
             "dataset": self.meta.get("name"), "root": self.meta.get("root"), "shard": self.meta.get("shard") or None,
+            "source": self.meta.get("source") or None, "dataset_id": self.meta.get("dataset_id") or None,
             "journal_files": len(self._applied),
             "keys": {k: {"name": c.attrs.get("name"), "dim": c.dim, **self.counts(k)} for k, c in sorted(self._configs.items())},
         }

@@ -37,6 +37,8 @@ TRUSTED_TYPES: tuple[str, ...] = (
     "collections.OrderedDict",
     "lightgbm.basic.Booster",  # rebuilt from LightGBM's own text model format (its __setstate__)
     "lightgbm.sklearn.LGBMRegressor",
+    "regressors.generator_probe.GeneratorProbe",
+    "regressors.generator_probe.ProbedModel",
     "regressors.heads.BlockTransformer",
     "regressors.heads.CosineWeights",
     "regressors.heads.ElasticNetHead",

@@ -196,11 +196,11 @@ def _fit_into(out_dir: Path, final_dir: Path, track, store, data, splits, refuse
     if data.incomplete:
         metrics["train_items_missing_features"] = data.incomplete
     metrics.update(safe_evaluate(cv["stack"], y_s, n_boot=n_boot))
-    metrics["heads"] = {n: safe_evaluate(p, y_s, n_boot=0) for n, p in cv["heads"].items()
+    metrics["heads"] = {n: _head_evaluate(p, y_s) for n, p in cv["heads"].items()
                         if not n.startswith(("block:", "fixed:"))}
-    metrics["fixed_heads"] = {n.split(":", 1)[1]: safe_evaluate(p, y_s, n_boot=0)
+    metrics["fixed_heads"] = {n.split(":", 1)[1]: _head_evaluate(p, y_s)
                               for n, p in cv["heads"].items() if n.startswith("fixed:")}
-    metrics["blocks"] = {n.split(":", 1)[1]: safe_evaluate(p, y_s, n_boot=0)
+    metrics["blocks"] = {n.split(":", 1)[1]: _head_evaluate(p, y_s)
                          for n, p in cv["heads"].items() if n.startswith("block:")}
     metrics["per_generator"] = per_group(cv["stack"], y_s, data.generators[scored])
     metrics["cv_info"] = cv["info"]
@@ -222,6 +222,7 @@ def _fit_into(out_dir: Path, final_dir: Path, track, store, data, splits, refuse
         per_row = (time.perf_counter() - t1) / max(len(in_sample) + len(others), 1)  # wall, over the workers
     t_fit = time.perf_counter() - t0
     metrics["meta_weights"] = model.weights()
+    metrics["block_selection"] = model.info.get("block_selection")
     bundle_io.save_bundle(out_dir / MODEL_DIR, model, _bundle_info(track, target, store, data, cfg, metrics, model))
 
     # predictions: CV (honest) for scored training items, in-sample for the tuning set only (predicting
@@ -270,6 +271,16 @@ def _fit_into(out_dir: Path, final_dir: Path, track, store, data, splits, refuse
     scatter_plot(cv["stack"], y_s, out_dir / "scatter.png",
                  title=f"{track}: stacked, {cfg.protocol} CV, main {metrics.get('main', float('nan')):.3f}")
     return metrics
+
+
+def _head_evaluate(pred, y) -> dict:
+    """A base head's CV score; on the items it predicted when block selection dropped it in some outer folds."""
+    ok = np.isfinite(pred)
+    if ok.all():
+        return safe_evaluate(pred, y, n_boot=0)
+    out = safe_evaluate(pred[ok], y[ok], n_boot=0)
+    out["note"] = f"head absent from some outer folds (block not selected there): scored on {int(ok.sum())} of {len(y)}"
+    return out
 
 
 def _vocab_by_key(data) -> dict[str, list[str]]:

@@ -243,3 +243,35 @@ def test_misspelt_adapter_option_and_column_get_suggestions(tmp_path):
     assert labels.is_file()
     with pytest.raises(ValueError, match="Did you mean 'fetv'"):
         load_dataset(labels.parent, adapter="fevt")
+
+
+# ---------------------------------------------------------------- nss memory
+def test_nss_large_image_path_gives_the_full_size_numbers():
+    """The bounded-memory path (blockiness in stripes, no full-size float copies) changes no number:
+    a 2,100 x 1,500 image (above max_side) against the plain full-resolution computation."""
+    from extractors import nss
+
+    rng = np.random.default_rng(3)
+    img = rng.integers(0, 255, (1500, 2100, 3), dtype=np.uint8)
+    img[:, ::8] //= 2  # an 8-pixel grid, so blockiness is not ~1
+    plain = nss.blockiness(nss.luma32(img))
+    assert nss.blockiness_rgb(img, rows=257) == pytest.approx(plain, rel=1e-12) and plain > 1.05
+    v = nss.nss_vector(img, max_side=1024)
+    assert v[nss.FEATURE_NAMES.index("blockiness")] == pytest.approx(plain, rel=1e-12)
+    assert v[nss.FEATURE_NAMES.index("width")] == 2100
+
+
+def test_nss_full_resolution_refuses_a_huge_image_per_item():
+    from extractors import nss
+    from extractors.base import ItemError
+
+    big = np.lib.stride_tricks.as_strided(np.zeros(3, np.uint8), shape=(8193, 8192, 3), strides=(0, 0, 1))
+    with pytest.raises(ItemError, match=r"8192x8193 is above 67,108,864 pixels.*max_side=1024"):
+        nss.nss_vector(big, max_side=None)
+
+
+def test_rgb_array_copies_in_stripes_exactly():
+    from extractors.media import rgb_array
+
+    a = np.random.default_rng(0).integers(0, 255, (2500, 1100, 3), dtype=np.uint8)
+    assert np.array_equal(rgb_array(Image.fromarray(a), rows=700), a)

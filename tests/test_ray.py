@@ -76,6 +76,29 @@ def test_worker_killed_mid_shard_is_restarted_and_resumes(cluster, demo_data, tm
     assert store_content(tmp_path / "ray.h5") == store_content(tmp_path / "single.h5")
 
 
+@pytest.mark.slow  # ~30 s on a busy machine (actor start-up)
+def test_rerun_after_the_driver_died_keeps_what_its_shards_computed(cluster, demo_data, tmp_path, capsys):
+    """A driver killed mid-run leaves <store>.ray/ with shard stores: the next run merges them first."""
+    from extractors.registry import for_track
+    from extractors.runner import run_extraction
+    from features_store import load_dataset
+
+    manifest = load_dataset(demo_data)
+    assert _features(demo_data, tmp_path / "single.h5", "generator") == 0
+    ex = for_track("generator", "image")
+    ex.device, ex.precision = "cpu", "fp32"
+    left = Path(f"{tmp_path / 'ray.h5'}.ray") / f"{ex.key()}.part-00000-of-00003.h5"
+    left.parent.mkdir()
+    mask = np.zeros(len(manifest.df), bool)
+    mask[:8] = True  # what shard 0 of the dead driver's run had computed
+    run_extraction(manifest.subset(mask), ex, left, progress=False, learn_from=manifest)
+    capsys.readouterr()
+    assert _features(demo_data, tmp_path / "ray.h5", "generator", "--engine", "ray", "--shard-size", "8") == 0
+    assert "16 computed, 0 failed, 8 already in the store, dim 7, 2 shards" in capsys.readouterr().out
+    assert store_content(tmp_path / "ray.h5") == store_content(tmp_path / "single.h5")
+    assert not left.exists()
+
+
 def test_engine_ray_refuses_hand_made_shards(demo_data, tmp_path, capsys):
     assert _features(demo_data, tmp_path / "x.h5", "generator", "--engine", "ray", "--shard", "0/2") == 2
     assert "--shard-size" in capsys.readouterr().err
