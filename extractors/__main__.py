@@ -205,7 +205,8 @@ def main(argv: list[str] | None = None) -> int:
     g.add_argument("--engine", default="local", choices=["local", "ray"],
                    help="ray: shards as Ray actors (one GPU each with --device cuda), merged into --store at the end")
     g.add_argument("--address", default=None,
-                   help="Ray cluster: auto (the one `ray start` made here), ray://head:10001; default: a local one")
+                   help="Ray cluster: auto (the one `ray start` made on this node), head:6379, or ray://head:10001 "
+                        "(Ray Client: pip install 'ray[client]'); default: a local one")
     g.add_argument("--shard-size", type=int, default=None,
                    help="items per shard (rounded up to whole batches; default ~4 shards per actor and extractor)")
     g.add_argument("--actors-per-gpu", type=int, default=1, help="shard workers sharing one GPU")
