@@ -78,8 +78,10 @@ def _run(args) -> int:
         store = shard_path(store, shard)
     store.parent.mkdir(parents=True, exist_ok=True)
 
+    wants_generator = any(e.name == "generator" for e in extractors)
     for note in manifest.notes:  # a guessed target, items without a generator ...: said before any work
-        print(f"warning: {note}", file=sys.stderr)
+        if getattr(note, "about", "") != "generator" or wants_generator:
+            print(f"warning: {note}", file=sys.stderr)
     # structural problems (ids, labels, prompts, paths) concern every extractor
     manifest, problems = manifest.validate(args.on_invalid, check_media=False)
     if args.split is not None:
