@@ -52,9 +52,9 @@ def _run(checkout: Path, args: list[str], env: dict[str, str]) -> tuple[float, f
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--data", type=Path, required=True)
+    ap.add_argument("--data", type=Path, default=REPO.parent / "shared" / "data" / "aigiqa20k")
     ap.add_argument("--track", default="image")
-    ap.add_argument("--extractors", required=True)
+    ap.add_argument("--extractors", default="generator,prompt_minilm")
     ap.add_argument("--threads", default="1", help="passed as --threads (empty: not passed)")
     ap.add_argument("--before", type=Path, default=None, help="an older checkout to compare with")
     ap.add_argument("--store", type=Path, default=None, help="an existing complete store (skips the first run)")

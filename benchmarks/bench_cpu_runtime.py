@@ -39,8 +39,10 @@ def _load() -> str:
     return " ".join(open("/proc/loadavg").read().split()[:3])
 
 
-def _run(cmd: list[str], env: dict[str, str]) -> tuple[float, float, str]:
-    """(wall s, peak RSS MB of the process and its waited-for descendants, output)."""
+def _run(cmd: list[str], env: dict[str, str]) -> tuple[float, float, str, float, float]:
+    """(wall s, peak RSS MB, output, user CPU s, system CPU s) of the process and its waited-for
+    descendants (DataLoader workers). CPU time stretches far less than wall time with the load;
+    system time is where page faults of unmapped-and-refaulted buffers show."""
     out = tempfile.TemporaryFile("w+")
     t = time.perf_counter()
     p = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT, text=True)
@@ -51,7 +53,7 @@ def _run(cmd: list[str], env: dict[str, str]) -> tuple[float, float, str]:
     text = out.read()
     if p.returncode != 0:
         raise SystemExit(f"failed ({p.returncode}): {' '.join(cmd)}\n{text[-3000:]}")
-    return wall, usage.ru_maxrss / 1024, text
+    return wall, usage.ru_maxrss / 1024, text, usage.ru_utime, usage.ru_stime
 
 
 def _env(**extra: str) -> dict[str, str]:
@@ -83,50 +85,76 @@ print(f"RESULT {n * batch / dt:.3f} items/s")
 """
 
 
-def _forward(setting: str, threads: int, batch: int, n: int) -> tuple[float, float, float]:
-    wall, rss, text = _run([sys.executable, "-c", FORWARD, setting, str(threads), str(batch), str(n)], _env())
-    return float(re.search(r"RESULT ([\d.]+)", text).group(1)), rss, wall
+def _forward(setting: str, threads: int, batch: int, n: int) -> tuple[float, float, float, float, float]:
+    """(wall, peak MB, items/s of the timed passes, user s, sys s)."""
+    wall, rss, text, user, system = _run([sys.executable, "-c", FORWARD, setting, str(threads), str(batch), str(n)],
+                                         _env())
+    return wall, rss, float(re.search(r"RESULT ([\d.]+)", text).group(1)), user, system
 
 
 def _extract(data: Path, track: str, spec: str, store: Path, setting: str, threads: str,
-             extra_env: dict[str, str] | None = None, workers: int | None = None) -> tuple[float, float, float]:
+             extra_env: dict[str, str] | None = None, workers: int | None = None) -> tuple[float, ...]:
+    """(wall, peak MB, items/s of the compute loop, user s, sys s)."""
     cmd = [sys.executable, "-m", "extractors", "run", "--track", track, "--data", str(data), "--extractors", spec,
            "--store", str(store), "--no-progress", "--malloc-threshold", setting]
     cmd += ["--threads", threads] if threads != "default" else []
     cmd += ["--workers", str(workers)] if workers is not None else []
-    wall, rss, text = _run(cmd, _env(**(extra_env or {})))
+    wall, rss, text, user, system = _run(cmd, _env(**(extra_env or {})))
     m = re.search(r"(\d+) computed.*?([\d.]+) items/s", text)
     if not m or int(m.group(1)) == 0:
         raise SystemExit(f"nothing computed: {' '.join(cmd)}\n{text[-2000:]}")
-    return wall, rss, float(m.group(2))
+    return wall, rss, float(m.group(2)), user, system
 
 
 # ------------------------------------------------------------------ malloc part
+def _fetv_subset(fetv: Path, n: int, folder: Path) -> Path:
+    """The first ``n`` FETV clips as a table dataset (a YAML beside a cut labels.csv; media stay put)."""
+    import csv
+
+    with open(fetv / "labels.csv", newline="", encoding="utf-8-sig") as fh:
+        rows = list(csv.DictReader(fh))
+    if n and n < len(rows):
+        rows = rows[:: max(1, len(rows) // n)][:n]  # spread over the four generators and the real clips
+    with open(folder / "labels.csv", "w", newline="", encoding="utf-8") as fh:
+        w = csv.DictWriter(fh, fieldnames=["name", "prompt", "model", "static_quality"])
+        w.writeheader()
+        w.writerows({k: r[k] for k in ("name", "prompt", "model", "static_quality")} for r in rows)
+    spec = folder / "fetv_subset.yaml"
+    spec.write_text(f"adapter: table\nlabels: labels.csv\nroot: {fetv / 'videos'}\n"
+                    "columns: {item_id: name, prompt: prompt, generator: model, mos: static_quality}\n")
+    return spec
+
+
 def part_malloc(args) -> dict:
     specs = args.extractors.split(",")
     rows: dict[str, dict[str, list]] = {s: {"off": [], "on": []} for s in [*specs, "effnet_forward"]}
     with tempfile.TemporaryDirectory() as tmp:
+        data = _fetv_subset(args.fetv, args.fetv_items, Path(tmp)) if args.fetv_items else args.fetv
         for r in range(args.repeat):
             order = ("off", "on") if r % 2 == 0 else ("on", "off")
             for spec in specs:
                 for mode in order:
-                    setting = "off" if mode == "off" else "1G"
+                    setting = "off" if mode == "off" else "on"
                     store = Path(tmp) / f"{spec}-{mode}-{r}.h5".replace(":", "_").replace("=", "_")
-                    wall, rss, rate = _extract(args.fetv, "video", spec, store, setting, "1")
-                    rows[spec][mode].append((wall, rss, rate))
-                    print(f"  rep {r} {spec:14s} {mode:3s} wall {wall:6.1f} s  peak {rss:6.0f} MB  "
-                          f"{rate:7.1f} items/s  load {_load()}", flush=True)
+                    got = _extract(data, "video", spec, store, setting, "1")
+                    rows[spec][mode].append(got)
+                    print(f"  rep {r} {spec:14s} {mode:3s} wall {got[0]:6.1f} s  peak {got[1]:6.0f} MB  "
+                          f"{got[2]:7.1f} items/s  CPU {got[3]:6.1f} + {got[4]:5.1f} s  load {_load()}", flush=True)
             for mode in order:
-                rate, rss, wall = _forward("off" if mode == "off" else "1G", 1, 32, args.batches)
-                rows["effnet_forward"][mode].append((wall, rss, rate))
-                print(f"  rep {r} effnet_forward {mode:3s} {rate:6.1f} items/s  peak {rss:6.0f} MB  load {_load()}",
-                      flush=True)
+                got = _forward(mode, 1, 32, args.batches)
+                rows["effnet_forward"][mode].append(got)
+                print(f"  rep {r} effnet_forward {mode:3s} {got[2]:6.1f} items/s  peak {got[1]:6.0f} MB  "
+                      f"CPU {got[3]:6.1f} + {got[4]:5.1f} s  load {_load()}", flush=True)
     result = {}
-    print(f"\nmalloc thresholds (1 GiB) vs glibc defaults, FETV, 1 thread, medians of {args.repeat}; load {_load()}")
-    print(f"| extractor | wall off (s) | wall on (s) | speed-up (off/on) | items/s off → on | peak RSS off → on (MB) |")
-    print("|---|---:|---:|---:|---:|---:|")
+    print(f"\nmalloc thresholds (default) vs glibc defaults, FETV ({args.fetv_items or 174} clips), 1 thread, "
+          f"medians of {args.repeat}; load {_load()}")
+    print("| extractor | wall off (s) | wall on (s) | speed-up (off/on) | items/s off → on "
+          "| user+sys CPU s off → on | of which sys | peak RSS off → on (MB) |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|")
     for spec, d in rows.items():
-        med = {m: [statistics.median(x[i] for x in d[m]) for i in range(3)] for m in ("off", "on")}
+        med = {m: [statistics.median(x[i] for x in d[m]) for i in range(3)]
+               + [statistics.median(x[3] + x[4] for x in d[m]), statistics.median(x[4] for x in d[m])]
+               for m in ("off", "on")}
         if spec == "effnet_forward":  # the rate is the measure (no start-up in it)
             speed = med["on"][2] / med["off"][2]
             label = "effnet_lite0 forward, batch 32"
@@ -137,6 +165,7 @@ def part_malloc(args) -> dict:
             wall_off, wall_on = med["off"][0], med["on"][0]
         result[spec] = {"speedup": speed, "off": med["off"], "on": med["on"], "runs": d}
         print(f"| {label} | {wall_off:.1f} | {wall_on:.1f} | {speed:.2f}× | {med['off'][2]:.1f} → {med['on'][2]:.1f} "
+              f"| {med['off'][3]:.1f} → {med['on'][3]:.1f} | {med['off'][4]:.1f} → {med['on'][4]:.1f} "
               f"| {med['off'][1]:.0f} → {med['on'][1]:.0f} |")
     return result
 
@@ -175,8 +204,8 @@ def part_threads(args) -> dict:
                 for r in range(args.repeat):
                     for s in settings if r % 2 == 0 else settings[::-1]:
                         store = Path(tmp) / f"{condition}-{s}-{r}.h5"
-                        _, _, rate = _extract(table, "image", "prompt_minilm", store, "1G",
-                                              "default" if s == "auto" else s)
+                        rate = _extract(table, "image", "prompt_minilm", store, "on",
+                                        "default" if s == "auto" else s)[2]
                         rates[s].append(rate)
                         if s == "auto":
                             code = FORWARD.replace("torch.set_num_threads(int(sys.argv[2]))",
@@ -184,8 +213,8 @@ def part_threads(args) -> dict:
                                                    "torch.set_num_threads(auto_threads())")
                         else:
                             code = FORWARD
-                        _, _, text = _run([sys.executable, "-c", code, "1G", s if s != "auto" else "0", "16",
-                                           str(args.batches)], _env())
+                        text = _run([sys.executable, "-c", code, "on", s if s != "auto" else "0", "16",
+                                     str(args.batches)], _env())[2]
                         fwd[s].append(float(re.search(r"RESULT ([\d.]+)", text).group(1)))
                         loads.append(_load())
                         print(f"  {condition} rep {r} threads {s:4s}: prompt_minilm {rate:6.1f} items/s, "
@@ -217,6 +246,7 @@ def main() -> int:
     ap.add_argument("--fetv", type=Path, default=SHARED / "fetv")
     ap.add_argument("--aigiqa", type=Path, default=SHARED / "aigiqa20k")
     ap.add_argument("--extractors", default="generator,prompt_minilm,nss,effnet_lite0")
+    ap.add_argument("--fetv-items", type=int, default=40, help="only this many FETV clips (0: all 174)")
     ap.add_argument("--batches", type=int, default=6, help="forward passes timed per run")
     ap.add_argument("--items", type=int, default=1500, help="prompts for the thread benchmark")
     ap.add_argument("--json", type=Path, default=None, help="also write the numbers here")

@@ -36,10 +36,21 @@ _UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30}
 
 
 # ------------------------------------------------------------------ allocator
-def parse_malloc_threshold(text: str | int | None) -> int | None:
-    """'off'/'0' -> None (leave glibc alone); None/''/'on'/'default' -> 1 GiB; '512M', '1G', bytes."""
-    if text is None or (isinstance(text, str) and text.strip().lower() in ("", "on", "default", "auto")):
+def default_malloc_threshold() -> int:
+    """1 GiB, or 1/16 of the machine's memory where that is less (at least 64 MiB): what the
+    thresholds may keep is bounded by them, so a small machine keeps less."""
+    try:
+        ram = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (AttributeError, ValueError, OSError):
         return DEFAULT_MALLOC_THRESHOLD
+    return max(64 << 20, min(DEFAULT_MALLOC_THRESHOLD, ram // 16))
+
+
+def parse_malloc_threshold(text: str | int | None) -> int | None:
+    """'off'/'0' -> None (leave glibc alone); None/''/'on'/'default' -> the default (1 GiB on a
+    machine of 16 GiB or more); '512M', '1G', a number of bytes."""
+    if text is None or (isinstance(text, str) and text.strip().lower() in ("", "on", "default", "auto")):
+        return default_malloc_threshold()
     if isinstance(text, int):
         return text if text > 0 else None
     t = text.strip().lower()

@@ -130,6 +130,16 @@ class ShardWorker:
         if ex is None:
             from .registry import for_track
 
+            # shards come key after key: an actor holds one model at a time (7 models at once would
+            # need ~9 GB of weights per actor, times --actors-per-gpu)
+            self.extractors.clear()
+            if self.device == "cuda":
+                import gc
+
+                import torch
+
+                gc.collect()
+                torch.cuda.empty_cache()
             ex = self.extractors[spec] = for_track(spec, self.track)
             _setup_once(ex)
         return ex
@@ -270,7 +280,10 @@ def run_ray(manifest, specs: Sequence[str], track: str, store: str | os.PathLike
                         dict(track=track, device=device, precision=resolved, batch_size=batch_size, workers=workers,
                              retry_failed=retry_failed, checkpoint_every_s=checkpoint_every_s, dtype=dtype,
                              plugins=plugins, threads=threads), progress)
-            merge(store, [s.path for s in shards])
+            # one merge per key: merge holds the rows it copies in memory until its final checkpoint,
+            # so per key the peak is one extractor's block, not the whole store (docs/scale.md)
+            for key in summaries:
+                merge(store, [s.path for s in shards if s.key == key])
             with FeatureStore(store, mode="a") as st:
                 for key, s in summaries.items():
                     if s["done"]:  # extraction wall time summed over the workers (the submission's per-item cost)

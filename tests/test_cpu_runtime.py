@@ -17,7 +17,8 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 def test_parse_malloc_threshold():
     p = cpu_runtime.parse_malloc_threshold
-    assert p(None) == p("") == p("on") == 1 << 30
+    assert p(None) == p("") == p("on") == cpu_runtime.default_malloc_threshold()
+    assert 64 << 20 <= cpu_runtime.default_malloc_threshold() <= 1 << 30
     assert p("off") is None and p("0") is None and p(0) is None
     assert p("512M") == 512 << 20 and p("1G") == 1 << 30 and p("65536") == 65536 and p("2gib") == 2 << 30
     with pytest.raises(ValueError, match="--malloc-threshold"):
@@ -34,9 +35,11 @@ def test_set_malloc_thresholds_on_glibc_and_off(monkeypatch):
         pytest.skip("not glibc: the thresholds do not apply")
     monkeypatch.delenv(cpu_runtime.ENV_MALLOC)
     try:
-        assert cpu_runtime.set_malloc_thresholds() == 1 << 30
+        want = cpu_runtime.default_malloc_threshold()
+        assert cpu_runtime.set_malloc_thresholds() == want
         # spawned children (not forked ones, which inherit mallopt's state) get it from the environment
-        assert os.environ["MALLOC_MMAP_THRESHOLD_"] == os.environ["MALLOC_TRIM_THRESHOLD_"] == str(1 << 30)
+        assert os.environ["MALLOC_MMAP_THRESHOLD_"] == os.environ["MALLOC_TRIM_THRESHOLD_"] == str(want)
+        assert cpu_runtime.set_malloc_thresholds("256M") == 256 << 20
     finally:  # this test process goes back to glibc's usual behaviour for the tests that follow
         cpu_runtime.set_malloc_thresholds(128 << 10)
         cpu_runtime.trim()

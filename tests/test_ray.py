@@ -25,9 +25,16 @@ def cluster():
     ray = pytest.importorskip("ray", reason="the Ray engine's tests need ray (pip install 'aigc-quality[ray]')")
     env = {"PYTHONPATH": os.pathsep.join([str(REPO), str(TESTS)]), "HF_HUB_OFFLINE": "1",
            "TRANSFORMERS_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    # Ray starts workers at nice 15: on a busy CI machine they would crawl behind every other job
+    before = os.environ.get("RAY_worker_niceness")
+    os.environ["RAY_worker_niceness"] = "0"
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, runtime_env={"env_vars": env})
     yield
     ray.shutdown()
+    if before is None:
+        os.environ.pop("RAY_worker_niceness", None)
+    else:
+        os.environ["RAY_worker_niceness"] = before
 
 
 @pytest.fixture(scope="module")
