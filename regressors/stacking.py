@@ -81,6 +81,7 @@ class StackConfig:
     select_blocks: bool = True
     select_tolerance: float = 0.005
     engine: str = "local"  # local (n_jobs worker processes) | ray: the same tasks on a Ray cluster (ray_tasks.py)
+    trial_workers: int = 1  # engine=ray + storage: Ray tasks sharing each search (order-dependent results)
 
     def to_dict(self) -> dict:
         return asdict(self)
