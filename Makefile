@@ -25,7 +25,7 @@ DEVICE ?= cpu
 PRECISION ?= auto
 BATCH ?= 32
 WORKERS ?= 2
-# torch CPU threads for extraction (empty: torch's default); 1 is best on a busy shared machine
+# torch CPU threads for extraction (empty: auto, the usable CPUs not busy with other work)
 THREADS ?=
 SHARD ?=
 # local | ray: `make features ENGINE=ray` runs shards as Ray actors and merges them (docs/scale.md);

@@ -111,7 +111,9 @@ def _validate(argv):
 def _features(argv):
     from extractors.__main__ import main
 
-    return main(["run", *_with_default_store(argv)])
+    # no --store added here: `extractors run` picks the same default (features_store.naming) from
+    # the manifest it loads anyway; resolving it here loaded the dataset twice per run
+    return main(["run", *argv])
 
 
 @job("list", "extractor names, kinds, output sizes, needs")

@@ -21,6 +21,8 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from extractors.media import media_kind  # noqa: F401  (by content; lives in the lower room, shared with the runner)
+
 IMAGE_EXT = {".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff", ".jfif", ".ppm", ".pgm", ".avif", ".heic"}
 VIDEO_EXT = {".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv", ".flv", ".3gp", ".ts"}
 MEDIA_EXT = IMAGE_EXT | VIDEO_EXT | {".gif", ".apng"}
@@ -41,38 +43,6 @@ class Input:
 
 class InputError(ValueError):
     """An input argument or list that cannot be read at all (one line naming it)."""
-
-
-# ---------------------------------------------------------------- media kind
-def media_kind(path: str) -> str:
-    """'image' or 'video' from the file's content; raises ItemError with the reason otherwise."""
-    from extractors.base import ItemError
-
-    if not os.path.exists(path):
-        raise ItemError(f"file not found: {path}")
-    if os.path.isdir(path):
-        raise ItemError(f"a folder, not a media file: {path}")
-    if os.path.getsize(path) == 0:
-        raise ItemError(f"empty file (0 bytes): {path}")
-    from PIL import Image, UnidentifiedImageError
-
-    try:
-        with Image.open(path) as im:  # reads the header only
-            frames = int(getattr(im, "n_frames", 1) or 1)
-            return "video" if frames > 1 else "image"
-    except UnidentifiedImageError:
-        pass
-    except Exception as err:  # PIL knows the format but cannot read the header: a broken image
-        raise ItemError(f"broken image file ({type(err).__name__}: {err}): {path}") from None
-    try:
-        import av
-
-        with av.open(path) as c:
-            if c.streams.video:
-                return "video"
-    except Exception:  # noqa: BLE001 - anything PyAV cannot open is "not a video"
-        pass
-    raise ItemError(f"not an image or video file (format not recognised): {path}")
 
 
 def _looks_like_media(path: Path) -> bool:

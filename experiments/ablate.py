@@ -190,25 +190,41 @@ def _json_default(o):
 
 # ------------------------------------------------------------------------ running
 def cross_val_oof(blocks: Blocks, subset: list[str], head: str, folds, *, trials: int, inner_folds: int, seed: int,
-                  protocol: str, cache: ParamCache) -> np.ndarray:
-    """Out-of-fold predictions of ``head`` on ``subset``, tuned inside each training fold."""
+                  protocol: str, cache: ParamCache, select: bool = False,
+                  kept: list | None = None) -> np.ndarray:
+    """Out-of-fold predictions of ``head`` on ``subset``, tuned inside each training fold.
+
+    ``select``: inside each training fold, first choose which of the subset's blocks the head
+    reads (regressors.block_selection, as the default stack does); ``kept`` collects the
+    choice per fold.
+    """
+    from regressors.block_selection import select_blocks
     from regressors.heads import make_head
     from regressors.tuning import tune_head
 
     X, bmap = blocks.matrix(subset)
     oof = np.full(len(blocks.y), np.nan)
     for k, (tr, te) in enumerate(folds):
-        base = {"blocks": bmap}
+        base: dict[str, Any] = {"blocks": bmap}
+        use = list(subset)
+        if select and len(subset) > 1:
+            use, _ = select_blocks(X[tr], blocks.y[tr], blocks.groups[tr], bmap, n_splits=inner_folds, seed=seed + k,
+                                   protocol=protocol, pca=128)  # the stack's per-block PCA: fast proxies
+            if use != list(subset):
+                base["use"] = use
+        if kept is not None:
+            kept.append("+".join(use))
         params = dict(base)
         if trials > 0:
             ck = ParamCache.key(head=head, feats={n: blocks.keys[n] for n in subset}, fold=k, n_folds=len(folds),
                                 seed=seed, trials=trials, inner=inner_folds, protocol=protocol, target=blocks.target,
-                                n=len(blocks.y), ids=hashlib.sha256("".join(blocks.ids[tr]).encode()).hexdigest()[:12])
+                                n=len(blocks.y), ids=hashlib.sha256("".join(blocks.ids[tr]).encode()).hexdigest()[:12],
+                                **({"use": use} if "use" in base else {}))
             hit = cache.get(ck)
             if hit is None:
                 res = tune_head(head, X[tr], blocks.y[tr], blocks.groups[tr], base_params=base, n_trials=trials,
                                 n_splits=inner_folds, seed=seed, protocol=protocol)
-                hit = {k2: v for k2, v in res.params.items() if k2 != "blocks"}
+                hit = {k2: v for k2, v in res.params.items() if k2 not in ("blocks", "use")}
                 cache.put(ck, hit, {"head": head, "subset": subset, "fold": k, "inner_score": res.best_score})
             params.update(hit)
         model = make_head(head, **params).fit(X[tr], blocks.y[tr])
@@ -251,8 +267,14 @@ def run_ablation(store: str | os.PathLike, extractors: Sequence[Any] | None = No
                  target: str | None = None, head: str = "svr", trials: int = 10, folds: int | None = None,
                  inner_folds: int = 3, seed: int | None = None, protocol: str | None = None, n_boot: int = 1000,
                  out: str | os.PathLike | None = None, track: str | None = None, split: str | None = "train",
-                 progress: bool = True) -> AblationResult:
-    """Run the ablation and (if ``out``) write the table, chart, predictions and cache."""
+                 progress: bool = True, select_blocks: bool = True) -> AblationResult:
+    """Run the ablation and (if ``out``) write the table, chart, predictions and cache.
+
+    ``select_blocks`` (default, as the stack does): in every row with several blocks, the head
+    reads the blocks that nested block selection keeps inside each outer training fold, so a row
+    says what offering those blocks gives, and the ``kept`` column what was used. Off: the head
+    reads every block of the row (the raw value of each block to one head).
+    """
     from regressors.metrics import MetricError, evaluate
     from regressors.tuning import make_folds
     from tqdm.auto import tqdm
@@ -281,9 +303,11 @@ def run_ablation(store: str | os.PathLike, extractors: Sequence[Any] | None = No
     fold_list = make_folds(len(blocks.y), blocks.groups, folds, seed, protocol)
     confs = configurations(blocks.names)
     preds: dict[str, np.ndarray] = {}
+    kept: dict[str, list[str]] = {}
     for label, _, subset in tqdm(confs, desc="ablation", unit="config", disable=not progress):
+        kept[label] = []
         preds[label] = cross_val_oof(blocks, subset, head, fold_list, trials=trials, inner_folds=inner_folds,
-                                     seed=seed, protocol=protocol, cache=cache)
+                                     seed=seed, protocol=protocol, cache=cache, select=select_blocks, kept=kept[label])
     rows = []
     for label, kind, subset in confs:
         p = preds[label]
@@ -293,7 +317,8 @@ def run_ablation(store: str | os.PathLike, extractors: Sequence[Any] | None = No
             rows.append({"config": label, "kind": kind, "extractors": "+".join(subset), "note": str(err)})
             continue
         ci = ev.get("ci", {})
-        row = {"config": label, "kind": kind, "extractors": "+".join(subset), "n": ev["n"],
+        row = {"config": label, "kind": kind, "extractors": "+".join(subset), "kept": _kept_text(kept[label]),
+               "n": ev["n"],
                "main": ev["main"], "main_lo": ci.get("main", [np.nan] * 2)[0], "main_hi": ci.get("main", [np.nan] * 2)[1],
                "srcc": ev["srcc"], "srcc_lo": ci.get("srcc", [np.nan] * 2)[0], "srcc_hi": ci.get("srcc", [np.nan] * 2)[1],
                "plcc": ev["plcc"], "plcc_lo": ci.get("plcc", [np.nan] * 2)[0], "plcc_hi": ci.get("plcc", [np.nan] * 2)[1]}
@@ -307,8 +332,19 @@ def run_ablation(store: str | os.PathLike, extractors: Sequence[Any] | None = No
     per_gen = per_generator_table(pred_df, target)
     result = AblationResult(table, pred_df, per_gen, blocks, outdir, time.perf_counter() - t0)
     if outdir is not None:
-        write_outputs(result, head=head, trials=trials, folds=folds, protocol=protocol, seed=seed, store=str(store))
+        write_outputs(result, head=head, trials=trials, folds=folds, protocol=protocol, seed=seed, store=str(store),
+                      select_blocks=select_blocks)
     return result
+
+
+def _kept_text(per_fold: list[str]) -> str:
+    """'generator+nss (4/5), generator+nss+prompt_minilm (1/5)': the blocks selected per outer fold."""
+    from collections import Counter
+
+    counts = Counter(per_fold)
+    if len(counts) == 1:
+        return per_fold[0]
+    return ", ".join(f"{k} ({v}/{len(per_fold)})" for k, v in counts.most_common())
 
 
 def per_generator_table(pred_df: pd.DataFrame, target: str) -> pd.DataFrame:
@@ -336,16 +372,17 @@ def _fmt_ci(v, lo, hi) -> str:
 
 
 def markdown_table(table: pd.DataFrame) -> str:
-    lines = ["| configuration | main [95% CI] | SRCC [95% CI] | PLCC [95% CI] | Δ main vs all [95% CI] |",
-             "|---|---|---|---|---|"]
+    lines = ["| configuration | main [95% CI] | SRCC [95% CI] | PLCC [95% CI] | Δ main vs all [95% CI] | blocks read |",
+             "|---|---|---|---|---|---|"]
     for _, r in table.iterrows():
         if "main" not in r or not np.isfinite(r.get("main", np.nan)):
-            lines.append(f"| {r['config']} | {r.get('note', 'n/a')} | | | |")
+            lines.append(f"| {r['config']} | {r.get('note', 'n/a')} | | | | |")
             continue
         delta = _fmt_ci(r.get("delta_main", np.nan), r.get("delta_lo", np.nan), r.get("delta_hi", np.nan)) \
             if r["config"] != ALL else "—"
         lines.append(f"| {r['config']} | {_fmt_ci(r['main'], r['main_lo'], r['main_hi'])} | "
-                     f"{_fmt_ci(r['srcc'], r['srcc_lo'], r['srcc_hi'])} | {_fmt_ci(r['plcc'], r['plcc_lo'], r['plcc_hi'])} | {delta} |")
+                     f"{_fmt_ci(r['srcc'], r['srcc_lo'], r['srcc_hi'])} | {_fmt_ci(r['plcc'], r['plcc_lo'], r['plcc_hi'])} | {delta} | "
+                     f"{r.get('kept', '')} |")
     return "\n".join(lines)
 
 
@@ -394,7 +431,9 @@ def write_outputs(result: AblationResult, **meta: Any) -> None:
         f"Store `{meta.get('store')}`; {len(b.y)} items in {len(np.unique(b.groups))} groups; head `{meta.get('head')}`, "
         f"{meta.get('trials')} Optuna trials per outer fold (nested), {meta.get('protocol')} {meta.get('folds')}-fold, "
         f"seed {meta.get('seed')}. Every row uses the same folds. Intervals: percentile bootstrap over items "
-        "(Δ: paired, same resamples).",
+        "(Δ: paired, same resamples). "
+        + ("Blocks read: nested block selection inside each outer training fold (as the default stack); "
+           "(k/N): chosen in k of N folds." if meta.get("select_blocks") else "Every row reads all its blocks."),
         "",
         markdown_table(result.table),
         "",
@@ -439,13 +478,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--protocol", choices=("grouped", "random"), default=None)
     ap.add_argument("--n-boot", type=int, default=1000)
     ap.add_argument("--split", default="train")
+    ap.add_argument("--no-select-blocks", action="store_true",
+                    help="every row reads all its blocks (default: nested block selection per outer fold, as the stack)")
     args = ap.parse_args(argv)
     exs = [s for s in (args.extractors or "").split(",") if s.strip()] or None
     if args.recipe is None and exs is None:
         ap.error("give --recipe or --extractors")
     res = run_ablation(args.store, exs, recipe=args.recipe, target=args.target, head=args.head, trials=args.trials,
                        folds=args.folds, inner_folds=args.inner_folds, seed=args.seed, protocol=args.protocol,
-                       n_boot=args.n_boot, out=args.out, track=args.track, split=args.split)
+                       n_boot=args.n_boot, out=args.out, track=args.track, split=args.split,
+                       select_blocks=not args.no_select_blocks)
     print(markdown_table(res.table))
     print(f"\nwrote {res.out}/ablation.md, ablation.csv, ablation.png, per_generator.csv ({res.seconds:.0f} s)")
     return 0

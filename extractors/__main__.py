@@ -49,10 +49,11 @@ def _default_store(manifest, track: str) -> Path:
 
 
 def _run(args) -> int:
-    if args.threads:
-        import torch
+    from .cpu_runtime import parse_threads, set_malloc_thresholds, trim
 
-        torch.set_num_threads(args.threads)
+    # first, before torch or numpy allocate much: every later buffer follows these thresholds
+    set_malloc_thresholds(args.malloc_threshold)
+    threads = parse_threads(args.threads)  # torch is set (and loaded) only if something is computed
     from features_store.manifest import ManifestError, dataset_from_args, problems_frame
     from features_store.store import FeatureStore
 
@@ -77,6 +78,10 @@ def _run(args) -> int:
         store = shard_path(store, shard)
     store.parent.mkdir(parents=True, exist_ok=True)
 
+    wants_generator = any(e.name == "generator" for e in extractors)
+    for note in manifest.notes:  # a guessed target, items without a generator ...: said before any work
+        if getattr(note, "about", "") != "generator" or wants_generator:
+            print(f"warning: {note}", file=sys.stderr)
     # structural problems (ids, labels, prompts, paths) concern every extractor
     manifest, problems = manifest.validate(args.on_invalid, check_media=False)
     if args.split is not None:
@@ -84,7 +89,11 @@ def _run(args) -> int:
     else:
         wanted = manifest.df["split"].notna()
     media = [e for e in extractors if e.kind in MEDIA_KINDS]
-    if media:
+    if media:  # videos on the image track (or the reverse) are refused before any work
+        from .kindcheck import check_media_kind
+
+        for note in check_media_kind(manifest, args.track, allow=args.allow_media_mismatch):
+            print(f"warning: {note}", file=sys.stderr)
         sub = manifest.subset(wanted.to_numpy())
         missing = [p for p in sub.problems(check_media=True) if "media" in p.reason]
         if missing and args.on_invalid == "stop":
@@ -106,8 +115,10 @@ def _run(args) -> int:
                 manifest, ex, st, device=args.device, precision=args.precision, batch_size=args.batch_size,
                 workers=args.workers, shard=shard, split=args.split, retry_failed=not args.no_retry_failed,
                 progress=not args.no_progress, checkpoint_every_s=args.checkpoint_every,
-                on_changed=args.on_changed,
+                on_changed=args.on_changed, allow_batch_change=args.allow_batch_change, threads=threads,
+                worker_stall_s=args.worker_stall, allow_media_mismatch=args.allow_media_mismatch,
             )
+            trim()  # what the allocator thresholds kept for this extractor goes back before the next
             summaries.append(s)
             print(s.line())
             for iid, msg in s.failures[:20]:
@@ -119,6 +130,7 @@ def _run(args) -> int:
 
 
 def _run_ray(args, manifest, specs, store) -> int:
+    from .cpu_runtime import parse_threads
     from .ray_engine import run_ray
 
     summaries = run_ray(manifest, specs, args.track, store, address=args.address, shard_size=args.shard_size,
@@ -126,7 +138,7 @@ def _run_ray(args, manifest, specs, store) -> int:
                         device=args.device, precision=args.precision, batch_size=args.batch_size,
                         workers=args.workers, split=args.split, retry_failed=not args.no_retry_failed,
                         progress=not args.no_progress, checkpoint_every_s=args.checkpoint_every, dtype=args.dtype,
-                        plugins=args.plugins, threads=args.threads)
+                        plugins=args.plugins, threads=parse_threads(args.threads))
     for s in summaries:
         rate = f", {s['done'] / s['seconds']:.1f} items/s per worker" if s["seconds"] > 0 and s["done"] else ""
         print(f"{s['key']}: {s['done']} computed, {s['failed']} failed, {s['skipped']} already in the store, "
@@ -158,15 +170,29 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--precision", default="auto", choices=["auto", "fp32", "fp16", "bf16"])
     p.add_argument("--dtype", default=None, choices=["float32", "float16"],
                    help="storage dtype of a new store (default float32; an existing store keeps its own)")
-    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--batch-size", type=int, default=32,
+                   help="items per forward pass (a key resumed with rows keeps the batch size it records)")
+    p.add_argument("--allow-batch-change", action="store_true",
+                   help="resume a key with another --batch-size than it records (numbers differ ~1e-5; both recorded)")
     p.add_argument("--workers", type=int, default=None,
                    help="DataLoader workers for image/video extractors (default min(4, CPUs); meta/text use 0)")
+    p.add_argument("--worker-stall", type=float, default=None, metavar="S",
+                   help="stop when the DataLoader workers hand over no batch for S seconds while using no CPU "
+                        "(stuck, e.g. /dev/shm too small; default 120, or AIGCQ_WORKER_STALL_S; 0: wait forever)")
+    p.add_argument("--allow-media-mismatch", action="store_true",
+                   help="read media of the other kind anyway: frame 0 of a video on the image track, an image "
+                        "as a 1-frame video on the video track (refused by default)")
     p.add_argument("--shard", default=None, help="k/N: compute every N-th item from k (k from 0) into its own file")
     p.add_argument("--store-is-shard", action="store_true", help="with --shard: write to --store as given")
     p.add_argument("--split", default=None, help="only this split (default: all)")
-    p.add_argument("--threads", type=int, default=None,
-                   help="torch CPU threads (default: torch's). On a shared machine use 1: intra-op threads "
+    p.add_argument("--threads", default=None,
+                   help="torch CPU threads, or auto (default): the CPUs this process may use (affinity, cgroup "
+                        "quota) minus those busy with other work, re-checked every few seconds; intra-op threads "
                         "that wait for each other at every barrier run many times slower when cores are busy")
+    p.add_argument("--malloc-threshold", default=None,
+                   help="glibc M_MMAP_THRESHOLD and M_TRIM_THRESHOLD (default 1G, or $AIGCQ_MALLOC_THRESHOLD): "
+                        "keeps large activation buffers in the heap instead of unmapping them every layer; "
+                        "off: glibc's defaults")
     p.add_argument("--on-invalid", default="stop", choices=["stop", "skip"])
     p.add_argument("--no-retry-failed", action="store_true", help="leave items that failed before alone")
     p.add_argument("--on-changed", default="recompute", choices=["recompute", "refuse"],
@@ -179,7 +205,8 @@ def main(argv: list[str] | None = None) -> int:
     g.add_argument("--engine", default="local", choices=["local", "ray"],
                    help="ray: shards as Ray actors (one GPU each with --device cuda), merged into --store at the end")
     g.add_argument("--address", default=None,
-                   help="Ray cluster: auto (the one `ray start` made here), ray://head:10001; default: a local one")
+                   help="Ray cluster: auto (the one `ray start` made on this node), head:6379, or ray://head:10001 "
+                        "(Ray Client: pip install 'ray[client]'); default: a local one")
     g.add_argument("--shard-size", type=int, default=None,
                    help="items per shard (rounded up to whole batches; default ~4 shards per actor and extractor)")
     g.add_argument("--actors-per-gpu", type=int, default=1, help="shard workers sharing one GPU")

@@ -60,6 +60,22 @@ def suggest(name: str, choices: Sequence[str]) -> str:
     return f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
 
 
+def _check_option_type(extractor: str, key: str, value: Any, default: Any) -> None:
+    """Refuse a value of the wrong kind at once (``size=abc`` would otherwise fail deep inside
+    setup as "invalid literal for int()"). Only clear cases: a number or a flag expected, text
+    given. ``None`` stays allowed (several numeric options take None for "off")."""
+    if value is None or default is None:
+        return
+    if isinstance(default, bool):
+        if not isinstance(value, bool):
+            raise ValueError(f"extractor {extractor!r}: option {key}={value!r} must be true or false "
+                             f"(default {str(default).lower()})")
+    elif isinstance(default, (int, float)) and (isinstance(value, (str, bytes, list, dict)) or isinstance(value, bool)):
+        what = "an integer" if isinstance(default, int) else "a number"
+        raise ValueError(f"extractor {extractor!r}: option {key}={value!r} must be {what} (default {default}), "
+                         f"e.g. {extractor}:{key}={default}")
+
+
 def library_versions(packages: Sequence[str]) -> dict[str, str]:
     """major.minor of each installed package (patch releases do not change numbers)."""
     out = {}
@@ -94,6 +110,10 @@ class Extractor:
     summary: ClassVar[str] = ""
     #: whether the prompt changes the numbers (a cache keyed by file content must then include it)
     uses_prompt: ClassVar[bool] = True
+    #: read media of the other kind anyway (a video's frame 0 on the image track, an image as a
+    #: 1-frame video): off by default, set by the runner on request (--allow-media-mismatch). Not
+    #: an option: an item's numbers are the same whenever it is computed, only refusals change.
+    allow_media_mismatch: bool = False
 
     def __init__(self, **options: Any) -> None:
         unknown = [k for k in options if k not in self.defaults]
@@ -102,6 +122,8 @@ class Extractor:
                 f"extractor {self.name!r} has no option {unknown[0]!r}."
                 f"{suggest(unknown[0], list(self.defaults))} Options: {sorted(self.defaults)}"
             )
+        for k, v in options.items():
+            _check_option_type(self.name, k, v, self.defaults[k])
         self.options: dict[str, Any] = {**self.defaults, **options}
         self.device = "cpu"
         self.precision = "fp32"

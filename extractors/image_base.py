@@ -26,7 +26,7 @@ class ImageExtractor(Extractor):
 
     # ---- runner protocol
     def prepare(self, item: Item):
-        return self.transform(load_image(item.path))
+        return self.transform(load_image(item.path, allow_animated=self.allow_media_mismatch))
 
     def compute(self, batch, items: list[Item]) -> np.ndarray:
         import torch
@@ -82,7 +82,8 @@ class OverFrames(Extractor):
 
         if not item.path:
             raise ItemError(f"item {item.item_id!r} has no video path")
-        frames = read_video_frames(item.path, int(self.options["n_frames"]), self.options["sampling"])
+        frames = read_video_frames(item.path, int(self.options["n_frames"]), self.options["sampling"],
+                                   allow_still=self.allow_media_mismatch)
         try:
             return torch.stack([self.base.transform(Image.fromarray(f)) for f in frames])
         except Exception as err:

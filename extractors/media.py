@@ -36,12 +36,18 @@ def _check_file(path: str, what: str) -> None:
         raise ItemError(f"empty file (0 bytes): {path}")
 
 
-def load_image(path: str | os.PathLike) -> "PIL.Image.Image":  # noqa: F821
+MISMATCH_HINT = "--allow-media-mismatch (make: ARGS=--allow-media-mismatch)"
+
+
+def load_image(path: str | os.PathLike, allow_animated: bool = False) -> "PIL.Image.Image":  # noqa: F821
     """Open an image file as 8-bit RGB; raise ItemError with the reason when it can't.
 
     The format is sniffed from the content, so a PNG named ``.jpg`` decodes fine.
     Truncated files are errors (PIL's ``LOAD_TRUNCATED_IMAGES`` would silently fill
-    the rest with grey, which would poison quality features).
+    the rest with grey, which would poison quality features). An animated file (GIF,
+    WebP, APNG: a video) or a video container is refused: reading it as an image would
+    silently keep frame 0. ``allow_animated=True`` keeps frame 0 (the first frame of a
+    video container), on request.
     """
     from PIL import Image, ImageFile
 
@@ -63,6 +69,9 @@ def load_image(path: str | os.PathLike) -> "PIL.Image.Image":  # noqa: F821
                 )
             if w == 0 or h == 0:
                 raise ItemError(f"image has zero size ({w}x{h}): {path}")
+            if not allow_animated and getattr(im, "is_animated", False):
+                raise ItemError(f"{path} is animated (a video with {_frames_text(im)} frames): the image track reads "
+                                f"still images and would keep frame 0 only; use TRACK=video, or {MISMATCH_HINT}")
             if ImageFile.LOAD_TRUNCATED_IMAGES:  # another library may have switched it on globally
                 _load_strict(im)
             else:
@@ -74,12 +83,114 @@ def load_image(path: str | os.PathLike) -> "PIL.Image.Image":  # noqa: F821
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as err:
         raise ItemError(f"image too large (decompression bomb guard): {path}: {err}") from err
     except Image.UnidentifiedImageError as err:
+        if _is_video_container(path):
+            if allow_animated:
+                return _first_video_frame(path)
+            raise ItemError(f"{path} is a video: the image track reads images; use TRACK=video, "
+                            f"or {MISMATCH_HINT} to take its first frame") from None
         raise ItemError(f"not an image file (format not recognised): {path}") from err
     except Exception as err:
         reason = str(err) or type(err).__name__
         if "truncated" in reason.lower():
             reason = f"truncated file ({reason})"
         raise ItemError(f"cannot decode image {path}: {type(err).__name__}: {reason}") from err
+
+
+def _frames_text(im) -> str:
+    n = getattr(im, "n_frames", None) if im.format != "GIF" else None  # a GIF's count needs a full scan
+    return str(n) if n else "several"
+
+
+def _is_video_container(path: str) -> bool:
+    try:
+        import av
+
+        with av.open(path) as c:
+            return bool(c.streams.video) and c.format.name not in IMAGE_DEMUXERS
+    except Exception:  # noqa: BLE001 - not openable by PyAV: not a video
+        return False
+
+
+def _first_video_frame(path: str):
+    from PIL import Image
+
+    try:
+        import av
+
+        with av.open(path) as c:
+            for frame in c.decode(c.streams.video[0]):
+                return Image.fromarray(_frame_rgb(frame))
+        raise ItemError(f"video has zero decodable frames: {path}")
+    except ItemError:
+        raise
+    except Exception as err:
+        raise ItemError(f"cannot decode the first frame of video {path}: {type(err).__name__}: {err}") from err
+
+
+#: PyAV/FFmpeg demuxers that read still images (a PNG opened by PyAV is a "1-frame video")
+IMAGE_DEMUXERS = {"image2", "png_pipe", "jpeg_pipe", "bmp_pipe", "webp_pipe", "tiff_pipe", "ppm_pipe", "pgm_pipe",
+                  "pam_pipe", "qoi_pipe", "dpx_pipe", "exr_pipe", "j2k_pipe", "jpegls_pipe", "pcx_pipe",
+                  "sgi_pipe", "sunrast_pipe", "svg_pipe", "xbm_pipe", "xpm_pipe", "psd_pipe", "tiff", "bmp"}
+
+
+def media_kind(path: str) -> str:
+    """'image' or 'video' from the file's content (not its name); ItemError with the reason otherwise.
+
+    An animated GIF/WebP/APNG is a video; a one-frame GIF is an image. Reads headers only.
+    """
+    path = os.fspath(path)
+    if not os.path.exists(path):
+        raise ItemError(f"file not found: {path}")
+    if os.path.isdir(path):
+        raise ItemError(f"a folder, not a media file: {path}")
+    if os.path.getsize(path) == 0:
+        raise ItemError(f"empty file (0 bytes): {path}")
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(path) as im:  # reads the header only
+                return "video" if getattr(im, "is_animated", False) else "image"
+    except UnidentifiedImageError:
+        pass
+    except Image.DecompressionBombError:
+        return "image"
+    except Exception as err:  # PIL knows the format but cannot read the header: a broken image
+        raise ItemError(f"broken image file ({type(err).__name__}: {err}): {path}") from None
+    if _is_video_container(path):
+        return "video"
+    raise ItemError(f"not an image or video file (format not recognised): {path}")
+
+
+def still_image(path: str) -> bool:
+    """True when the file's content is a single-frame image (PIL reads it, not animated)."""
+    from PIL import Image
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(path) as im:
+                return not getattr(im, "is_animated", False)
+    except Exception:  # noqa: BLE001 - anything PIL cannot open is not a still image
+        return False
+
+
+def rgb_array(im, rows: int = 1024) -> np.ndarray:
+    """HxWx3 uint8 array of an RGB PIL image, copied in stripes of ``rows`` rows.
+
+    ``np.asarray(im)`` goes through ``im.tobytes()``: two full copies at once beside the
+    image (2.2 GB for 16,000 x 16,000). Stripes keep it to one copy plus a stripe.
+    """
+    if im.mode != "RGB":
+        im = im.convert("RGB")
+    w, h = im.size
+    if w * h <= rows * rows:  # small: one call
+        return np.asarray(im)
+    out = np.empty((h, w, 3), np.uint8)
+    for a in range(0, h, rows):
+        out[a: a + rows] = np.asarray(im.crop((0, a, w, min(h, a + rows))))
+    return out
 
 
 def _load_strict(im) -> None:
@@ -98,6 +209,8 @@ def _exif_upright(im):
     from PIL import ImageOps
 
     try:
+        if im.getexif().get(0x0112, 1) == 1:  # no rotation: exif_transpose would return a full copy
+            return im
         return ImageOps.exif_transpose(im)
     except Exception:  # malformed EXIF must not cost the whole image
         return im
@@ -251,7 +364,8 @@ def _decode(path: str, n_frames: int, sampling: str, count: int | None = None):
     return kept, n, header, idx
 
 
-def read_video_frames(path: str | os.PathLike, n_frames: int = 8, sampling: str = "uniform") -> list[np.ndarray]:
+def read_video_frames(path: str | os.PathLike, n_frames: int = 8, sampling: str = "uniform",
+                      allow_still: bool = False) -> list[np.ndarray]:
     """Decode a video and return frames as HxWx3 uint8 RGB arrays.
 
     sampling="uniform": n_frames spread over the clip (all of them if it is shorter);
@@ -264,6 +378,9 @@ def read_video_frames(path: str | os.PathLike, n_frames: int = 8, sampling: str 
     stream, undecodable data, zero frames, a GIF without its trailer, or fewer than
     90 % of the header's frames decodable (truncated). A smaller shortfall (edit lists,
     a wrong count) re-samples over what really decodes, so sampling stays uniform.
+
+    A still image (PNG, JPEG, a one-frame GIF) is refused: it would become a 1-frame video
+    whose motion statistics are all zero. ``allow_still=True`` reads it as that, on request.
     """
     path = os.fspath(path)
     _check_file(path, "video")
@@ -272,6 +389,9 @@ def read_video_frames(path: str | os.PathLike, n_frames: int = 8, sampling: str 
     try:
         if _gif_truncated(path):
             raise ItemError(f"truncated GIF (no trailer byte at the end): {path}")
+        if not allow_still and still_image(path):
+            raise ItemError(f"{path} is a still image: the video track reads videos (it would become a 1-frame "
+                            f"video); use TRACK=image, or {MISMATCH_HINT}")
         kept, total, header, idx = _decode(path, n_frames, sampling)
         if idx is None:  # sampling="all"
             idx = np.arange(total)

@@ -27,7 +27,10 @@ The vector (49 values, names from :data:`FEATURE_NAMES`):
 
 Everything but blockiness and the size is computed after shrinking the image so its
 longest side is at most ``max_side`` (area interpolation; ``None`` or 0 keeps the
-full resolution). The vector is computed in :meth:`NSS.transform`, i.e. in the
+full resolution, refused per item above :data:`FULL_RES_MAX_PIXELS`). Memory per item is
+bounded: blockiness of a large image is computed in stripes of rows, so beside the decoded
+image (3 bytes a pixel, plus its copy as an array) nothing full-size is allocated (a
+16,000 x 16,000 image: peak 6.1 GB before, see benchmarks/bench_nss_memory.py). The vector is computed in :meth:`NSS.transform`, i.e. in the
 DataLoader workers in parallel; ``embed``/``compute`` only stack.
 """
 from __future__ import annotations
@@ -43,6 +46,9 @@ _LUMA = np.array([0.2125, 0.7154, 0.0721])  # skimage.color.rgb2gray (Rec. 709)
 _C = 1.0 / 255.0  # MSCN stabilising constant for an image in [0, 1]
 _PAIRS = ("h", "v", "d1", "d2")
 MIN_SIDE = 16  # below this the half-scale statistics have almost no samples
+#: with max_side=0/None (full resolution) larger images are refused per item: every statistic
+#: then runs on full-size float64 arrays (~55 bytes a pixel measured, ~3.7 GB at this size)
+FULL_RES_MAX_PIXELS = 8192 * 8192
 
 
 def _brisque_names() -> list[str]:
@@ -207,6 +213,39 @@ def blockiness(gray: np.ndarray, block: int = 8) -> float:
     return float(np.mean(ratios)) if ratios else 1.0
 
 
+def blockiness_rgb(rgb: np.ndarray, block: int = 8, rows: int = 512) -> float:
+    """:func:`blockiness` of ``luma32(rgb)`` computed in stripes of ``rows`` rows.
+
+    The same numbers (up to float64 summation order) without the full-resolution float32
+    copies: the plain path holds ``rgb.astype(float32)`` (12 bytes/pixel), the grey image and
+    its differences (4 bytes/pixel each), over 6 GB for a 16,000 x 16,000 image. Here the
+    temporaries are those of one stripe.
+    """
+    h, w = rgb.shape[:2]
+    col_gaps = np.zeros(max(w - 1, 0), np.float64)  # sum over rows of |I[:, j+1] - I[:, j]|
+    row_gaps = np.zeros(max(h - 1, 0), np.float64)  # sum over columns of |I[i+1, :] - I[i, :]|
+    prev_last = None  # the last grey row of the previous stripe (the gap across the stripe border)
+    for a in range(0, h, rows):
+        g = luma32(rgb[a: a + rows])
+        if w >= 2:
+            col_gaps += np.abs(np.diff(g, axis=1)).sum(axis=0, dtype=np.float64)
+        if prev_last is not None:
+            row_gaps[a - 1] = np.abs(g[0] - prev_last).sum(dtype=np.float64)
+        if g.shape[0] > 1:
+            row_gaps[a: a + g.shape[0] - 1] = np.abs(np.diff(g, axis=0)).sum(axis=1, dtype=np.float64)
+        prev_last = g[-1].copy()
+    ratios = []
+    for d, n_other, size in ((col_gaps, h, w), (row_gaps, w, h)):  # axis 1 first, as blockiness()
+        if size < 2 * block:
+            continue
+        d = d / n_other
+        border = np.zeros(d.size, bool)
+        border[block - 1:: block] = True
+        inside = d[~border].mean()
+        ratios.append(d[border].mean() / inside if inside > 1e-9 else 1.0)
+    return float(np.mean(ratios)) if ratios else 1.0
+
+
 def immerkaer_sigma(gray255: np.ndarray) -> float:
     """Immerkaer (1996): sigma = sqrt(pi/2) / (6 (W-2)(H-2)) * sum |I * N| (grey 0..255)."""
     import cv2
@@ -255,14 +294,22 @@ def nss_vector(rgb: np.ndarray, max_side: int | None = 1024) -> np.ndarray:
     h0, w0 = rgb.shape[:2]
     if min(h0, w0) < MIN_SIDE:
         raise ItemError(f"image too small for NSS features: {w0}x{h0} (needs >= {MIN_SIDE} px a side)")
+    full_res = not max_side or max(h0, w0) <= max_side
+    if full_res and h0 * w0 > FULL_RES_MAX_PIXELS:
+        raise ItemError(f"image {w0}x{h0} is above {FULL_RES_MAX_PIXELS:,} pixels: too large for nss at full "
+                        f"resolution (max_side={max_side!r} needs ~55 bytes a pixel); use max_side=1024 (the default)")
     rgb = np.ascontiguousarray(rgb)
-    g32 = luma32(rgb)  # float32 0..255, full resolution
-    block = blockiness(g32)
-    if max_side and max(h0, w0) > max_side:
+    if not full_res:
+        # Large image: blockiness in stripes at full resolution, the rest on the downscaled copy;
+        # no full-size float array is ever made (memory ~ the decoded image, see blockiness_rgb).
+        block = blockiness_rgb(rgb)
         s = max_side / max(h0, w0)
         size = (max(MIN_SIDE, round(w0 * s)), max(MIN_SIDE, round(h0 * s)))
         rgb = cv2.resize(rgb, size, interpolation=cv2.INTER_AREA)
         g32 = luma32(rgb)
+    else:
+        g32 = luma32(rgb)  # float32 0..255, full resolution
+        block = blockiness(g32)
     brisque = brisque_features(luma(rgb) / 255.0)
 
     n = g32.size
@@ -311,11 +358,23 @@ class NSS(ImageExtractor):
         # run must not split the store key of identical numbers.
         super().setup(device, "fp32")
 
+    def prepare(self, item):
+        # The decoded image is dropped as soon as its array exists: with the stripes of
+        # blockiness_rgb and rgb_array, peak memory is about two copies of the 8-bit image.
+        from .media import load_image, rgb_array
+
+        im = load_image(item.path, allow_animated=self.allow_media_mismatch)
+        rgb = rgb_array(im)
+        del im
+        return self.transform(rgb)
+
     def transform(self, image):
         """PIL RGB image (or HxWx3 uint8 array) -> the feature vector as a float32 tensor [D]."""
         import torch
 
-        rgb = np.asarray(image)
+        from .media import rgb_array
+
+        rgb = image if isinstance(image, np.ndarray) else rgb_array(image)
         if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
             raise ItemError(f"nss expects 8-bit RGB, got array {rgb.shape} {rgb.dtype}")
         max_side = self.options["max_side"]

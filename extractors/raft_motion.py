@@ -262,7 +262,8 @@ class RAFTMotion(Extractor):
         import torch
         from torchvision.transforms.v2 import functional as tvF
 
-        frames = read_video_frames(item.path, self.options["n_frames"], self.options["sampling"])
+        frames = read_video_frames(item.path, self.options["n_frames"], self.options["sampling"],
+                                   allow_still=self.allow_media_mismatch)
         if len(frames) < 2:
             raise ItemError(f"{item.item_id}: video has {len(frames)} frame(s); motion needs at least 2 ({item.path})")
         x = torch.from_numpy(stack_frames(frames)).permute(0, 3, 1, 2).contiguous()

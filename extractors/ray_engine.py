@@ -77,8 +77,9 @@ def shard_size_for(n_items: int, n_actors: int, batch_size: int, shard_size: int
 
 
 def plan_shards(manifest, extractors: Sequence[tuple[str, Any]], store, folder: Path, split: str | None,
-                retry_failed: bool, size: int) -> list[Shard]:
-    """Shards of the items each extractor key still needs (pending, or failed when retried)."""
+                retry_failed: bool, size: int, skipped: dict[str, int] | None = None) -> list[Shard]:
+    """Shards of the items each extractor key still needs (pending, or failed when retried).
+    ``skipped``, when given, receives per key the number of wanted items left alone."""
     from features_store.store import DONE, FAILED, FeatureStore
 
     df = manifest.df
@@ -92,6 +93,8 @@ def plan_shards(manifest, extractors: Sequence[tuple[str, Any]], store, folder: 
             if key in st.keys():
                 status = st.status(key)[rows]
                 todo = wanted[(status != DONE) & ((status != FAILED) | retry_failed)]
+            if skipped is not None:
+                skipped[key] = len(wanted) - len(todo)
             n = math.ceil(len(todo) / size)
             for k in range(n):
                 shards.append(Shard(spec, key, k, n, todo[k * size:(k + 1) * size],
@@ -127,6 +130,16 @@ class ShardWorker:
         if ex is None:
             from .registry import for_track
 
+            # shards come key after key: an actor holds one model at a time (7 models at once would
+            # need ~9 GB of weights per actor, times --actors-per-gpu)
+            self.extractors.clear()
+            if self.device == "cuda":
+                import gc
+
+                import torch
+
+                gc.collect()
+                torch.cuda.empty_cache()
             ex = self.extractors[spec] = for_track(spec, self.track)
             _setup_once(ex)
         return ex
@@ -256,17 +269,21 @@ def run_ray(manifest, specs: Sequence[str], track: str, store: str | os.PathLike
         n_actors, workers, opts = _actor_resources(ray, device, workers, actors_per_gpu, actors)
         n_wanted = len(manifest.df) if split is None else int((manifest.df["split"] == split).sum())
         size = shard_size_for(n_wanted, n_actors, batch_size, shard_size)
-        shards = plan_shards(manifest, extractors, store, folder, split, retry_failed, size)
+        skipped: dict[str, int] = {}
+        shards = plan_shards(manifest, extractors, store, folder, split, retry_failed, size, skipped)
         summaries: dict[str, dict[str, Any]] = {}
         for s in shards:
-            summaries.setdefault(s.key, {"key": s.key, "done": 0, "failed": 0, "skipped": 0, "seconds": 0.0,
-                                         "dim": 0, "failures": [], "shards": s.n, "pids": set()})
+            summaries.setdefault(s.key, {"key": s.key, "done": 0, "failed": 0, "skipped": skipped[s.key],
+                                         "seconds": 0.0, "dim": 0, "failures": [], "shards": s.n, "pids": set()})
         if shards:
             _run_shards(ray, tqdm, shards, manifest, summaries, min(n_actors, len(shards)), opts, max_restarts,
                         dict(track=track, device=device, precision=resolved, batch_size=batch_size, workers=workers,
                              retry_failed=retry_failed, checkpoint_every_s=checkpoint_every_s, dtype=dtype,
                              plugins=plugins, threads=threads), progress)
-            merge(store, [s.path for s in shards])
+            # one merge per key: merge holds the rows it copies in memory until its final checkpoint,
+            # so per key the peak is one extractor's block, not the whole store (docs/scale.md)
+            for key in summaries:
+                merge(store, [s.path for s in shards if s.key == key])
             with FeatureStore(store, mode="a") as st:
                 for key, s in summaries.items():
                     if s["done"]:  # extraction wall time summed over the workers (the submission's per-item cost)

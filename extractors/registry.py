@@ -71,11 +71,21 @@ def parse_spec(spec: str) -> tuple[str, dict[str, Any]]:
 
     name, *pairs = spec.strip().split(":")
     options: dict[str, Any] = {}
+    raw: dict[str, str] = {}
     for pair in pairs:
         if "=" not in pair:
             raise ValueError(f"bad extractor spec {spec!r}: {pair!r} is not key=value")
         k, v = pair.split("=", 1)
-        options[k.strip()] = yaml.safe_load(v) if v.strip() else ""
+        k = k.strip()
+        if k in options:  # the second value would silently win: refuse, name both
+            raise ValueError(f"bad extractor spec {spec!r}: option {k!r} is given twice "
+                             f"({k}={raw[k]} and {k}={v.strip()}); keep one")
+        raw[k] = v.strip()
+        try:
+            options[k] = yaml.safe_load(v) if v.strip() else ""
+        except yaml.YAMLError as err:
+            raise ValueError(f"bad extractor spec {spec!r}: value {v!r} of option {k!r} cannot be read "
+                             f"({str(err).splitlines()[0]})") from None
     return name.strip(), options
 
 

@@ -25,6 +25,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from .base import Extractor, Item, ItemError, resolve_precision
+from .cpu_runtime import ThreadGovernor
 
 log = logging.getLogger(__name__)
 
@@ -140,7 +141,7 @@ class _Collate:
             return positions, None, failures, [x for _, x in good]
 
 
-def _batches(extractor: Extractor, items: list[Item], batch_size: int, workers: int):
+def _batches(extractor: Extractor, items: list[Item], batch_size: int, workers: int, stall_s: float | None = None):
     ds, collate = _Prepare(extractor, items), _Collate(extractor)
     if workers <= 0:  # in-process; needs no torch (meta/text extractors stay light)
         for a in range(0, len(items), batch_size):
@@ -148,9 +149,22 @@ def _batches(extractor: Extractor, items: list[Item], batch_size: int, workers: 
         return
     from torch.utils.data import DataLoader
 
+    from . import loader as guard
+
+    stall_s = guard.STALL_S if stall_s is None else stall_s
+    if guard.shm_is_small():
+        log.warning("%s is small; DataLoader workers hand batches over through it. If the run stops for it, "
+                    "use WORKERS=0 or give the container more shared memory (docker --shm-size=2g)", guard.shm_text())
+    # short polls: a stalled or dead worker is noticed (see extractors/loader.py), a slow one is waited for
+    poll = max(0.5, min(10.0, stall_s / 4)) if stall_s > 0 else 0
     loader = DataLoader(ds, batch_size=batch_size, shuffle=False, num_workers=workers, collate_fn=collate,
-                        persistent_workers=False, prefetch_factor=2)
-    yield from loader
+                        persistent_workers=False, prefetch_factor=2, timeout=poll)
+    yield from guard.guarded(loader, workers, stall_s)
+
+
+def worker_died(err: BaseException) -> bool:
+    """torch's own error for a dead DataLoader worker (raised at any point of the main process)."""
+    return isinstance(err, RuntimeError) and str(err).startswith("DataLoader worker")
 
 
 def _check_rows(rows: Any, n: int, ex: Extractor) -> np.ndarray:
@@ -178,6 +192,10 @@ def run_extraction(
     checkpoint_every_batches: int | None = None,
     learn_from=None,
     on_changed: str = "recompute",
+    allow_batch_change: bool = False,
+    threads: int | None = None,
+    worker_stall_s: float | None = None,
+    allow_media_mismatch: bool = False,
 ) -> RunSummary:
     """Compute ``extractor`` for the pending items of ``manifest`` (a Manifest or a list of
     Items) into ``store`` (a path or an open FeatureStore in mode "a").
@@ -188,7 +206,18 @@ def run_extraction(
 
     ``on_changed``: items whose media file changed since their features were computed are
     recomputed ("recompute", with a warning naming them) or the run is refused ("refuse");
-    see features_store.fingerprint."""
+    see features_store.fingerprint.
+
+    ``batch_size``: a key resumed with rows already computed keeps the batch size it records
+    (a note says so) unless ``allow_batch_change``; see :func:`settle_batch_size`.
+
+    ``threads``: torch CPU threads for the computed items (None: chosen from the CPUs this
+    process may use and the load, re-checked during the run; see :mod:`.cpu_runtime`).
+
+    ``worker_stall_s``: seconds without a batch while the DataLoader workers use no CPU after
+    which the run stops with :class:`extractors.loader.WorkerError` (default
+    ``extractors.loader.STALL_S``; 0 waits forever). ``allow_media_mismatch``: read a video's
+    frame 0 on the image track, an image as a 1-frame video (each is an item error otherwise)."""
     from features_store.manifest import Manifest
     from features_store.store import FeatureStore
 
@@ -213,6 +242,7 @@ def run_extraction(
         # What an extractor learns from the manifest (e.g. the generator vocabulary) is not
         # in the key; a store that already holds the key keeps what it learned then.
         extractor.device, extractor.precision = device, resolved
+        extractor.allow_media_mismatch = bool(allow_media_mismatch)
         if hasattr(extractor, "fit_manifest"):
             k = extractor.key()
             stored = st.feature_names(k) if k in st.keys() and st.config(k)["dim"] else None
@@ -242,6 +272,7 @@ def run_extraction(
                 summary.key = key
                 todo = np.isin(rows, st.pending(key, retry_failed=retry_failed))
                 local, rows = local[todo], rows[todo]
+            batch_size = settle_batch_size(st, key, batch_size, allow_batch_change)
             items = [
                 Item(index=int(r), item_id=df["item_id"].iat[i], path=manifest.abspath(df["path"].iat[i]),
                      prompt=df["prompt"].iat[i], generator=df["generator"].iat[i])
@@ -249,7 +280,7 @@ def run_extraction(
             ]
             t_loop = time.perf_counter()
             _loop(st, key, extractor, items, summary, batch_size, workers, progress,
-                  checkpoint_every_s, checkpoint_every_batches)
+                  checkpoint_every_s, checkpoint_every_batches, ThreadGovernor(threads), worker_stall_s)
             if summary.done:  # decode + forward wall time, for submission readmes
                 st.add_timing(key, time.perf_counter() - t_loop, summary.done, device)
         summary.dim = st.config(key)["dim"]
@@ -272,6 +303,29 @@ def _check_media(st, manifest, local, rows, extractor: Extractor, on_changed: st
     check_media(st, [manifest.abspath(p) for p in rel], rows, on_changed=on_changed)
 
 
+def settle_batch_size(st, key: str, given: int, allow_change: bool = False) -> int:
+    """The batch size to compute ``key``'s pending rows with, recorded in the store.
+
+    Batch size changes an extractor's numbers slightly (~1e-5: other kernel blockings) but is not
+    part of the key. Making rows batch-independent would mean batches of one (or padding, which
+    still leaves a row's position in the batch mattering), so the batch size is recorded per key
+    instead: a resume with another one keeps the recorded size (with a note), and the store then
+    equals an undisturbed run. ``allow_change`` computes with ``given`` and records both sizes."""
+    recorded = st.batch_sizes(key)
+    done = st.counts(key)["done"]
+    if done and recorded and given not in recorded and not allow_change:
+        use = recorded[-1] if len(recorded) == 1 else max(recorded)
+        print(f"note: {key}: {done} rows were computed with batch size {','.join(map(str, recorded))}; resuming "
+              f"with {use}, not {given} (batch size changes the numbers ~1e-5). --allow-batch-change computes with "
+              f"{given} and records both", file=sys.stderr)
+        return use
+    sizes = {*recorded, given} if done else {given}
+    if set(recorded) != sizes:
+        st.set_batch_sizes(key, sizes)
+        st.checkpoint()  # recorded before the first row with this size (a kill keeps the record)
+    return given
+
+
 def _declare(st, extractor: Extractor) -> str:
     key = extractor.key()
     dim = extractor.output_dim()
@@ -280,20 +334,25 @@ def _declare(st, extractor: Extractor) -> str:
     return key
 
 
-def _loop(st, key, ex, items, summary, batch_size, workers, progress, every_s, every_batches) -> None:
+def _loop(st, key, ex, items, summary, batch_size, workers, progress, every_s, every_batches,
+          governor: ThreadGovernor | None = None, stall_s: float | None = None) -> None:
     from tqdm.auto import tqdm
+
+    from .loader import WorkerError
 
     bar = tqdm(total=len(items), desc=key, unit="item", disable=not progress, dynamic_ncols=True)
     last_ckpt, batches_since, broken = time.monotonic(), 0, 0
     names_set = False
     id_of = {it.index: it.item_id for it in items}
     try:
-        for positions, batch, failures, singles in _batches(ex, items, batch_size, workers):
+        for positions, batch, failures, singles in _batches(ex, items, batch_size, workers, stall_s):
             fail_idx = [items[p].index for p, _ in failures]
             fail_msg = [m for _, m in failures]
             good = [items[p] for p in positions]
             done_idx, done_rows = [], []
             batch_error = None
+            if governor is not None:
+                governor.tick()  # torch threads: set (or re-set for the load) before computing
             if good and batch is not None:
                 try:
                     rows = _check_rows(ex.compute(batch, good), len(good), ex)
@@ -301,6 +360,8 @@ def _loop(st, key, ex, items, summary, batch_size, workers, progress, every_s, e
                 except ContractError:
                     raise
                 except Exception as err:
+                    if worker_died(err):
+                        raise
                     batch_error = err
             if good and (batch is None or batch_error is not None):
                 # isolate the bad item(s): one at a time
@@ -313,6 +374,8 @@ def _loop(st, key, ex, items, summary, batch_size, workers, progress, every_s, e
                     except ContractError:
                         raise
                     except Exception as err:
+                        if worker_died(err):
+                            raise
                         fail_idx.append(it.index)
                         fail_msg.append(error_text(err))
             values = np.concatenate(done_rows) if done_rows else None
@@ -347,5 +410,14 @@ def _loop(st, key, ex, items, summary, batch_size, workers, progress, every_s, e
             if time.monotonic() - last_ckpt >= wait_s or (every_batches and batches_since >= every_batches):
                 st.checkpoint()
                 last_ckpt, batches_since = time.monotonic(), 0
+    except (WorkerError, RuntimeError) as err:  # every batch recorded so far is in the journal already
+        if not isinstance(err, WorkerError):
+            if not worker_died(err):
+                raise
+            from .loader import died_text
+
+            err = died_text(err, workers)  # torch's SIGCHLD handler raised it wherever the main process was
+        raise WorkerError(f"{key}: {err} The {summary.done} item(s) computed in this run are kept in the store; "
+                          "a rerun continues from them.") from None
     finally:
         bar.close()

@@ -185,7 +185,7 @@ class VideoMAEFeatures(Extractor):
         import torch
 
         self.load()
-        frames = read_video_frames(item.path, 0, "all")
+        frames = read_video_frames(item.path, 0, "all", allow_still=self.allow_media_mismatch)
         idx = clip_indices(len(frames), int(self.options["n_clips"]), self.clip_len)
         x = torch.from_numpy(stack_frames(frames)).permute(0, 3, 1, 2)  # [T, 3, H, W]
         try:

@@ -14,13 +14,27 @@ def _describe(args) -> int:
     problems = m.problems(check_media=False)
     media = m.df["path"].map(lambda p: bool(p) and (__import__("os").path.isfile(m.abspath(p))))
     out["media_present"] = int(media.sum())
-    out["problems"] = len(problems)
+    # every problem and warning by name ("problems: 1" alone sent users hunting)
+    out["warnings"] = list(m.notes)
+    out["problem_count"] = len(problems)
+    out["problems"] = [str(p) for p in problems[:DESCRIBE_LIMIT]]
+    if len(problems) > DESCRIBE_LIMIT:
+        out["problems"].append(f"... and {len(problems) - DESCRIBE_LIMIT} more: `aigcq validate DATA --report f.csv` "
+                               "lists all")
     print(json.dumps(out, indent=2))
+    for note in m.notes:
+        print(f"warning: {note}", file=sys.stderr)
     return 0
+
+
+#: problems named in `describe` (all of them are in `validate --report`)
+DESCRIBE_LIMIT = 100
 
 
 def _validate(args) -> int:
     m = dataset_from_args(args)
+    for note in m.notes:
+        print(f"warning: {note}", file=sys.stderr)
     problems = m.problems(check_media=not args.no_media)
     if args.report:
         problems_frame(problems).to_csv(args.report, index=False)

@@ -13,6 +13,8 @@
 """
 from __future__ import annotations
 
+import difflib
+import inspect
 import os
 import re
 from pathlib import Path
@@ -21,7 +23,8 @@ from typing import Any, Callable
 import numpy as np
 import pandas as pd
 
-from .manifest import Manifest
+from .manifest import Manifest, Note
+from .table_cache import cached_table
 
 SPLITS = ("train", "val", "test")
 AIGIQA_GENERATOR = re.compile(r"^(?P<generator>.+)_\d+$")  # LCM_SDXL_0123 -> LCM_SDXL
@@ -36,8 +39,9 @@ def _read_table(path: Path, sep: str | None = None, sheet: Any = 0, header: Any 
     suffix = path.suffix.lower()
 
     def read(h):
-        if suffix in (".xlsx", ".xls", ".xlsm"):
-            return pd.read_excel(path, sheet_name=sheet, header=h, dtype=str)
+        if suffix in (".xlsx", ".xls", ".xlsm"):  # slow to parse: kept parsed, keyed by the file's bytes
+            return cached_table(path, lambda: pd.read_excel(path, sheet_name=sheet, header=h, dtype=str),
+                                reader="read_excel", sheet=sheet, header=h)
         s = sep or ("\t" if suffix in (".tsv", ".tab") else ",")
         return pd.read_csv(path, sep=s, header=h, dtype=str, keep_default_na=False, encoding="utf-8-sig")
 
@@ -65,19 +69,21 @@ def _generator_from_name(names: pd.Series, pattern: str | re.Pattern | None) -> 
     rx = re.compile(pattern) if isinstance(pattern, str) else pattern
 
     def one(name: str):
-        stem = Path(str(name)).stem
+        stem = os.path.splitext(os.path.basename(str(name)))[0]  # Path(name).stem, without a Path per row
         m = rx.search(stem) or rx.search(str(name))
         if not m:
             return None
         return m.group("generator") if "generator" in rx.groupindex else m.group(1 if rx.groups else 0)
 
-    return names.map(one).astype(object)
+    # a list over the object array: Series.map over pandas' string arrays is several times slower
+    return pd.Series([one(n) for n in names.to_numpy(dtype=object)], index=names.index, dtype=object)
 
 
 def _unique_ids(df: pd.DataFrame) -> pd.Series:
     """Bare names where unique; ``split/name`` for every item of a split that collides."""
-    names, splits = df["name"].astype(str), df["split"].astype(str)
-    per_split = {sp: set(names[splits == sp]) for sp in splits.unique()}
+    names = np.array([str(n) for n in df["name"].to_numpy(dtype=object)], dtype=object)
+    splits = np.array([str(s) for s in df["split"].to_numpy(dtype=object)], dtype=object)
+    per_split = {sp: set(names[splits == sp]) for sp in pd.unique(splits)}
     colliding = {a for a in per_split for b in per_split if a != b and per_split[a] & per_split[b]}
     return pd.Series([f"{s}/{n}" if s in colliding else n for n, s in zip(names, splits)], index=df.index)
 
@@ -99,8 +105,11 @@ def _relativise(abs_paths: list[Path], root: Path) -> tuple[Path, list[str]]:
     """Paths relative to ``root`` when they all lie below it; else below their common folder."""
     root = root.resolve()
     resolved = [os.path.abspath(p) for p in abs_paths]
-    if resolved and not all(Path(p).is_relative_to(root) for p in resolved):
-        root = Path(os.path.commonpath([os.path.dirname(p) for p in resolved]))
+    # string prefixes, not Path.is_relative_to/relpath: 20,000 Path objects cost seconds
+    top, prefix = str(root), os.path.join(str(root), "")
+    if all(p.startswith(prefix) or p == top for p in resolved):
+        return root, [p[len(prefix):] or "." for p in resolved]
+    root = Path(os.path.commonpath([os.path.dirname(p) for p in resolved]))
     return root, [os.path.relpath(p, root) for p in resolved]
 
 
@@ -121,14 +130,14 @@ def load_aigiqa20k(root: Path, images: str | None = None, name: str | None = Non
         df["split"] = split
         df["generator"] = _generator_from_name(df["name"], AIGIQA_GENERATOR)
         base = _media_dir(root, images, split, ("{split}", "images/{split}"))
-        df["_abs"] = [base / n for n in df["name"]]
+        df["_abs"] = [os.path.join(base, n) for n in df["name"]]
         frames.append(df)
     if not frames:
         raise FileNotFoundError(f"{root}: no AIGIQA-20K label file (info_train.xlsx / info_train.csv) found")
     df = pd.concat(frames, ignore_index=True)
     df["item_id"] = _unique_ids(df)
     mroot, df["path"] = _relativise(list(df.pop("_abs")), root)
-    return Manifest(df, mroot, name or "aigiqa20k", adapter="aigiqa20k")
+    return Manifest(df, mroot, name or "aigiqa20k", adapter="aigiqa20k", media="image")
 
 
 def _read_t2vqa_lines(path: Path, split: str) -> pd.DataFrame:
@@ -161,14 +170,14 @@ def load_t2vqa_db(root: Path, videos: str | None = None, name: str | None = None
         df = _read_t2vqa_lines(path, split)
         df["generator"] = _generator_from_name(df["name"], T2VQA_GENERATOR)
         base = _media_dir(root, videos, split, ("videos/{split}", "{split}", "videos", "."))
-        df["_abs"] = [base / n for n in df["name"]]
+        df["_abs"] = [os.path.join(base, n) for n in df["name"]]
         frames.append(df)
     if not frames:
         raise FileNotFoundError(f"{root}: no T2VQA-DB label file (train.txt / val.txt / test.txt) found")
     df = pd.concat(frames, ignore_index=True)
     df["item_id"] = _unique_ids(df)
     mroot, df["path"] = _relativise(list(df.pop("_abs")), root)
-    return Manifest(df.drop(columns="line"), mroot, name or "t2vqa_db", adapter="t2vqa_db")
+    return Manifest(df.drop(columns="line"), mroot, name or "t2vqa_db", adapter="t2vqa_db", media="video")
 
 
 FETV_LABELS = ("static_quality", "temporal_quality", "alignment")
@@ -189,7 +198,7 @@ def load_fetv(root: Path, videos: str | None = None, mos: str | None = None, nam
         "prompt_id": df["prompt_id"],
     })
     mroot, out["path"] = _relativise([base / n for n in df["name"]], root)
-    return Manifest(out, mroot, name or "fetv", label_columns=FETV_LABELS, adapter="fetv")
+    return Manifest(out, mroot, name or "fetv", label_columns=FETV_LABELS, adapter="fetv", media="video")
 
 
 TABLE_GUESSES = {
@@ -205,42 +214,67 @@ TABLE_GUESSES = {
 def load_table(labels: str | os.PathLike, root: str | os.PathLike | None = None, columns: dict | None = None,
                generator_regex: str | None = None, split: str = "train", label_columns: list[str] | None = None,
                sep: str | None = None, sheet: Any = 0, header: Any = "auto", names: list[str] | None = None,
-               name: str | None = None, **unused) -> Manifest:
+               name: str | None = None, media: str | None = None, **unused) -> Manifest:
     """Generic label table. ``columns`` maps our names (item_id, path, prompt, mos, split, group,
-    generator) to the file's; unmapped ones are guessed from common names. ``path`` defaults to
-    the item_id column; ``generator_regex`` pulls the generator out of the file name."""
+    generator) to the file's; unmapped ones are guessed from common names (a guessed target is
+    reported in ``Manifest.notes``). ``item_id`` may be composite: a list of columns (joined with
+    ``/``) or a template such as ``"{model}/{image}"``, for tables whose file names repeat across
+    generators. ``path`` defaults to the item_id (column or composite); ``generator_regex`` pulls
+    the generator out of the file name; ``media`` (image | video) says what the files are (else
+    the feature run recognises them by content)."""
     _refuse_unknown("table", unused)
+    if media not in (None, "image", "video"):
+        raise ValueError(f"table: media must be 'image' or 'video', got {media!r}.{suggest(str(media), ['image', 'video'])}")
     labels = Path(labels).expanduser()
     columns = dict(columns or {})
     bad_keys = set(columns) - set(TABLE_GUESSES) - {"path"}
     if bad_keys:
-        raise ValueError(f"table: unknown column role(s) {sorted(bad_keys)}; roles: item_id, path, {', '.join(list(TABLE_GUESSES)[1:])}")
-    df = _read_table(labels, sep=sep, sheet=sheet, header=header, names=names, expect=tuple(columns.values()))
+        raise ValueError(f"table: unknown column role(s) {sorted(bad_keys)}.{suggest(sorted(bad_keys)[0], [*TABLE_GUESSES, 'path'])} "
+                         f"Roles: item_id, path, {', '.join(list(TABLE_GUESSES)[1:])}")
+    expect = tuple(c for v in columns.values() for c in (v if isinstance(v, (list, tuple)) else [v]) if isinstance(c, str))
+    df = _read_table(labels, sep=sep, sheet=sheet, header=header, names=names, expect=expect)
     lower = {c.lower(): c for c in df.columns}
+    notes: list[str] = []
 
     def pick(role: str) -> str | None:
         if role in columns:
             col = columns[role]
             if col not in df:
-                raise ValueError(f"{labels}: column {col!r} (for {role}) not found; columns are {list(df.columns)}")
+                raise ValueError(f"{labels}: column {col!r} (for {role}) not found.{suggest(col, df.columns)} "
+                                 f"Columns are {list(df.columns)}")
             return col
         return next((lower[g] for g in TABLE_GUESSES.get(role, ()) if g in lower), None)
 
-    id_col = pick("item_id")
-    if id_col is None:
-        raise ValueError(f"{labels}: no item_id column; set columns.item_id (columns are {list(df.columns)})")
-    out = pd.DataFrame({"item_id": df[id_col], "name": df[id_col]})
-    path_col = columns.get("path", id_col)
-    if path_col not in df:
-        raise ValueError(f"{labels}: column {path_col!r} (for path) not found; columns are {list(df.columns)}")
+    if _is_composite(columns.get("item_id")):
+        ids = _composite_ids(df, columns["item_id"], labels)
+    else:
+        id_col = pick("item_id")
+        if id_col is None:
+            raise ValueError(f"{labels}: no item_id column; set columns.item_id (columns are {list(df.columns)})")
+        ids = df[id_col]
+    out = pd.DataFrame({"item_id": ids, "name": ids})
+    path_col = columns.get("path")
+    if path_col is not None and path_col not in df:
+        raise ValueError(f"{labels}: column {path_col!r} (for path) not found.{suggest(path_col, df.columns)} "
+                         f"Columns are {list(df.columns)}")
     for role in ("prompt", "mos", "split", "group", "generator"):
         col = pick(role)
         if col is not None:
             out[role] = df[col]
+            if role == "mos" and "mos" not in columns and col != "mos":
+                notes.append(Note(f"{labels.name}: the target 'mos' is not mapped, so column {col!r} is used as the "
+                                  f"rating to predict (guessed from its name). If it is not that rating (e.g. a sum "
+                                  f"of sub-scores), map the right one: columns: {{mos: <column>}} (command line: "
+                                  f"-O columns.mos=<column>)", "target"))
     if "split" not in out:
         out["split"] = split
     if generator_regex:
-        out["generator"] = _generator_from_name(df[id_col], generator_regex)
+        out["generator"] = _generator_from_name(df[path_col] if path_col else ids, generator_regex)
+        notes += _generator_notes(out, f"generator_regex {generator_regex!r}", "matches",
+                                  "check case and dots (e.g. '^(?P<generator>[^_]+)_' takes all before the first '_')")
+    elif "generator" in out:
+        notes += _generator_notes(out, f"column {pick('generator')!r} (generator)", "fills",
+                                  "fill the column, or give generator_regex")
     extra = [c for c in (label_columns or []) if c not in out]
     for c in extra:
         if c not in df:
@@ -248,10 +282,50 @@ def load_table(labels: str | os.PathLike, root: str | os.PathLike | None = None,
         out[c] = df[c]
     base = Path(root).expanduser() if root else labels.parent
     mroot = base.resolve()
-    rel = df[path_col].astype(str)
+    rel = (df[path_col] if path_col else ids).astype(str)
     # absolute paths inside the root become relative; others stay as given and fail validation
     out["path"] = [os.path.relpath(p, mroot) if os.path.isabs(p) and Path(p).is_relative_to(mroot) else p for p in rel]
-    return Manifest(out, mroot, name or labels.stem, label_columns=extra, adapter="table")
+    return Manifest(out, mroot, name or labels.stem, label_columns=extra, adapter="table", media=media, notes=notes)
+
+
+def _is_composite(spec) -> bool:
+    return isinstance(spec, (list, tuple)) or (isinstance(spec, str) and "{" in spec)
+
+
+def _composite_ids(df: pd.DataFrame, spec, labels: Path) -> pd.Series:
+    """Item ids from several columns: a list (values joined with '/') or a format template."""
+    import string
+
+    template = "/".join("{" + str(c) + "}" for c in spec) if isinstance(spec, (list, tuple)) else spec
+    try:
+        fields = [f for _, f, _, _ in string.Formatter().parse(template) if f is not None]
+    except ValueError as err:
+        raise ValueError(f"{labels}: item_id template {template!r} is not valid ({err})") from None
+    if not fields:
+        raise ValueError(f"{labels}: item_id template {template!r} names no column (write e.g. '{{model}}/{{name}}')")
+    for f in fields:
+        if f not in df:
+            raise ValueError(f"{labels}: column {f!r} (in the composite item_id) not found.{suggest(f, df.columns)} "
+                             f"Columns are {list(df.columns)}")
+    cols = {f: df[f].astype(str).str.strip() for f in dict.fromkeys(fields)}
+    blank = pd.concat([v == "" for v in cols.values()], axis=1).any(axis=1)
+    ids = pd.Series([template.format(**{f: cols[f].iat[i] for f in cols}) for i in range(len(df))], index=df.index)
+    return ids.where(~blank, "")  # a part missing: an empty id, reported by validation
+
+
+def _generator_notes(out: pd.DataFrame, what: str, verb: str, fix: str) -> list[str]:
+    """A note when some or all items get no generator from ``what``."""
+    gen = out["generator"]
+    missing = gen.isna() | gen.astype(str).str.strip().isin(["", "None", "nan"])
+    n, k = len(gen), int(missing.sum())
+    if not k or not n:
+        return []
+    examples = ", ".join(repr(x) for x in out.loc[missing, "name"].astype(str).head(3))
+    if k == n:
+        return [Note(f"{what} {verb} none of the {n} items (e.g. {examples}): no item has a generator, so the "
+                     f"`generator` extractor is a constant column; {fix}", "generator")]
+    return [Note(f"{what} {verb} {n - k} of {n} items; {k} have no generator (e.g. {examples}) and count as one "
+                 f"unknown generator; {fix}", "generator")]
 
 
 # ------------------------------------------------------------------- dispatch
@@ -263,9 +337,21 @@ ADAPTERS: dict[str, Callable[..., Manifest]] = {
 }
 
 
+def suggest(name: str, choices) -> str:
+    """" Did you mean ...?" for a misspelt name (empty when nothing is close). Kept here, not
+    imported from extractors: this room is the lowest and imports no higher one."""
+    by_lower = {str(c).lower(): str(c) for c in choices}  # 'MSO' is close to 'mos': case is no evidence
+    close = difflib.get_close_matches(str(name).lower(), list(by_lower), n=3, cutoff=0.5)
+    return f" Did you mean {', '.join(repr(by_lower[c]) for c in close)}?" if close else ""
+
+
 def _refuse_unknown(adapter: str, unused: dict) -> None:
     if unused:
-        raise ValueError(f"adapter {adapter!r} has no option(s) {sorted(unused)}")
+        skip = {"unused"} if adapter == "table" else {"root", "unused"}  # a folder adapter's root is the dataset
+        known = [p for p in inspect.signature(ADAPTERS[adapter]).parameters if p not in skip]
+        first = sorted(unused)[0]
+        raise ValueError(f"adapter {adapter!r} has no option(s) {sorted(unused)}.{suggest(first, known)} "
+                         f"Options: {', '.join(known)}")
 
 
 def detect(folder: Path) -> str:
@@ -293,6 +379,9 @@ def _from_yaml(path: Path, adapter: str | None, options: dict) -> Manifest:
     cfg = {**cfg, **options}
     adapter = adapter or cfg.pop("adapter", "table")
     cfg.pop("adapter", None)
+    if adapter not in ADAPTERS:  # before "needs path:", which would hide a typo such as `tabel`
+        raise ValueError(f"{path}: unknown adapter {adapter!r}.{suggest(adapter, list(ADAPTERS))} "
+                         f"Known: {', '.join(ADAPTERS)}")
     cfg.setdefault("name", path.stem)
     for k in ("labels", "root", "path", "videos", "images"):  # relative to the YAML file
         if isinstance(cfg.get(k), str) and not os.path.isabs(os.path.expanduser(cfg[k])):
@@ -300,7 +389,13 @@ def _from_yaml(path: Path, adapter: str | None, options: dict) -> Manifest:
     if adapter == "table":
         if "labels" not in cfg:
             raise ValueError(f"{path}: a table dataset needs 'labels: <file>'")
-        return load_table(**cfg)
+        allow_links = cfg.pop("allow_outside_links", None)
+        m = load_table(**cfg)
+        if allow_links is not None:
+            if not isinstance(allow_links, bool):
+                raise ValueError(f"{path}: allow_outside_links must be true or false, got {allow_links!r}")
+            m.allow_outside_links = allow_links
+        return m
     folder = cfg.pop("path", None) or cfg.pop("root", None)
     if folder is None:
         raise ValueError(f"{path}: adapter {adapter!r} needs 'path: <dataset folder>'")
@@ -308,10 +403,33 @@ def _from_yaml(path: Path, adapter: str | None, options: dict) -> Manifest:
 
 
 def load(source: str | os.PathLike, adapter: str | None = None, **options: Any) -> Manifest:
+    allow_links = options.pop("allow_outside_links", None)
     m = _load(source, adapter, **options)
     if not getattr(m, "source", ""):  # the innermost source wins (a YAML naming a dataset folder: the folder)
         m.source = str(Path(source).expanduser().resolve())
+    if allow_links is not None:
+        if not isinstance(allow_links, bool):
+            raise ValueError(f"allow_outside_links must be true or false, got {allow_links!r}")
+        m.allow_outside_links = allow_links
+    _note_generators(m)
     return m
+
+
+def _note_generators(m: Manifest) -> None:
+    """Items without a generator, unless the adapter said it already (e.g. a regex that matched some)."""
+    if any(getattr(n, "about", "") == "generator" for n in m.notes) or not len(m.df):
+        return
+    m.notes = list(m.notes)
+    missing = m.df["generator"].isna()
+    if missing.all():
+        m.notes.append(Note(f"dataset {m.name!r}: no item has a generator (no generator column or generator_regex), "
+                            "so the `generator` extractor is a constant column; map one: columns: {generator: "
+                            "<column>} or generator_regex: '<pattern>'", "generator"))
+    elif missing.any():
+        per_split = m.df.loc[missing, "split"].value_counts(sort=False)
+        where = ", ".join(f"{k} {v:,}" for k, v in per_split.items())
+        m.notes.append(Note(f"dataset {m.name!r}: {int(missing.sum()):,} of {len(m.df):,} items have no generator "
+                            f"({where}); they count as one unknown generator", "generator"))
 
 
 def _load(source: str | os.PathLike, adapter: str | None = None, **options: Any) -> Manifest:
@@ -319,8 +437,6 @@ def _load(source: str | os.PathLike, adapter: str | None = None, **options: Any)
     if not src.exists():
         raise FileNotFoundError(f"dataset {source!s} not found")
     if adapter is not None and adapter not in ADAPTERS:
-        from extractors.base import suggest
-
         raise ValueError(f"unknown adapter {adapter!r}.{suggest(adapter, list(ADAPTERS))} Known: {', '.join(ADAPTERS)}")
     if src.is_file() and src.suffix.lower() in (".yaml", ".yml"):
         return _from_yaml(src, adapter, options)

@@ -343,15 +343,15 @@ class FeatureStore:
             added = len(new)
         else:
             old = self.df
-            pos = {iid: i for i, iid in enumerate(old["item_id"])}
-            rows = np.array([pos.get(i, -1) for i in new["item_id"]], dtype=np.int64)
+            pos = {iid: i for i, iid in enumerate(old["item_id"].to_numpy(dtype=object))}
+            rows = np.array([pos.get(i, -1) for i in new["item_id"].to_numpy(dtype=object)], dtype=np.int64)
             known = rows >= 0
             self._check_dataset(manifest, int((~known).sum()))
             changed = []
             for col in INPUT_COLUMNS:
                 a = old[col].to_numpy(dtype=object)[rows[known]]
                 b = new[col].to_numpy(dtype=object)[known]
-                diff = [k for k in range(len(a)) if not (a[k] == b[k] or (_null(a[k]) and _null(b[k])))]
+                diff = np.flatnonzero(~_same(a, b))
                 changed += [(new["item_id"].to_numpy()[known][k], col, a[k], b[k]) for k in diff[:5]]
             if changed:
                 lines = "\n".join(f"  - {i}: {c} {x!r} -> {y!r}" for i, c, x, y in changed[:10])
@@ -447,6 +447,18 @@ class FeatureStore:
         cfg = self._cfg(key)
         if cfg.feature_names != list(names):
             cfg.feature_names = list(names)
+            cfg.dirty = True
+
+    def batch_sizes(self, key: str) -> list[int]:
+        """Batch sizes the rows of ``key`` were computed with (attr ``batch_sizes``; [] if unrecorded).
+        Batch size is not in the key, but changes the numbers (~1e-5): see runner.settle_batch_size."""
+        return [int(b) for b in json.loads(self._cfg(key).attrs.get("batch_sizes", "[]"))]
+
+    def set_batch_sizes(self, key: str, sizes: Iterable[int]) -> None:
+        cfg = self._cfg(key)
+        text = json.dumps(sorted({int(b) for b in sizes}))
+        if cfg.attrs.get("batch_sizes") != text:
+            cfg.attrs["batch_sizes"] = text
             cfg.dirty = True
 
     def add_timing(self, key: str, seconds: float, items: int, device: str | None = None) -> None:
@@ -728,6 +740,7 @@ class FeatureStore:
         return {
             "path": str(self.path), "items": len(self), "dtype": str(self.dtype),
             "dataset": self.meta.get("name"), "root": self.meta.get("root"), "shard": self.meta.get("shard") or None,
+            "source": self.meta.get("source") or None, "dataset_id": self.meta.get("dataset_id") or None,
             "journal_files": len(self._applied),
             "keys": {k: {"name": c.attrs.get("name"), "dim": c.dim, **self.counts(k)} for k, c in sorted(self._configs.items())},
         }
@@ -738,14 +751,17 @@ def _null(v) -> bool:
     return v is None or (isinstance(v, float) and np.isnan(v))
 
 
+def _same(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Elementwise: equal, or both missing (None/NaN). One vectorised pass, no Python loop."""
+    x, y = np.asarray(x, dtype=object), np.asarray(y, dtype=object)
+    eq = np.equal(x, y).astype(bool) if len(x) else np.zeros(0, bool)
+    return eq | (pd.isna(x) & pd.isna(y))
+
+
 def _frames_equal(a: pd.DataFrame, b: pd.DataFrame) -> bool:
     if list(a.columns) != list(b.columns) or len(a) != len(b):
         return False
-    for c in a.columns:
-        x, y = a[c].to_numpy(dtype=object), b[c].to_numpy(dtype=object)
-        if not all(p == q or (_null(p) and _null(q)) for p, q in zip(x, y)):
-            return False
-    return True
+    return all(_same(a[c].to_numpy(dtype=object), b[c].to_numpy(dtype=object)).all() for c in a.columns)
 
 
 def _runs(overlay: list[tuple[np.ndarray, np.ndarray]]):

@@ -37,6 +37,8 @@ TRUSTED_TYPES: tuple[str, ...] = (
     "collections.OrderedDict",
     "lightgbm.basic.Booster",  # rebuilt from LightGBM's own text model format (its __setstate__)
     "lightgbm.sklearn.LGBMRegressor",
+    "regressors.generator_probe.GeneratorProbe",
+    "regressors.generator_probe.ProbedModel",
     "regressors.heads.BlockTransformer",
     "regressors.heads.CosineWeights",
     "regressors.heads.ElasticNetHead",
@@ -134,10 +136,37 @@ def read_info(folder: str | Path) -> dict:
     missing = [k for k in REQUIRED if k not in info]
     if missing:
         raise BundleError(f"{path} lacks {', '.join(missing)}: not a bundle written by `aigcq regress`")
-    if info["format"] != FORMAT or int(info["format_version"]) > FORMAT_VERSION:
-        raise BundleError(f"{path}: format {info['format']!r} version {info['format_version']} is not one this "
+    try:
+        newer = info["format"] != FORMAT or int(info["format_version"]) > FORMAT_VERSION
+    except (TypeError, ValueError):
+        newer = True
+    if newer:
+        raise BundleError(f"{path}: format {info['format']!r} version {info['format_version']!r} is not one this "
                           f"version reads ({FORMAT} <= {FORMAT_VERSION}); upgrade aigc-quality")
+    check_shape(info, path)
     return info
+
+
+def check_shape(info: dict, path) -> None:
+    """The fields every reader indexes, of the right kind: a damaged but valid JSON file stops
+    here with one line, not later with a KeyError/TypeError deep in scoring."""
+    def bad(what: str) -> BundleError:
+        return BundleError(f"{path}: {what}: the file is damaged or was not written by `aigcq regress`; "
+                           "train again (or restore the file)")
+
+    if info.get("track") not in ("image", "video"):
+        raise bad(f"track is {info.get('track')!r}, not 'image' or 'video'")
+    target = info.get("target")
+    if not isinstance(target, dict) or not isinstance(target.get("name"), str):
+        raise bad(f"target must be an object with a 'name', got {target!r}")
+    feats = info.get("features")
+    if not isinstance(feats, list) or not all(isinstance(f, dict) and isinstance(f.get("block"), str)
+                                              and isinstance(f.get("key"), str) for f in feats):
+        raise bad("features must be a list of objects with 'block' and 'key'")
+    if "n_features" in info and not isinstance(info["n_features"], int):
+        raise bad(f"n_features is {info['n_features']!r}, not an integer")
+    if not isinstance(info.get("files"), dict):
+        raise bad("files must be an object (file name -> sha256)")
 
 
 def load_bundle(folder: str | Path) -> tuple[Any, dict]:

@@ -47,7 +47,8 @@ def _parser(prog: str = "python -m regressors", job_progs: dict[str, str] | None
                    help="ray: the searches and (fold, head) refits as Ray tasks (same results as local; "
                         "pip install 'aigc-quality[ray]'); studies shared through --storage")
     f.add_argument("--address", default=None,
-                   help="with --engine ray: the cluster (auto, ray://head:10001; default: a local one)")
+                   help="with --engine ray: the cluster (auto, head:6379, ray://head:10001 with ray[client]; "
+                        "default: a local one)")
     f.add_argument("--blas-threads", type=int, default=1,
                    help="BLAS threads (default 1: multi-threaded OpenBLAS spins and runs ~30x slower on a busy, "
                         "oversubscribed machine; measured 6.5 s vs 0.2 s for one 116x3840 SVD at load 5 on 2 cores)")

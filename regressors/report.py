@@ -74,6 +74,12 @@ def markdown_report(metrics: dict) -> str:
     lines += ["", "## One head per extractor block", "", HEADER]
     for name, m in metrics.get("blocks", {}).items():
         lines.append(_row(name, m))
+    sel = metrics.get("block_selection")
+    if sel:
+        lines += ["", "## Blocks the final model reads (nested block selection on its tuning set)", "",
+                  f"Kept: {', '.join(sel.get('kept', []))}; dropped: {', '.join(sel.get('dropped', [])) or 'none'} "
+                  f"(proxy-head scores of the subsets tried: "
+                  + ", ".join(f"{k} {v:.3f}" for k, v in sel.get("scores", {}).items()) + ")"]
     w = metrics.get("meta_weights", {})
     if w:
         lines += ["", "## Meta-learner weights (non-negative)", "", "| head | weight |", "|---|---|"]

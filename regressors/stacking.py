@@ -48,6 +48,7 @@ import numpy as np
 from sklearn.linear_model import LinearRegression
 from tqdm.auto import tqdm
 
+from .block_selection import select_blocks
 from .heads import make_head
 from .metrics import MetricError, main_score
 from .tuning import GROUP_BLOCK, make_folds, subsample_groups, tune_head
@@ -81,6 +82,10 @@ class StackConfig:
     storage: str | None = None
     prune: bool = True
     n_jobs: int = -1  # worker processes for tuning and refits (-1: all cores, at most 8); LightGBM 1 thread each
+    # nested block selection (regressors.block_selection): on the tuning set, keep the smallest block subset
+    # whose untuned proxy heads score within select_tolerance of the best subset; the heads see only those
+    select_blocks: bool = True
+    select_tolerance: float = 0.005
     engine: str = "local"  # local (n_jobs worker processes) | ray: the same tasks on a Ray cluster (ray_tasks.py)
 
     def to_dict(self) -> dict:
@@ -104,12 +109,17 @@ FIXED_PRESETS: dict[str, tuple[str, dict[str, Any]]] = {
 }
 
 
-def base_specs(blocks: dict[str, list[int]] | None, cfg: StackConfig) -> list[HeadSpec]:
-    """The base heads for a block layout."""
+def base_specs(blocks: dict[str, list[int]] | None, cfg: StackConfig, keep: list[str] | None = None) -> list[HeadSpec]:
+    """The base heads for a block layout; ``keep``: the blocks they may read (default all)."""
     names = list(blocks) if blocks else []
+    restricted = keep is not None and list(keep) != names
+    if restricted:
+        names = [n for n in names if n in keep]
     specs = []
     for kind in cfg.heads:
         p: dict[str, Any] = {"blocks": blocks}
+        if restricted:
+            p["use"] = list(names)
         if kind == "knn":
             # neighbours in the content blocks (the prompt, pixels), relative to each generator's mean and spread
             content = [n for n in names if n != GROUP_BLOCK]
@@ -253,9 +263,14 @@ def _tune_one(spec: HeadSpec, X, y, groups, cfg: StackConfig, tag: str) -> tuple
 
 
 def tune_and_meta(X, y, groups, blocks, cfg: StackConfig, tag: str = "final") -> tuple[list[HeadSpec], LinearRegression, dict]:
-    """Tune the heads on (X, y) and fit the meta-learner on their out-of-fold predictions there."""
-    specs = base_specs(blocks, cfg)
+    """Select blocks, tune the heads on (X, y) and fit the meta-learner on their out-of-fold predictions there."""
     info: dict[str, Any] = {"tuning_items": int(len(y)), "heads": {}}
+    keep = None
+    if cfg.select_blocks and blocks and len(blocks) > 1:
+        keep, info["block_selection"] = select_blocks(X, y, groups, blocks, n_splits=cfg.tune_folds, seed=cfg.seed,
+                                                      protocol=cfg.protocol, pca=cfg.pca,
+                                                      tolerance=cfg.select_tolerance)
+    specs = base_specs(blocks, cfg, keep)
     # longest first, so that the cheap heads fill the gaps at the end (with 2 workers, LightGBM's search
     # started last was the critical path: 364 of 542 s at 14,000 x 2,000)
     order = sorted(range(len(specs)), key=lambda j: (not specs[j].tune, TUNING_COST_RANK.get(specs[j].kind, 9)))
@@ -458,7 +473,8 @@ def cross_validate(X, y, groups, blocks, cfg: StackConfig, final_predict: np.nda
         model = fit_stack(X[tr], y[tr], None if groups_arr is None else groups_arr[tr], blocks,
                           StackConfig(**{**cfg.to_dict(), "seed": cfg.seed + 100 * (k + 1)}), tag=f"outer{k}")
         for name, p in model.predict_heads(X[te]).items():
-            heads_pred.setdefault(name, np.zeros(n))[te] = p
+            # NaN where an outer fold's model lacks this head (its block selection dropped the block)
+            heads_pred.setdefault(name, np.full(n, np.nan))[te] = p
         stack[te] = model.predict(X[te])
         fold_id[te] = k
         infos.append(model.info)

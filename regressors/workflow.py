@@ -196,11 +196,11 @@ def _fit_into(out_dir: Path, final_dir: Path, track, store, data, splits, refuse
     if data.incomplete:
         metrics["train_items_missing_features"] = data.incomplete
     metrics.update(safe_evaluate(cv["stack"], y_s, n_boot=n_boot))
-    metrics["heads"] = {n: safe_evaluate(p, y_s, n_boot=0) for n, p in cv["heads"].items()
+    metrics["heads"] = {n: _head_evaluate(p, y_s) for n, p in cv["heads"].items()
                         if not n.startswith(("block:", "fixed:"))}
-    metrics["fixed_heads"] = {n.split(":", 1)[1]: safe_evaluate(p, y_s, n_boot=0)
+    metrics["fixed_heads"] = {n.split(":", 1)[1]: _head_evaluate(p, y_s)
                               for n, p in cv["heads"].items() if n.startswith("fixed:")}
-    metrics["blocks"] = {n.split(":", 1)[1]: safe_evaluate(p, y_s, n_boot=0)
+    metrics["blocks"] = {n.split(":", 1)[1]: _head_evaluate(p, y_s)
                          for n, p in cv["heads"].items() if n.startswith("block:")}
     metrics["per_generator"] = per_group(cv["stack"], y_s, data.generators[scored])
     metrics["cv_info"] = cv["info"]
@@ -222,6 +222,7 @@ def _fit_into(out_dir: Path, final_dir: Path, track, store, data, splits, refuse
         per_row = (time.perf_counter() - t1) / max(len(in_sample) + len(others), 1)  # wall, over the workers
     t_fit = time.perf_counter() - t0
     metrics["meta_weights"] = model.weights()
+    metrics["block_selection"] = model.info.get("block_selection")
     bundle_io.save_bundle(out_dir / MODEL_DIR, model, _bundle_info(track, target, store, data, cfg, metrics, model))
 
     # predictions: CV (honest) for scored training items, in-sample for the tuning set only (predicting
@@ -272,6 +273,16 @@ def _fit_into(out_dir: Path, final_dir: Path, track, store, data, splits, refuse
     return metrics
 
 
+def _head_evaluate(pred, y) -> dict:
+    """A base head's CV score; on the items it predicted when block selection dropped it in some outer folds."""
+    ok = np.isfinite(pred)
+    if ok.all():
+        return safe_evaluate(pred, y, n_boot=0)
+    out = safe_evaluate(pred[ok], y[ok], n_boot=0)
+    out["note"] = f"head absent from some outer folds (block not selected there): scored on {int(ok.sum())} of {len(y)}"
+    return out
+
+
 def _vocab_by_key(data) -> dict[str, list[str]]:
     return {data.keys[b]: v for b, v in data.vocabularies.items()}
 
@@ -311,7 +322,7 @@ def load_model_any(path, trust_pickle: bool = False):
         return bundle_io.load_bundle(p / MODEL_DIR)
     if p.suffix == ".pkl" or (p.is_dir() and (p / bundle_io.LEGACY_PICKLE).is_file()):
         model, meta = bundle_io.load_legacy_pickle(p, trust_pickle=trust_pickle)
-        return model, legacy_info(meta)
+        return model, legacy_info(meta, p)
     bundle_io.read_info(p)  # raises the precise error (missing folder, missing/invalid bundle.json)
     raise bundle_io.BundleError(f"{p} is not a model bundle")
 
@@ -326,15 +337,23 @@ def read_model_info(path) -> dict:
 
         pkl = p if p.suffix == ".pkl" else p / bundle_io.LEGACY_PICKLE
         try:
-            return legacy_info(model_io.read_meta(pkl))
-        except ValueError as err:
-            raise bundle_io.BundleError(f"{model_io.meta_path(pkl)} is not valid JSON ({err})") from None
+            return legacy_info(model_io.read_meta(pkl), model_io.meta_path(pkl))
+        except ValueError as err:  # read_meta's message names the file and what to do
+            raise bundle_io.BundleError(str(err)) from None
     return bundle_io.read_info(p)
 
 
-def legacy_info(meta: dict) -> dict:
-    return {"track": meta["track"], "target": {"name": meta["target"]}, "n_features": meta["n_features"],
-            "features": [{"block": b, "key": k} for b, k in meta["store_keys"].items()], "legacy_pickle": True}
+def legacy_info(meta: dict, where="the legacy model's .json") -> dict:
+    try:
+        info = {"track": meta["track"], "target": {"name": meta["target"]}, "n_features": meta["n_features"],
+                "features": [{"block": b, "key": k} for b, k in meta["store_keys"].items()], "legacy_pickle": True,
+                "files": {}}
+    except (KeyError, TypeError, AttributeError) as err:
+        raise bundle_io.BundleError(
+            f"{where}: expected an object with track, target, n_features and store_keys ({type(err).__name__}: "
+            f"{err}); the file is damaged: restore it or train again (`aigcq regress` writes a model bundle)") from None
+    bundle_io.check_shape(info, where)
+    return info
 
 
 def predict_command(model_path: str, store: str, split: str, out: str, n_boot: int = 1000,

@@ -25,6 +25,17 @@ def _offline_hub(monkeypatch):
 
 
 @pytest.fixture(scope="session")
+def _table_cache_dir(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("table_cache")
+
+
+@pytest.fixture(autouse=True)
+def _table_cache(monkeypatch, _table_cache_dir):
+    # Parsed label tables are cached per test session, never in the user's ~/.cache.
+    monkeypatch.setenv("AIGCQ_CACHE_DIR", str(_table_cache_dir))
+
+
+@pytest.fixture(scope="session")
 def astronaut():
     """A real photograph shipped with scikit-image (no download)."""
     from PIL import Image

@@ -70,8 +70,15 @@ def features(data, store, *extra, check=True, batch_size=4):
 
 def one_line_error(res) -> str:
     assert res.returncode != 0, res.stdout[-2000:]
-    lines = [ln for ln in res.stderr.strip().splitlines() if ln.strip()]
+    # dataset warnings/notes may precede it; the failure itself is one "error:" line, no traceback
+    lines = [ln for ln in res.stderr.strip().splitlines() if ln.strip() and not ln.startswith(("warning:", "note:"))]
     assert len(lines) == 1 and lines[0].startswith("error: "), res.stderr[-3000:]
+    return lines[0]
+
+
+def error_line(stderr: str) -> str:
+    lines = [ln for ln in stderr.strip().splitlines() if ln.strip() and not ln.startswith(("warning:", "note:"))]
+    assert len(lines) == 1 and lines[0].startswith("error: "), stderr[-3000:]
     return lines[0]
 
 
@@ -136,7 +143,7 @@ def test_a_truncated_store_is_a_one_line_error_naming_the_file(tmp_path):
 
 
 def test_a_read_only_store_folder_is_a_one_line_error(tmp_path, tiny_fs):
-    # before: a traceback (PermissionError / OSError: Read-only file system) from deep in the store
+    # before: a traceback (OSError: [Errno 30] Read-only file system: '.../ro.h5.journal/LOCK')
     data = dataset(tmp_path / "d", n=8)
     store = tiny_fs / "ro.h5"
     features(data, store)
@@ -145,6 +152,25 @@ def test_a_read_only_store_folder_is_a_one_line_error(tmp_path, tiny_fs):
     res = features(more, store, check=False)
     line = one_line_error(res)
     assert "not writable" in line and "read-only file system" in line and str(tiny_fs) in line
+    assert done_count(store) == 8
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes into a chmod 555 folder; the tmpfs test above covers root")
+def test_a_store_folder_without_write_permission_is_a_one_line_error(tmp_path):
+    data = dataset(tmp_path / "d", n=8)
+    folder = tmp_path / "ro"
+    folder.mkdir()
+    store = folder / "ro.h5"
+    features(data, store)
+    os.chmod(folder, 0o555)
+    os.chmod(f"{store}.journal", 0o555)
+    try:
+        res = features(dataset(tmp_path / "d2", n=12), store, check=False)
+    finally:
+        os.chmod(folder, 0o755)
+        os.chmod(f"{store}.journal", 0o755)
+    line = one_line_error(res)
+    assert "not writable" in line and "permission denied" in line
     assert done_count(store) == 8
 
 
@@ -191,8 +217,8 @@ def test_write_failures_in_process_name_the_cause(tmp_path, monkeypatch, capsys)
     argv = ["run", "--track", "image", "--data", str(data), "--extractors", "wide_fake", "--store", str(store),
             "--no-progress", "--batch-size", "4", "--checkpoint-every", "1000"]
     assert main(argv) == 2
-    err = capsys.readouterr().err.strip()
-    assert "\n" not in err and "disk full" in err and "nothing computed is lost" in err
+    err = error_line(capsys.readouterr().err)
+    assert "disk full" in err and "nothing computed is lost" in err
     monkeypatch.setattr(journal, "write", real_write)
     assert done_count(store) == 8  # the two batches journaled before the disk filled
 
@@ -203,5 +229,54 @@ def test_write_failures_in_process_name_the_cause(tmp_path, monkeypatch, capsys)
     monkeypatch.setattr(shutil, "copyfile", hdf5_full)
     monkeypatch.setattr(shutil, "disk_usage", lambda p: shutil._ntuple_diskusage(1 << 30, 1 << 30, 4096))
     assert main(argv) == 2
-    err = capsys.readouterr().err.strip()
-    assert "\n" not in err and "disk full" in err and str(store) in err
+    err = error_line(capsys.readouterr().err)
+    assert "disk full" in err and str(store) in err
+
+
+# --------------------------------------------------------------- batch size
+class BatchSensitive(WideFake):
+    """Like a real model on CPU: a row's numbers depend (slightly) on the size of its batch."""
+
+    name = "batch_sensitive"
+    defaults = {"dim": 4}
+
+    def compute(self, batch, items):
+        return super().compute(batch, items) + np.float32(1e-5) * len(batch)
+
+
+def test_a_resume_with_another_batch_size_keeps_the_recorded_one(tmp_path, capsys):
+    # before: the resumed rows were computed with the new batch size and mixed in (differing by ~1e-5
+    # from an undisturbed run), with nothing recorded
+    from extractors.__main__ import main
+    from extractors.runner import register_extractor
+
+    register_extractor(BatchSensitive)
+    n = 16
+    pd.DataFrame({"name": [f"v{i:02d}.mp4" for i in range(n)], "prompt": [f"p{i}" for i in range(n)],
+                  "split": ["train"] * 8 + ["test"] * 8, "mos": np.linspace(1, 5, n)}).to_csv(tmp_path / "l.csv",
+                                                                                         index=False)
+
+    def run(store, *extra):
+        argv = ["run", "--track", "image", "--data", str(tmp_path / "l.csv"), "--extractors", "batch_sensitive",
+                "--store", str(store), "--no-progress", *extra]
+        assert main(argv) == 0
+        return capsys.readouterr().err
+
+    def values(store):
+        with FeatureStore(store, "r") as st:
+            (key,) = st.keys()
+            return st.read(key), st.batch_sizes(key)
+
+    run(tmp_path / "ref.h5", "--batch-size", "4")  # undisturbed
+    run(tmp_path / "s.h5", "--batch-size", "4", "--split", "train")  # interrupted after the train split...
+    err = run(tmp_path / "s.h5", "--batch-size", "8")  # ...and resumed with another batch size
+    assert "resuming with 4, not 8" in err and "--allow-batch-change" in err
+    ref, ref_sizes = values(tmp_path / "ref.h5")
+    got, sizes = values(tmp_path / "s.h5")
+    np.testing.assert_array_equal(got, ref)  # equal to the undisturbed run
+    assert ref_sizes == sizes == [4]
+    # an explicit mix is computed as asked and recorded
+    run(tmp_path / "m.h5", "--batch-size", "4", "--split", "train")
+    run(tmp_path / "m.h5", "--batch-size", "8", "--allow-batch-change")
+    got, sizes = values(tmp_path / "m.h5")
+    assert sizes == [4, 8] and not np.array_equal(got, ref)

@@ -1,0 +1,69 @@
+"""Nested block selection: a noise block is dropped, useful blocks (and their interaction) are kept."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from regressors.block_selection import select_blocks
+from regressors.heads import blocks_from_dims
+from regressors.metrics import main_score
+from regressors.stacking import StackConfig, base_specs, cross_validate, fit_stack
+
+
+@pytest.fixture(scope="module")
+def data():
+    rng = np.random.default_rng(0)
+    n, n_prompts = 300, 100
+    gen = rng.integers(0, 3, n)
+    prompt = rng.integers(0, n_prompts, n)
+    emb = rng.normal(size=(n_prompts, 8))[prompt]
+    noise = rng.normal(size=(n, 60))
+    X = np.hstack([np.eye(4)[gen], emb, noise])
+    y = np.array([0.0, 1.5, -1.0])[gen] + np.sin(emb[:, 0]) + emb[:, 1] + 0.3 * rng.normal(size=n)
+    return X, y, prompt.astype(str), blocks_from_dims({"generator": 4, "prompt": 8, "noise": 60})
+
+
+def test_noise_block_is_dropped_and_useful_blocks_kept(data):
+    X, y, groups, blocks = data
+    kept, info = select_blocks(X, y, groups, blocks, pca=None)
+    assert kept == ["generator", "prompt"]
+    assert info["dropped"] == ["noise"] and info["search"] == "exhaustive"
+    assert len(info["scores"]) == 7  # every non-empty subset of 3 blocks
+    # backward elimination (what many blocks get) reaches the same set
+    kept_b, info_b = select_blocks(X, y, groups, blocks, pca=None, exhaustive_up_to=3)
+    assert kept_b == ["generator", "prompt"] and info_b["search"] == "backward"
+
+
+def test_one_block_is_kept_as_is(data):
+    X, y, groups, blocks = data
+    kept, info = select_blocks(X[:, :4], y, groups, {"generator": [0, 4]})
+    assert kept == ["generator"] and info["search"] == "none"
+
+
+def test_heads_read_only_the_kept_blocks(data):
+    *_, blocks = data
+    specs = {s.name: s for s in base_specs(blocks, StackConfig(), keep=["generator", "prompt"])}
+    assert "block:noise" not in specs and {"block:generator", "block:prompt"} <= set(specs)
+    assert specs["svr"].params["use"] == ["generator", "prompt"]
+    assert specs["knn"].params["use"] == ["prompt"] and specs["knn"].params["group_target"] == "generator"
+    assert specs["enet"].params["interact"] == ("generator", "prompt", 16)
+    assert "use" not in base_specs(blocks, StackConfig(), keep=list(blocks))[0].params  # all kept: unrestricted
+
+
+def test_stack_with_selection_ignores_noise_and_beats_the_stack_without(data):
+    X, y, groups, blocks = data
+    cfg = StackConfig(n_trials=2, outer_folds=3, tune_folds=3, nested="split", pca=None, heads=("svr", "enet"),
+                      n_jobs=1, tune_fraction=0.4)
+    cv = cross_validate(X, y, groups, blocks, cfg)
+    sel = cv["info"]["tuning_set"]["block_selection"]
+    assert "noise" in sel["dropped"] and "block:noise" not in cv["heads"]
+    off = cross_validate(X, y, groups, blocks, StackConfig(**{**cfg.to_dict(), "select_blocks": False}))
+    np.testing.assert_array_equal(cv["scored"], off["scored"])
+    s = cv["scored"]
+    assert main_score(cv["stack"], y[s]) > main_score(off["stack"], y[s])
+    # the fitted model: no head reads the noise block, so its columns do not move a prediction
+    model = fit_stack(X, y, groups, blocks, cfg)
+    X2 = X.copy()
+    X2[:, blocks["noise"][0]:] = 0.0
+    np.testing.assert_allclose(model.predict(X2), model.predict(X))
+    assert model.info["block_selection"]["kept"] == ["generator", "prompt"]
