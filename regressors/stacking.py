@@ -86,6 +86,9 @@ class StackConfig:
     # whose untuned proxy heads score within select_tolerance of the best subset; the heads see only those
     select_blocks: bool = True
     select_tolerance: float = 0.005
+    # fit: a generator probe (regressors.generator_probe) fills the generator block of items whose generator
+    # is unknown (T2VQA-DB val/test) with probabilities predicted from their content blocks
+    generator_probe: bool = False
     engine: str = "local"  # local (n_jobs worker processes) | ray: the same tasks on a Ray cluster (ray_tasks.py)
 
     def to_dict(self) -> dict:
@@ -267,7 +270,7 @@ def tune_and_meta(X, y, groups, blocks, cfg: StackConfig, tag: str = "final") ->
     info: dict[str, Any] = {"tuning_items": int(len(y)), "heads": {}}
     keep = None
     if cfg.select_blocks and blocks and len(blocks) > 1:
-        keep, info["block_selection"] = select_blocks(X, y, groups, blocks, n_splits=cfg.tune_folds, seed=cfg.seed,
+        keep, info["block_selection"] = select_blocks(X, y, groups, blocks, seed=cfg.seed,
                                                       protocol=cfg.protocol, pca=cfg.pca,
                                                       tolerance=cfg.select_tolerance)
     specs = base_specs(blocks, cfg, keep)
