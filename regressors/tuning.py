@@ -63,6 +63,11 @@ def _suggest_group_target(trial: optuna.Trial, p: dict, block_names: list[str]) 
             p["group_target"] = GROUP_BLOCK
 
 
+# LightGBM's boosting rounds and learning rate searched (a trial's cost grows with the rounds)
+LGBM_TREES = (100, 800)
+LGBM_RATE = (0.01, 0.2)
+
+
 def suggest_params(trial: optuna.Trial, kind: str, block_names: list[str]) -> dict[str, Any]:
     """Hyper-parameters for one head. Names are stable: they index stored studies."""
     p: dict[str, Any] = {}
@@ -78,8 +83,8 @@ def suggest_params(trial: optuna.Trial, kind: str, block_names: list[str]) -> di
         p["l1_ratio"] = trial.suggest_float("l1_ratio", 0.0, 1.0)
         _suggest_group_target(trial, p, block_names)
     elif kind == "lgbm":
-        p["n_estimators"] = trial.suggest_int("n_estimators", 100, 800, log=True)
-        p["learning_rate"] = trial.suggest_float("learning_rate", 0.01, 0.2, log=True)
+        p["n_estimators"] = trial.suggest_int("n_estimators", *LGBM_TREES, log=True)
+        p["learning_rate"] = trial.suggest_float("learning_rate", *LGBM_RATE, log=True)
         p["num_leaves"] = trial.suggest_int("num_leaves", 4, 64, log=True)
         p["min_child_samples"] = trial.suggest_int("min_child_samples", 5, 200, log=True)
         p["subsample"] = trial.suggest_float("subsample", 0.5, 1.0)
