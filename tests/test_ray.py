@@ -98,7 +98,7 @@ def test_rerun_after_the_driver_died_keeps_what_its_shards_computed(cluster, dem
     left.parent.mkdir()
     mask = np.zeros(len(manifest.df), bool)
     mask[:8] = True  # what shard 0 of the dead driver's run had computed
-    run_extraction(manifest.subset(mask), ex, left, progress=False, learn_from=manifest)
+    run_extraction(manifest.subset(mask), ex, left, batch_size=4, progress=False, learn_from=manifest)
     capsys.readouterr()
     assert _features(demo_data, tmp_path / "ray.h5", "generator", "--engine", "ray", "--shard-size", "8") == 0
     assert "16 computed, 0 failed, 8 already in the store, dim 7, 2 shards" in capsys.readouterr().out
