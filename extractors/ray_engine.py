@@ -170,7 +170,8 @@ class ShardWorker:
         mask[task["positions"]] = True
         with FeatureStore(task["path"], mode="a", dtype=self.dtype) as st:
             s = run_extraction(self.manifest.subset(mask), ex, st, device=self.device, precision=self.precision,
-                               batch_size=task.get("batch_size", self.batch_size), workers=self.workers, retry_failed=self.retry_failed,
+                               batch_size=task.get("batch_size", self.batch_size), workers=self.workers,
+                               retry_failed=self.retry_failed,
                                progress=False, checkpoint_every_s=self.checkpoint_every_s, learn_from=self.manifest,
                                threads=self.threads, **self.run_options)
         return {"key": s.key, "name": s.name, "done": s.done, "failed": s.failed, "skipped": s.skipped,
@@ -258,7 +259,7 @@ def run_ray(manifest, specs: Sequence[str], track: str, store: str | os.PathLike
     store = Path(store)
     folder = shard_folder(store)
     lock = _lock(folder)
-    started = False
+    started = finished = False
     try:
         # the store holds the whole manifest first, so merged rows land where a single run puts them
         with FeatureStore(store, mode="a", dtype=dtype) as st:
@@ -315,12 +316,19 @@ def run_ray(manifest, specs: Sequence[str], track: str, store: str | os.PathLike
                     summaries[key] = {"key": key, "done": 0, "failed": 0, "skipped": c["done"] + c["failed"],
                                       "seconds": 0.0, "dim": st.config(key)["dim"], "failures": [], "shards": 0,
                                       "pids": set()}
+        finished = True
         return list(summaries.values())
     finally:
         if started:
             ray.shutdown()
         fcntl.flock(lock, fcntl.LOCK_UN)
         os.close(lock)
+        if finished:  # nothing left to resume: no folder beside the store
+            (folder / "DRIVER.lock").unlink(missing_ok=True)
+            try:
+                folder.rmdir()
+            except OSError:
+                pass  # not empty (something else put files there): left alone
 
 
 def _run_shards(ray, tqdm, shards, manifest, summaries, n_actors, opts, max_restarts, kwargs, progress) -> None:
