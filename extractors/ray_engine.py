@@ -342,8 +342,8 @@ def _run_shards(ray, tqdm, shards, manifest, summaries, n_actors, opts, max_rest
             shard = queue.popleft()
             inflight[actor.run.remote(shard.task(), [manifest_ref])] = (actor, shard)
 
-    for actor in pool:
-        for _ in range(QUEUED_PER_ACTOR):
+    for _ in range(QUEUED_PER_ACTOR):  # round robin: with few shards every actor still gets one
+        for actor in pool:
             submit(actor)
     bar = tqdm(total=sum(len(s.positions) for s in shards), desc=f"ray: {len(shards)} shards, {n_actors} actors",
                unit="item", disable=not progress, dynamic_ncols=True)
