@@ -71,6 +71,12 @@ def load_dataset(name: str, args):
         b = load_blocks(store, exs, target=target, track=track)
         X, blocks = b.matrix(b.names)
         return X, b.y, b.groups, blocks
+    if name == "aigiqa20k" and args.aigiqa_store:  # generator + prompt_minilm already in a store
+        from experiments.ablate import load_blocks
+
+        b = load_blocks(args.aigiqa_store, ["generator", "prompt_minilm"], target="mos", track="image")
+        X, blocks = b.matrix(b.names)
+        return X, b.y, b.groups, blocks
     from floor_benchmark import SHARED, load
 
     if not SHARED.is_dir():
@@ -108,18 +114,58 @@ def run_cv(X, y, groups, blocks, cfg):
     return cv["scored"], cv["stack"], time.perf_counter() - t0, kept
 
 
+def selection_only(name, X, y, groups, blocks, cfg, args) -> None:
+    """The default stack's block selection on the very tuning set its CV and final fit would tune on.
+
+    When it keeps every block, the default stack *is* the previous one (same heads, same seeds,
+    same predictions), so its score is the one measured before; with a noise block, when it drops
+    exactly the noise, the stack is again that same computation (the heads read only the kept
+    blocks' columns): a cost of exactly 0. A large dataset's full CV takes hours on 2 shared cores;
+    this takes minutes.
+    """
+    from regressors.block_selection import select_blocks
+    from regressors.stacking import _tuning_subset, fit_folds, resolve_nested
+
+    n = len(y)
+    nested = resolve_nested(cfg, n)
+    c = fit_folds(cfg, groups, n, nested)
+    sub = _tuning_subset(groups, n, c, c.seed, fraction=nested in ("split", "cross"))
+    print(f"\n## {name}: {n} items, {len(set(groups))} groups; nesting `{nested}`, tuning set {len(sub)} items "
+          f"(selection only); load {os.getloadavg()[0]:.1f}", flush=True)
+    print("| blocks offered | kept | dropped | proxy score per subset (mean over folds) | s |\n|---|---|---|---|---|")
+    Xn, bn = with_noise(X, blocks)
+    for label, Xv, bv in (("all", X, blocks), ("all + noise", Xn, bn)):
+        kept, info = select_blocks(Xv[sub], y[sub], groups[sub], bv, seed=c.seed, protocol=c.protocol, pca=c.pca,
+                                   tolerance=c.select_tolerance)
+        scores = ", ".join(f"{k} {v:.3f}" for k, v in sorted(info["scores"].items(), key=lambda kv: -kv[1]))
+        print(f"| {label} | {'+'.join(kept)} | {'+'.join(info['dropped']) or '—'} | {scores} | {info['seconds']:.0f} |",
+              flush=True)
+        if args.out:
+            with open(args.out, "a") as f:
+                f.write(json.dumps({"dataset": name, "variant": f"selection only: {label}", "kept": kept,
+                                    "scores": info["scores"], "rows": info["rows"], "seconds": info["seconds"],
+                                    "load": os.getloadavg()[0]}) + "\n")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--datasets", default="demo", help="comma list: demo, fetv_static, fetv_temporal, aigiqa20k, t2vqa_db")
     ap.add_argument("--demo-store", default="runs/demo/demo.h5")
     ap.add_argument("--fetv-store", default=None)
+    ap.add_argument("--aigiqa-store", default=None, help="a store with generator + prompt_minilm of AIGIQA-20K "
+                    "(default: built from the label file, MiniLM cached in $AIGCQ_CACHE)")
     ap.add_argument("--trials", type=int, default=4, help="Optuna trials per tuned head (default fit: 12)")
     ap.add_argument("--heads", default="svr,enet,lgbm,knn")
     ap.add_argument("--max-tune-items", type=int, default=2000, help="default fit: 4,000")
-    ap.add_argument("--subsets", choices=["all", "singles", "none"], default="all",
-                    help="which block subsets to score with `before` (all: the hindsight best is exact)")
+    ap.add_argument("--subsets", default="all",
+                    help="block subsets to score with `before`: all (the hindsight best is exact), singles, none, "
+                         "or a comma list such as generator,nss,generator+nss")
     ap.add_argument("--variants", default="", help=f"comma list of {sorted(VARIANTS)}")
     ap.add_argument("--no-noise", action="store_true")
+    ap.add_argument("--only-subsets", action="store_true", help="only the --subsets rows (Δ then against the first)")
+    ap.add_argument("--selection-only", action="store_true",
+                    help="only the default's block selection on the tuning set, with and without the noise block "
+                         "(for the 7,000- and 14,000-item sets; see selection_only)")
     ap.add_argument("--skip-before", action="store_true", help="no `before` rows on all blocks (rerunning `after` only)")
     ap.add_argument("--n-jobs", type=int, default=1)
     ap.add_argument("--n-boot", type=int, default=1000)
@@ -136,19 +182,27 @@ def main() -> None:
     before, after = replace(base, select_blocks=False), base
     for name in [d for d in args.datasets.split(",") if d]:
         X, y, groups, blocks = load_dataset(name, args)
+        if args.selection_only:
+            selection_only(name, X, y, groups, blocks, after, args)
+            continue
         names = list(blocks)
-        rows: list[tuple[str, StackConfig, np.ndarray, dict]] = [("after (default): all blocks", after, X, blocks)]
-        if not args.skip_before:
+        rows: list[tuple[str, StackConfig, np.ndarray, dict]] = [] if args.only_subsets else [
+            ("after (default): all blocks", after, X, blocks)]
+        if not args.skip_before and not args.only_subsets:
             rows.append(("before: all blocks", before, X, blocks))
-        if args.subsets != "none":
+        if args.subsets in ("all", "singles"):
             sizes = range(1, len(names)) if args.subsets == "all" else [1]
-            for r in sizes:
-                for sub in itertools.combinations(names, r):
-                    Xs, bs = sub_matrix(X, blocks, list(sub))
-                    rows.append((f"before: {'+'.join(sub)}", before, Xs, bs))
+            subsets = [list(sub) for r in sizes for sub in itertools.combinations(names, r)]
+        elif args.subsets == "none":
+            subsets = []
+        else:  # an explicit list
+            subsets = [sub.split("+") for sub in args.subsets.split(",")]
+        for sub in subsets:
+            Xs, bs = sub_matrix(X, blocks, sub)
+            rows.append((f"before: {'+'.join(sub)}", before, Xs, bs))
         for v in [v for v in args.variants.split(",") if v]:
             rows.append((f"variant {v}: all blocks", replace(base, **VARIANTS[v]), X, blocks))
-        if not args.no_noise:
+        if not args.no_noise and not args.only_subsets:
             Xn, bn = with_noise(X, blocks)
             rows.append(("after (default): all + noise", after, Xn, bn))
             if not args.skip_before:
@@ -156,15 +210,20 @@ def main() -> None:
         print(f"\n## {name}: {len(y)} items, {len(set(groups))} groups, blocks "
               f"{ {b: r[1] - r[0] for b, r in blocks.items()} }; {args.trials} trials/head, heads {args.heads}, "
               f"max tune items {args.max_tune_items}; load {os.getloadavg()[0]:.1f}", flush=True)
-        print("| variant | main [95% CI] | Δ vs after [95% CI] | blocks kept (per tuning) | s |\n|---|---|---|---|---|",
+        print("| variant | main [95% CI] | Δ vs first row [95% CI] | blocks kept (per tuning) | s |\n|---|---|---|---|---|",
               flush=True)
-        ref = None
+        ref, ref_kept = None, None
+        full = "+".join(names)
         for label, cfg, Xv, bv in rows:
+            if label == "before: all blocks" and ref_kept and all(k == full for k in ref_kept):
+                # selection kept every block in every tuning: `before` is the very same computation
+                print(f"| {label} | same as after: selection kept every block | | | |", flush=True)
+                continue
             scored, pred, secs, kept = run_cv(Xv, y, groups, bv, cfg)
             ev = evaluate(pred, y[scored], n_boot=args.n_boot, seed=0)
             lo, hi = ev["ci"]["main"]
             if ref is None:
-                ref, ref_scored = pred, scored
+                ref, ref_scored, ref_kept = pred, scored, kept
                 delta = "—"
             else:
                 from experiments.ablate import _paired_delta

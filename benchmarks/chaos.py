@@ -7,8 +7,9 @@ demo data; the final store, predictions and submissions must equal an undisturbe
 2. runs the pipeline once undisturbed (``ref/``), timing each step;
 3. runs it again (``chaos/``) where N kills are spread at random over the steps: each kill
    starts the step's command and ``kill -9``s it after a random time within the step's
-   undisturbed duration (a step already complete is killed during its rerun, which exercises
-   cached reruns and run-folder replacement); after its kills each step runs to completion;
+   undisturbed duration (or within the last attempt's, when that one ended before its kill: a
+   step already complete is then killed during its rerun, which exercises cached reruns and
+   run-folder replacement); after its kills each step runs to completion;
    after every kill the store files must open;
 4. compares: every key of the store (values bit for bit, status, errors, item order, batch sizes),
    predictions.csv and the submission files of the fit and of ``predict`` (readme files hold
@@ -63,16 +64,17 @@ def run_to_end(name: str, cmd: list[str], env: dict) -> float:
     return time.perf_counter() - t0
 
 
-def kill_during(cmd: list[str], env: dict, after_s: float) -> bool:
-    """Start ``cmd``, SIGKILL it after ``after_s``; True if it was still running (the kill landed)."""
+def kill_during(cmd: list[str], env: dict, after_s: float) -> tuple[bool, float]:
+    """Start ``cmd``, SIGKILL it after ``after_s``: (whether it was still running, seconds it ran)."""
+    t0 = time.perf_counter()
     proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         proc.wait(timeout=after_s)
-        return False
+        return False, time.perf_counter() - t0
     except subprocess.TimeoutExpired:
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait()
-        return True
+        return True, after_s
 
 
 def stores_open(work: Path) -> None:
@@ -124,6 +126,9 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--kills", type=int, default=15, help="kill -9s spread over the steps")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--steps", default=None,
+                    help="comma list of steps the kills go to (default: all): features, merge, regress, predict, "
+                         "'features shard 0/2', ...")
     ap.add_argument("--out", default="runs/chaos")
     ap.add_argument("--n-sources", type=int, default=6, help="demo photos (12 items each; the last 2 form the unlabelled test split)")
     ap.add_argument("--size", type=int, default=96, help="demo image side")
@@ -150,15 +155,21 @@ def main(argv: list[str] | None = None) -> int:
     rng = random.Random(args.seed)
     plan = steps(py, data, out / "chaos")
     kills_per_step = {name: 0 for name, _ in plan}
+    targets = [n for n, _ in plan if args.steps is None or n in {x.strip() for x in args.steps.split(",")}]
+    if not targets:
+        raise SystemExit(f"--steps {args.steps!r} names no step; steps: {', '.join(n for n, _ in plan)}")
     for _ in range(args.kills):
-        kills_per_step[rng.choice(plan)[0]] += 1
+        kills_per_step[rng.choice(targets)] += 1
     landed = 0
     t0 = time.perf_counter()
     for name, cmd in plan:
+        span = durations[name]  # kill times are drawn within the step's duration...
         for _ in range(kills_per_step[name]):
-            after = rng.uniform(0.05, max(0.1, durations[name]))
-            hit = kill_during(cmd, env, after)
+            after = rng.uniform(0.05, max(0.1, span))
+            hit, ran = kill_during(cmd, env, after)
             landed += hit
+            if not hit:  # ...learnt again when it ended first (a rerun of a finished step is shorter)
+                span = 0.9 * ran
             stores_open(out / "chaos")
             print(f"chaos {name:20s} kill -9 after {after:5.1f} s ({'landed' if hit else 'step had ended'})",
                   flush=True)

@@ -155,7 +155,7 @@ def main() -> None:
 
     d = StackConfig()
     ap.add_argument("--trials", type=int, default=d.n_trials)
-    ap.add_argument("--nested", choices=["auto", "split", "full"], default=d.nested)
+    ap.add_argument("--nested", choices=["auto", "split", "cross", "full"], default=d.nested)
     ap.add_argument("--max-tune-items", type=int, default=d.max_tune_items)
     ap.add_argument("--tune-fraction", type=float, default=d.tune_fraction)
     ap.add_argument("--fixed-heads", default=",".join(d.fixed_heads), help="'' for none")

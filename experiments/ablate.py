@@ -208,7 +208,7 @@ def cross_val_oof(blocks: Blocks, subset: list[str], head: str, folds, *, trials
         base: dict[str, Any] = {"blocks": bmap}
         use = list(subset)
         if select and len(subset) > 1:
-            use, _ = select_blocks(X[tr], blocks.y[tr], blocks.groups[tr], bmap, n_splits=inner_folds, seed=seed + k,
+            use, _ = select_blocks(X[tr], blocks.y[tr], blocks.groups[tr], bmap, seed=seed + k,
                                    protocol=protocol, pca=128)  # the stack's per-block PCA: fast proxies
             if use != list(subset):
                 base["use"] = use

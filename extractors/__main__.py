@@ -78,8 +78,10 @@ def _run(args) -> int:
         store = shard_path(store, shard)
     store.parent.mkdir(parents=True, exist_ok=True)
 
+    wants_generator = any(e.name == "generator" for e in extractors)
     for note in manifest.notes:  # a guessed target, items without a generator ...: said before any work
-        print(f"warning: {note}", file=sys.stderr)
+        if getattr(note, "about", "") != "generator" or wants_generator:
+            print(f"warning: {note}", file=sys.stderr)
     # structural problems (ids, labels, prompts, paths) concern every extractor
     manifest, problems = manifest.validate(args.on_invalid, check_media=False)
     if args.split is not None:
@@ -136,7 +138,10 @@ def _run_ray(args, manifest, specs, store) -> int:
                         device=args.device, precision=args.precision, batch_size=args.batch_size,
                         workers=args.workers, split=args.split, retry_failed=not args.no_retry_failed,
                         progress=not args.no_progress, checkpoint_every_s=args.checkpoint_every, dtype=args.dtype,
-                        plugins=args.plugins, threads=parse_threads(args.threads))
+                        plugins=args.plugins, threads=parse_threads(args.threads),
+                        run_options=dict(on_changed=args.on_changed, allow_batch_change=args.allow_batch_change,
+                                         worker_stall_s=args.worker_stall,
+                                         allow_media_mismatch=args.allow_media_mismatch))
     for s in summaries:
         rate = f", {s['done'] / s['seconds']:.1f} items/s per worker" if s["seconds"] > 0 and s["done"] else ""
         print(f"{s['key']}: {s['done']} computed, {s['failed']} failed, {s['skipped']} already in the store, "
@@ -203,7 +208,8 @@ def main(argv: list[str] | None = None) -> int:
     g.add_argument("--engine", default="local", choices=["local", "ray"],
                    help="ray: shards as Ray actors (one GPU each with --device cuda), merged into --store at the end")
     g.add_argument("--address", default=None,
-                   help="Ray cluster: auto (the one `ray start` made here), ray://head:10001; default: a local one")
+                   help="Ray cluster: auto (the one `ray start` made on this node), head:6379, or ray://head:10001 "
+                        "(Ray Client: pip install 'ray[client]'); default: a local one")
     g.add_argument("--shard-size", type=int, default=None,
                    help="items per shard (rounded up to whole batches; default ~4 shards per actor and extractor)")
     g.add_argument("--actors-per-gpu", type=int, default=1, help="shard workers sharing one GPU")

@@ -23,7 +23,7 @@ from typing import Any, Callable
 import numpy as np
 import pandas as pd
 
-from .manifest import Manifest
+from .manifest import Manifest, Note
 from .table_cache import cached_table
 
 SPLITS = ("train", "val", "test")
@@ -262,10 +262,10 @@ def load_table(labels: str | os.PathLike, root: str | os.PathLike | None = None,
         if col is not None:
             out[role] = df[col]
             if role == "mos" and "mos" not in columns and col != "mos":
-                notes.append(f"{labels.name}: the target 'mos' is not mapped, so column {col!r} is used as the rating "
-                             f"to predict (guessed from its name). If it is not that rating (e.g. a sum of "
-                             f"sub-scores), map the right one: columns: {{mos: <column>}} (command line: "
-                             f"-O columns.mos=<column>)")
+                notes.append(Note(f"{labels.name}: the target 'mos' is not mapped, so column {col!r} is used as the "
+                                  f"rating to predict (guessed from its name). If it is not that rating (e.g. a sum "
+                                  f"of sub-scores), map the right one: columns: {{mos: <column>}} (command line: "
+                                  f"-O columns.mos=<column>)", "target"))
     if "split" not in out:
         out["split"] = split
     if generator_regex:
@@ -322,10 +322,10 @@ def _generator_notes(out: pd.DataFrame, what: str, verb: str, fix: str) -> list[
         return []
     examples = ", ".join(repr(x) for x in out.loc[missing, "name"].astype(str).head(3))
     if k == n:
-        return [f"{what} {verb} none of the {n} items (e.g. {examples}): no item has a generator, so the `generator` "
-                f"extractor is a constant column; {fix}"]
-    return [f"{what} {verb} {n - k} of {n} items; {k} have no generator (e.g. {examples}) and count as one "
-            f"unknown generator; {fix}"]
+        return [Note(f"{what} {verb} none of the {n} items (e.g. {examples}): no item has a generator, so the "
+                     f"`generator` extractor is a constant column; {fix}", "generator")]
+    return [Note(f"{what} {verb} {n - k} of {n} items; {k} have no generator (e.g. {examples}) and count as one "
+                 f"unknown generator; {fix}", "generator")]
 
 
 # ------------------------------------------------------------------- dispatch
@@ -417,19 +417,19 @@ def load(source: str | os.PathLike, adapter: str | None = None, **options: Any) 
 
 def _note_generators(m: Manifest) -> None:
     """Items without a generator, unless the adapter said it already (e.g. a regex that matched some)."""
-    if any("generator" in n for n in m.notes) or not len(m.df):
+    if any(getattr(n, "about", "") == "generator" for n in m.notes) or not len(m.df):
         return
     m.notes = list(m.notes)
     missing = m.df["generator"].isna()
     if missing.all():
-        m.notes.append(f"dataset {m.name!r}: no item has a generator (no generator column or generator_regex), so "
-                       "the `generator` extractor is a constant column; map one: columns: {generator: <column>} "
-                       "or generator_regex: '<pattern>'")
+        m.notes.append(Note(f"dataset {m.name!r}: no item has a generator (no generator column or generator_regex), "
+                            "so the `generator` extractor is a constant column; map one: columns: {generator: "
+                            "<column>} or generator_regex: '<pattern>'", "generator"))
     elif missing.any():
         per_split = m.df.loc[missing, "split"].value_counts(sort=False)
         where = ", ".join(f"{k} {v:,}" for k, v in per_split.items())
-        m.notes.append(f"dataset {m.name!r}: {int(missing.sum()):,} of {len(m.df):,} items have no generator ({where}); "
-                       "they count as one unknown generator")
+        m.notes.append(Note(f"dataset {m.name!r}: {int(missing.sum()):,} of {len(m.df):,} items have no generator "
+                            f"({where}); they count as one unknown generator", "generator"))
 
 
 def _load(source: str | os.PathLike, adapter: str | None = None, **options: Any) -> Manifest:

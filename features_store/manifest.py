@@ -26,6 +26,19 @@ INPUT_COLUMNS = ("path", "prompt", "generator")
 POLICIES = ("stop", "skip")
 
 
+class Note(str):
+    """A warning about a dataset (``Manifest.notes``); ``about`` says what it concerns ("target",
+    "generator"), so a command prints only those that matter to it (a features run without the
+    `generator` extractor does not need to hear that no item has a generator)."""
+
+    about: str = ""
+
+    def __new__(cls, text: str, about: str = ""):
+        obj = super().__new__(cls, text)
+        obj.about = about
+        return obj
+
+
 @dataclass(frozen=True)
 class Problem:
     """One bad item and why."""

@@ -38,6 +38,12 @@ def _parser(prog: str = "python -m regressors", job_progs: dict[str, str] | None
                    help="untuned preset heads added to the stack (regressors.stacking.FIXED_PRESETS); '' for none")
     f.add_argument("--max-tune-items", type=int, default=StackConfig.max_tune_items)
     f.add_argument("--pca", type=int, default=StackConfig.pca, help="per-block PCA width (0: off)")
+    f.add_argument("--no-select-blocks", action="store_true",
+                   help="heads read every block (default: nested block selection on the tuning set drops blocks "
+                        "that do not help)")
+    f.add_argument("--generator-probe", action="store_true",
+                   help="items whose generator is unknown (e.g. T2VQA-DB val/test) get generator probabilities "
+                        "predicted from their content features")
     f.add_argument("--storage", default=None, help="Optuna storage: sqlite:///study.db or a journal file path")
     f.add_argument("--no-prune", action="store_true")
     f.add_argument("--seed", type=int, default=0)
@@ -46,8 +52,12 @@ def _parser(prog: str = "python -m regressors", job_progs: dict[str, str] | None
     f.add_argument("--engine", choices=["local", "ray"], default=StackConfig.engine,
                    help="ray: the searches and (fold, head) refits as Ray tasks (same results as local; "
                         "pip install 'aigc-quality[ray]'); studies shared through --storage")
+    f.add_argument("--trial-workers", type=int, default=StackConfig.trial_workers,
+                   help="with --engine ray and --storage: Ray tasks sharing each head's search (faster, but the "
+                        "result depends on timing: parallel TPE trials are order-dependent; default 1: deterministic)")
     f.add_argument("--address", default=None,
-                   help="with --engine ray: the cluster (auto, ray://head:10001; default: a local one)")
+                   help="with --engine ray: the cluster (auto, head:6379, ray://head:10001 with ray[client]; "
+                        "default: a local one)")
     f.add_argument("--blas-threads", type=int, default=1,
                    help="BLAS threads (default 1: multi-threaded OpenBLAS spins and runs ~30x slower on a busy, "
                         "oversubscribed machine; measured 6.5 s vs 0.2 s for one 116x3840 SVD at load 5 on 2 cores)")
@@ -92,7 +102,12 @@ def main(argv: list[str] | None = None, prog: str | None = None, job_progs: dict
                 tune_folds=args.tune_folds, max_tune_items=args.max_tune_items, outer_folds=args.folds,
                 nested=args.nested, auto_full_below=args.auto_full_below, auto_cross_from=args.auto_cross_from,
                 pca=args.pca or None, protocol=args.protocol, seed=args.seed,
-                storage=args.storage, prune=not args.no_prune, n_jobs=args.jobs, engine=args.engine)
+                storage=args.storage, prune=not args.no_prune, n_jobs=args.jobs, engine=args.engine,
+                select_blocks=not args.no_select_blocks, generator_probe=args.generator_probe,
+                trial_workers=args.trial_workers)
+            if args.trial_workers > 1 and (args.engine != "ray" or not args.storage):
+                raise ValueError("--trial-workers needs --engine ray and --storage (a journal file or an RDB URL "
+                                 "the workers share)")
             if args.engine == "ray":
                 from .ray_tasks import import_ray
 

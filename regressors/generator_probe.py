@@ -141,5 +141,35 @@ class ProbedModel:
     def names(self) -> list[str]:
         return self.model.names
 
+    @property
+    def info(self) -> dict:
+        return self.model.info
+
     def weights(self) -> dict[str, float]:
         return self.model.weights()
+
+
+def probe_for_fit(X, groups, blocks, *, seed: int = 0, protocol: str = "grouped", n_splits: int = 5,
+                  has_unknown_flag: bool = True):
+    """(probe fitted on all labelled rows, {"oof_accuracy": ...}) for ``regressors fit --generator-probe``,
+    or (None, {"skipped": why}) when there is no generator block or nothing else to read it from.
+
+    ``has_unknown_flag``: whether the generator block ends with the ``generator_unknown`` column
+    (a block with its vocabulary recorded, as extractors.generator writes it)."""
+    names = list(blocks or {})
+    if GROUP_BLOCK not in names or len(names) < 2:
+        return None, {"skipped": f"needs a {GROUP_BLOCK!r} block and a content block; blocks: {names}"}
+    if not has_unknown_flag:
+        return None, {"skipped": f"the {GROUP_BLOCK!r} block records no vocabulary (no generator_unknown column); "
+                                 "recompute it with `aigcq features ... --extractors generator`"}
+    X = np.asarray(X, dtype=np.float64)
+    probe = GeneratorProbe(blocks=blocks)
+    known = probe.known_mask(X)
+    truth = np.argmax(X[:, slice(*probe._gen_cols(X.shape[1]))][:, :-1], axis=1)
+    hits = []
+    for tr, te in make_folds(len(X), groups, n_splits, seed, protocol):
+        tr, te = tr[known[tr]], te[known[te]]
+        if len(te):
+            hits.append(GeneratorProbe(blocks=blocks).fit(X[tr]).predict(X[te]) == truth[te])
+    acc = float(np.concatenate(hits).mean()) if hits else float("nan")
+    return probe.fit(X), {"oof_accuracy": acc, "training_rows": int(known.sum())}

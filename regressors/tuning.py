@@ -63,6 +63,11 @@ def _suggest_group_target(trial: optuna.Trial, p: dict, block_names: list[str]) 
             p["group_target"] = GROUP_BLOCK
 
 
+# LightGBM's boosting rounds and learning rate searched (a trial's cost grows with the rounds)
+LGBM_TREES = (100, 800)
+LGBM_RATE = (0.01, 0.2)
+
+
 def suggest_params(trial: optuna.Trial, kind: str, block_names: list[str]) -> dict[str, Any]:
     """Hyper-parameters for one head. Names are stable: they index stored studies."""
     p: dict[str, Any] = {}
@@ -78,8 +83,8 @@ def suggest_params(trial: optuna.Trial, kind: str, block_names: list[str]) -> di
         p["l1_ratio"] = trial.suggest_float("l1_ratio", 0.0, 1.0)
         _suggest_group_target(trial, p, block_names)
     elif kind == "lgbm":
-        p["n_estimators"] = trial.suggest_int("n_estimators", 100, 800, log=True)
-        p["learning_rate"] = trial.suggest_float("learning_rate", 0.01, 0.2, log=True)
+        p["n_estimators"] = trial.suggest_int("n_estimators", *LGBM_TREES, log=True)
+        p["learning_rate"] = trial.suggest_float("learning_rate", *LGBM_RATE, log=True)
         p["num_leaves"] = trial.suggest_int("num_leaves", 4, 64, log=True)
         p["min_child_samples"] = trial.suggest_int("min_child_samples", 5, 200, log=True)
         p["subsample"] = trial.suggest_float("subsample", 0.5, 1.0)
@@ -127,8 +132,12 @@ def tune_head(kind: str, X: np.ndarray, y: np.ndarray, groups=None, *, base_para
               n_trials: int = 20, n_splits: int = 3, seed: int = 0, protocol: str = "grouped",
               storage: str | None = None, study_name: str | None = None, prune: bool = True,
               timeout: float | None = None, enqueue_defaults: bool = True,
-              head_factory: Callable[..., Any] | None = None) -> TuneResult:
-    """Search hyper-parameters of head ``kind``; returns the best parameters merged into base_params."""
+              head_factory: Callable[..., Any] | None = None, sampler_seed: int | None = None,
+              callbacks: list | None = None) -> TuneResult:
+    """Search hyper-parameters of head ``kind``; returns the best parameters merged into base_params.
+
+    ``sampler_seed`` (default ``seed``, which also fixes the folds) and ``callbacks`` (passed to
+    ``study.optimize``) let several processes search one stored study (regressors.ray_tasks)."""
     base_params = dict(base_params or {})
     blocks = base_params.get("blocks")
     block_names = list(blocks) if blocks else ["all"]
@@ -138,7 +147,7 @@ def tune_head(kind: str, X: np.ndarray, y: np.ndarray, groups=None, *, base_para
     folds = make_folds(len(y), groups, n_splits, seed, protocol)
     factory = head_factory or (lambda **p: make_head(kind, **p))
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    study = open_study(study_name or f"{kind}-{seed}", storage, seed, prune)
+    study = open_study(study_name or f"{kind}-{seed}", storage, seed if sampler_seed is None else sampler_seed, prune)
     if enqueue_defaults and len(study.trials) == 0:
         # start from the hand-set defaults so tuning never does worse than them on the search folds
         defaults = {"svr": {"C": 1.0, "epsilon": 0.1, "gamma": 1.0, **{f"w_{b}": 1.0 for b in block_names}},
@@ -165,7 +174,8 @@ def tune_head(kind: str, X: np.ndarray, y: np.ndarray, groups=None, *, base_para
 
     done_before = len([t for t in study.trials if t.state.is_finished()])
     t0 = time.perf_counter()
-    study.optimize(objective, n_trials=max(0, n_trials - done_before), timeout=timeout, gc_after_trial=False)
+    study.optimize(objective, n_trials=max(0, n_trials - done_before), timeout=timeout, gc_after_trial=False,
+                   callbacks=callbacks)
     seconds = time.perf_counter() - t0
     complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
     if not complete:

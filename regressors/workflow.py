@@ -183,6 +183,16 @@ def _fit_into(out_dir: Path, final_dir: Path, track, store, data, splits, refuse
              for split, labelled in splits.items() if split != "train"}
     t0 = time.perf_counter()
     other_x = [p.X for p in parts.values()]
+    probe, probe_info = None, None
+    if cfg.generator_probe:  # fill unknown generators of the other splits before the final model predicts them
+        from .generator_probe import fill_generator, probe_for_fit
+
+        probe, probe_info = probe_for_fit(data.X, data.groups, data.blocks, seed=cfg.seed, protocol=cfg.protocol,
+                                          has_unknown_flag="generator" in data.vocabularies)
+        if probe is not None:
+            probe_info["filled"] = {s: int((~probe.known_mask(p.X)).sum()) for s, p in parts.items()}
+            other_x = [fill_generator(x, probe) for x in other_x]
+        print(f"generator probe: {probe_info}")
     cv = cross_validate(data.X, data.y, data.groups, data.blocks, cfg,
                         final_predict=np.vstack(other_x) if other_x else data.X[:0])
     t_cv = time.perf_counter() - t0
@@ -223,6 +233,12 @@ def _fit_into(out_dir: Path, final_dir: Path, track, store, data, splits, refuse
     t_fit = time.perf_counter() - t0
     metrics["meta_weights"] = model.weights()
     metrics["block_selection"] = model.info.get("block_selection")
+    if probe is not None:  # the bundle fills unknown generators too (make predict, aigcq score)
+        from .generator_probe import ProbedModel
+
+        model = ProbedModel(model, probe)
+    if probe_info is not None:
+        metrics["generator_probe"] = probe_info
     bundle_io.save_bundle(out_dir / MODEL_DIR, model, _bundle_info(track, target, store, data, cfg, metrics, model))
 
     # predictions: CV (honest) for scored training items, in-sample for the tuning set only (predicting

@@ -32,6 +32,9 @@ def test_noise_block_is_dropped_and_useful_blocks_kept(data):
     # backward elimination (what many blocks get) reaches the same set
     kept_b, info_b = select_blocks(X, y, groups, blocks, pca=None, exhaustive_up_to=3)
     assert kept_b == ["generator", "prompt"] and info_b["search"] == "backward"
+    # on many rows the proxies score a subsample of whole groups
+    kept_s, info_s = select_blocks(X, y, groups, blocks, pca=None, max_items=200)
+    assert kept_s == ["generator", "prompt"] and 200 <= info_s["rows"] < 230 and info["rows"] == len(y)
 
 
 def test_one_block_is_kept_as_is(data):
@@ -61,6 +64,10 @@ def test_stack_with_selection_ignores_noise_and_beats_the_stack_without(data):
     np.testing.assert_array_equal(cv["scored"], off["scored"])
     s = cv["scored"]
     assert main_score(cv["stack"], y[s]) > main_score(off["stack"], y[s])
+    # a dropped block costs exactly nothing: the same stack as on the other blocks alone
+    clean = cross_validate(X[:, :12], y, groups, {"generator": [0, 4], "prompt": [4, 12]}, cfg)
+    np.testing.assert_array_equal(clean["scored"], s)
+    np.testing.assert_allclose(cv["stack"], clean["stack"], rtol=1e-9, atol=1e-12)
     # the fitted model: no head reads the noise block, so its columns do not move a prediction
     model = fit_stack(X, y, groups, blocks, cfg)
     X2 = X.copy()

@@ -70,7 +70,7 @@ def test_split_scores_are_unchanged_by_the_shared_code_path(toy):
 
 
 def test_auto_nesting_by_size():
-    cfg = StackConfig(auto_cross_from=1000, auto_full_below=3000)
+    cfg = StackConfig()
     assert resolve_nested(cfg, 500) == "full"
     assert resolve_nested(cfg, 2982) == "cross"
     assert resolve_nested(cfg, 14000) == "split"

@@ -85,3 +85,52 @@ def test_probe_recovers_most_of_the_generator_gap_and_round_trips(data, tmp_path
     np.testing.assert_array_equal(loaded.predict(X_hidden), probed.predict(X_hidden))
     with pytest.raises(ValueError, match="fill must be"):
         ProbedModel(model, probe, fill="some")
+
+
+def test_fit_with_generator_probe_fills_hidden_generators(tmp_path):
+    import json
+
+    import pandas as pd
+
+    from features_store import FeatureStore, Manifest
+    from regressors.cli import main
+    from regressors.workflow import load_model_any
+
+    rng = np.random.default_rng(0)
+    n_train, n_test = 240, 40
+    n = n_train + n_test
+    gens = np.array(["A", "B", "C"])[rng.integers(0, 3, n)]
+    gid = np.searchsorted(["A", "B", "C"], gens)
+    pix = rng.normal(size=(n, 6)) + 2.0 * np.eye(3)[gid] @ rng.normal(size=(3, 6))
+    mos = np.array([1.0, 2.0, 3.0])[gid] + 0.3 * pix[:, 3] + 0.2 * rng.normal(size=n)
+    split = np.array(["train"] * n_train + ["test"] * n_test)
+    mos[split == "test"] = np.nan
+    onehot = np.zeros((n, 4), np.float32)
+    onehot[np.arange(n), gid] = 1.0
+    onehot[split == "test"] = [0, 0, 0, 1]  # test names hide the generator (as on T2VQA-DB)
+    df = pd.DataFrame({"item_id": [f"{i:04d}.mp4" for i in range(n)], "path": "", "prompt": "p",
+                       "generator": np.where(split == "test", None, gens), "mos": mos, "split": split,
+                       "group": [f"g{i % 60}" for i in range(n)]})
+    df["name"] = df["item_id"]
+    store = tmp_path / "s.h5"
+    with FeatureStore(store, mode="a") as st:
+        st.set_manifest(Manifest(df, tmp_path, "toy"))
+        st.ensure_config("generator-aaaaaaaaaaaa", {"name": "generator"}, name="generator",
+                         feature_names=["generator=A", "generator=B", "generator=C", "generator_unknown"])
+        st.write("generator-aaaaaaaaaaaa", np.arange(n), onehot)
+        st.ensure_config("nss-bbbbbbbbbbbb", {"name": "nss"}, name="nss")
+        st.write("nss-bbbbbbbbbbbb", np.arange(n), pix.astype(np.float32))
+        st.checkpoint()
+    args = ["fit", "--track", "video", "--store", str(store), "--extractors", "generator,nss", "--trials", "0",
+            "--folds", "3", "--tune-folds", "2", "--pca", "0", "--bootstrap", "0", "--nested", "split", "--heads",
+            "enet", "--jobs", "1", "--no-select-blocks"]
+    assert main([*args, "--out", str(tmp_path / "plain")]) == 0
+    assert main([*args, "--out", str(tmp_path / "probed"), "--generator-probe"]) == 0
+    m = json.loads((tmp_path / "probed" / "metrics.json").read_text())
+    assert m["generator_probe"]["filled"] == {"test": n_test} and m["generator_probe"]["oof_accuracy"] > 0.9
+    preds = {r: pd.read_csv(tmp_path / r / "predictions.csv").query("split == 'test'")["prediction"].to_numpy()
+             for r in ("plain", "probed")}
+    truth = np.array([1.0, 2.0, 3.0])[gid[split == "test"]] + 0.3 * pix[split == "test", 3]
+    assert main_score(preds["probed"], truth) > main_score(preds["plain"], truth) + 0.1
+    model, _ = load_model_any(tmp_path / "probed")  # the bundle fills hidden generators too
+    assert isinstance(model, ProbedModel)

@@ -48,13 +48,19 @@ class WorkerFault(Extractor):
                 time.sleep(3600)
             elif self.options["mode"] == "die":
                 os.kill(os.getpid(), signal.SIGKILL)
-            else:  # busy: slow but working
+            elif self.options["mode"] == "busy":  # slow but working
                 t = time.monotonic()
                 while time.monotonic() - t < 3.0:
                     pass
+        if self.options["mode"] == "big":  # a tensor: handed over through /dev/shm (4 MB per item)
+            import torch
+
+            return torch.full((1 << 20,), float(item.index))
         return np.array([item.index, 1.0], np.float32)
 
     def compute(self, batch, items):
+        if self.options["mode"] == "big":
+            return np.stack([np.asarray(batch)[:, 0], np.ones(len(items))], axis=1).astype(np.float32)
         return np.asarray(batch, np.float32)
 
 
@@ -108,6 +114,37 @@ def test_stuck_worker_stops_with_the_cause_and_keeps_rows(tmp_path):
 
     s = run_extraction(load_dataset(labels), WorkerFault(mode="hang", at=4), store, workers=0, progress=False)
     assert s.skipped >= 2 and _done(store) == 8
+
+
+def _can_mount_small_shm() -> bool:
+    import shutil
+
+    if not shutil.which("unshare") or sys.platform != "linux":
+        return False
+    res = subprocess.run(["unshare", "-m", "--propagation", "private", "sh", "-c",
+                          "mount -t tmpfs -o size=1m tmpfs /dev/shm"], capture_output=True)
+    return res.returncode == 0
+
+
+def test_a_real_small_dev_shm_stops_with_the_cause(tmp_path):
+    """The fault itself: /dev/shm of 1 MB (Docker's default is 64 MB) and 4 MB batches.
+
+    Before: the worker's feeder thread failed ("unable to allocate shared memory") and the run
+    waited forever at 0 % CPU (an effnet_lite0 run was killed by `timeout` after 60 s)."""
+    if not _can_mount_small_shm():
+        pytest.skip("needs `unshare -m` and permission to mount a tmpfs on /dev/shm (a private mount namespace)")
+    labels = _images(tmp_path, n=4)
+    env = {**os.environ, "AIGCQ_FAULT_PLUGIN": "1",
+           "PYTHONPATH": os.pathsep.join([str(REPO / "tests"), str(REPO), os.environ.get("PYTHONPATH", "")])}
+    cmd = (f"mount -t tmpfs -o size=1m tmpfs /dev/shm && exec {sys.executable} -m extractors run --track image "
+           f"--no-progress --plugins test_integrity_failures --data '{labels}' --extractors worker_fault:mode=big "
+           f"--store '{tmp_path / 's.h5'}' --workers 1 --batch-size 1 --worker-stall 1.5")
+    res = subprocess.run(["unshare", "-m", "--propagation", "private", "sh", "-c", cmd], cwd=REPO, env=env,
+                         capture_output=True, text=True, timeout=120)
+    last = res.stderr.strip().splitlines()[-1]
+    assert res.returncode == 2 and last.startswith("error: ") and "stuck" in last, res.stderr[-2000:]
+    assert "WORKERS=0" in last and "/dev/shm: 1 MB" in last
+    assert "/dev/shm: 1 MB" in res.stderr.split("error: ")[0]  # warned before starting the workers
 
 
 def test_dead_worker_names_the_cause(tmp_path):

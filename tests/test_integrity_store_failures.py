@@ -143,7 +143,7 @@ def test_a_truncated_store_is_a_one_line_error_naming_the_file(tmp_path):
 
 
 def test_a_read_only_store_folder_is_a_one_line_error(tmp_path, tiny_fs):
-    # before: a traceback (PermissionError / OSError: Read-only file system) from deep in the store
+    # before: a traceback (OSError: [Errno 30] Read-only file system: '.../ro.h5.journal/LOCK')
     data = dataset(tmp_path / "d", n=8)
     store = tiny_fs / "ro.h5"
     features(data, store)
@@ -152,6 +152,25 @@ def test_a_read_only_store_folder_is_a_one_line_error(tmp_path, tiny_fs):
     res = features(more, store, check=False)
     line = one_line_error(res)
     assert "not writable" in line and "read-only file system" in line and str(tiny_fs) in line
+    assert done_count(store) == 8
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes into a chmod 555 folder; the tmpfs test above covers root")
+def test_a_store_folder_without_write_permission_is_a_one_line_error(tmp_path):
+    data = dataset(tmp_path / "d", n=8)
+    folder = tmp_path / "ro"
+    folder.mkdir()
+    store = folder / "ro.h5"
+    features(data, store)
+    os.chmod(folder, 0o555)
+    os.chmod(f"{store}.journal", 0o555)
+    try:
+        res = features(dataset(tmp_path / "d2", n=12), store, check=False)
+    finally:
+        os.chmod(folder, 0o755)
+        os.chmod(f"{store}.journal", 0o755)
+    line = one_line_error(res)
+    assert "not writable" in line and "permission denied" in line
     assert done_count(store) == 8
 
 
