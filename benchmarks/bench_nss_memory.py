@@ -22,6 +22,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 CHILD = r"""
 import json, resource, sys, time
+import torch  # noqa: F401  (the extractor's tensors need it: part of the baseline, not of the item)
 from extractors.nss import NSS
 from extractors.base import Item
 base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss

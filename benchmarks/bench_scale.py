@@ -99,7 +99,8 @@ def _manifest(n: int):
 
     from features_store.manifest import Manifest
 
-    df = pd.DataFrame({"item_id": [f"img_{i:07d}.png" for i in range(n)], "path": [f"images/img_{i:07d}.png" for i in range(n)],
+    df = pd.DataFrame({"item_id": [f"img_{i:07d}.png" for i in range(n)],
+                       "path": [f"images/img_{i:07d}.png" for i in range(n)],
                        "prompt": [f"prompt {i // 4}" for i in range(n)], "generator": [f"gen{i % 7}" for i in range(n)],
                        "mos": np.random.default_rng(0).normal(3, 1, n), "split": "train"})
     df["group"] = df["prompt"]

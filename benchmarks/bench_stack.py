@@ -162,6 +162,7 @@ def main() -> None:
                          "or a comma list such as generator,nss,generator+nss")
     ap.add_argument("--variants", default="", help=f"comma list of {sorted(VARIANTS)}")
     ap.add_argument("--no-noise", action="store_true")
+    ap.add_argument("--only-subsets", action="store_true", help="only the --subsets rows (Δ then against the first)")
     ap.add_argument("--selection-only", action="store_true",
                     help="only the default's block selection on the tuning set, with and without the noise block "
                          "(for the 7,000- and 14,000-item sets; see selection_only)")
@@ -185,8 +186,9 @@ def main() -> None:
             selection_only(name, X, y, groups, blocks, after, args)
             continue
         names = list(blocks)
-        rows: list[tuple[str, StackConfig, np.ndarray, dict]] = [("after (default): all blocks", after, X, blocks)]
-        if not args.skip_before:
+        rows: list[tuple[str, StackConfig, np.ndarray, dict]] = [] if args.only_subsets else [
+            ("after (default): all blocks", after, X, blocks)]
+        if not args.skip_before and not args.only_subsets:
             rows.append(("before: all blocks", before, X, blocks))
         if args.subsets in ("all", "singles"):
             sizes = range(1, len(names)) if args.subsets == "all" else [1]
@@ -200,7 +202,7 @@ def main() -> None:
             rows.append((f"before: {'+'.join(sub)}", before, Xs, bs))
         for v in [v for v in args.variants.split(",") if v]:
             rows.append((f"variant {v}: all blocks", replace(base, **VARIANTS[v]), X, blocks))
-        if not args.no_noise:
+        if not args.no_noise and not args.only_subsets:
             Xn, bn = with_noise(X, blocks)
             rows.append(("after (default): all + noise", after, Xn, bn))
             if not args.skip_before:
@@ -208,7 +210,7 @@ def main() -> None:
         print(f"\n## {name}: {len(y)} items, {len(set(groups))} groups, blocks "
               f"{ {b: r[1] - r[0] for b, r in blocks.items()} }; {args.trials} trials/head, heads {args.heads}, "
               f"max tune items {args.max_tune_items}; load {os.getloadavg()[0]:.1f}", flush=True)
-        print("| variant | main [95% CI] | Δ vs after [95% CI] | blocks kept (per tuning) | s |\n|---|---|---|---|---|",
+        print("| variant | main [95% CI] | Δ vs first row [95% CI] | blocks kept (per tuning) | s |\n|---|---|---|---|---|",
               flush=True)
         ref, ref_kept = None, None
         full = "+".join(names)

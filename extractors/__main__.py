@@ -138,7 +138,10 @@ def _run_ray(args, manifest, specs, store) -> int:
                         device=args.device, precision=args.precision, batch_size=args.batch_size,
                         workers=args.workers, split=args.split, retry_failed=not args.no_retry_failed,
                         progress=not args.no_progress, checkpoint_every_s=args.checkpoint_every, dtype=args.dtype,
-                        plugins=args.plugins, threads=parse_threads(args.threads))
+                        plugins=args.plugins, threads=parse_threads(args.threads),
+                        run_options=dict(on_changed=args.on_changed, allow_batch_change=args.allow_batch_change,
+                                         worker_stall_s=args.worker_stall,
+                                         allow_media_mismatch=args.allow_media_mismatch))
     for s in summaries:
         rate = f", {s['done'] / s['seconds']:.1f} items/s per worker" if s["seconds"] > 0 and s["done"] else ""
         print(f"{s['key']}: {s['done']} computed, {s['failed']} failed, {s['skipped']} already in the store, "

@@ -58,9 +58,10 @@ class Shard:
     n: int
     positions: np.ndarray  # rows of the manifest this shard computes
     path: Path
+    batch_size: int
 
     def task(self) -> dict[str, Any]:
-        return {"spec": self.spec, "positions": self.positions, "path": str(self.path)}
+        return {"spec": self.spec, "positions": self.positions, "path": str(self.path), "batch_size": self.batch_size}
 
 
 def shard_folder(store: str | os.PathLike) -> Path:
@@ -77,9 +78,13 @@ def shard_size_for(n_items: int, n_actors: int, batch_size: int, shard_size: int
 
 
 def plan_shards(manifest, extractors: Sequence[tuple[str, Any]], store, folder: Path, split: str | None,
-                retry_failed: bool, size: int, skipped: dict[str, int] | None = None) -> list[Shard]:
+                retry_failed: bool, size: int, skipped: dict[str, int] | None = None, batch_size: int = 32,
+                allow_batch_change: bool = False) -> list[Shard]:
     """Shards of the items each extractor key still needs (pending, or failed when retried).
-    ``skipped``, when given, receives per key the number of wanted items left alone."""
+    ``skipped``, when given, receives per key the number of wanted items left alone. A key with rows
+    already computed keeps the batch size they were computed with (runner.settle_batch_size)."""
+    import sys
+
     from features_store.store import DONE, FAILED, FeatureStore
 
     df = manifest.df
@@ -89,16 +94,23 @@ def plan_shards(manifest, extractors: Sequence[tuple[str, Any]], store, folder: 
         rows = st.index_of(df["item_id"].to_numpy()[wanted])
         for spec, ex in extractors:
             key = ex.key()
-            todo = wanted
+            todo, bs = wanted, batch_size
             if key in st.keys():
                 status = st.status(key)[rows]
                 todo = wanted[(status != DONE) & ((status != FAILED) | retry_failed)]
+                recorded, done = st.batch_sizes(key), st.counts(key)["done"]
+                if done and recorded and batch_size not in recorded and not allow_batch_change:
+                    bs = recorded[-1] if len(recorded) == 1 else max(recorded)
+                    print(f"note: {key}: {done} rows were computed with batch size {','.join(map(str, recorded))}; "
+                          f"resuming with {bs}, not {batch_size} (--allow-batch-change to use {batch_size})",
+                          file=sys.stderr)
+            key_size = math.ceil(size / bs) * bs
             if skipped is not None:
                 skipped[key] = len(wanted) - len(todo)
-            n = math.ceil(len(todo) / size)
+            n = math.ceil(len(todo) / key_size)
             for k in range(n):
-                shards.append(Shard(spec, key, k, n, todo[k * size:(k + 1) * size],
-                                    folder / f"{key}.part-{k:05d}-of-{n:05d}.h5"))
+                shards.append(Shard(spec, key, k, n, todo[k * key_size:(k + 1) * key_size],
+                                    folder / f"{key}.part-{k:05d}-of-{n:05d}.h5", bs))
     return shards
 
 
@@ -107,14 +119,11 @@ class ShardWorker:
 
     def __init__(self, track: str, device: str, precision: str, batch_size: int, workers: int | None,
                  retry_failed: bool, checkpoint_every_s: float, dtype: str, plugins: str | None,
-                 threads: int | None):
+                 threads: int | None, run_options: dict[str, Any]):
         from .runner import load_plugins
 
-        if threads:
-            import torch
-
-            torch.set_num_threads(threads)
         load_plugins(plugins)
+        self.threads, self.run_options = threads, run_options
         self.manifest, self.track = None, track
         # Ray points CUDA_VISIBLE_DEVICES at this actor's GPU: it is "cuda" here
         self.device = "cuda" if str(device).startswith("cuda") else device
@@ -161,8 +170,10 @@ class ShardWorker:
         mask[task["positions"]] = True
         with FeatureStore(task["path"], mode="a", dtype=self.dtype) as st:
             s = run_extraction(self.manifest.subset(mask), ex, st, device=self.device, precision=self.precision,
-                               batch_size=self.batch_size, workers=self.workers, retry_failed=self.retry_failed,
-                               progress=False, checkpoint_every_s=self.checkpoint_every_s, learn_from=self.manifest)
+                               batch_size=task.get("batch_size", self.batch_size), workers=self.workers,
+                               retry_failed=self.retry_failed,
+                               progress=False, checkpoint_every_s=self.checkpoint_every_s, learn_from=self.manifest,
+                               threads=self.threads, **self.run_options)
         return {"key": s.key, "name": s.name, "done": s.done, "failed": s.failed, "skipped": s.skipped,
                 "seconds": s.seconds, "dim": s.dim, "failures": s.failures[:20], "pid": os.getpid()}
 
@@ -229,8 +240,13 @@ def run_ray(manifest, specs: Sequence[str], track: str, store: str | os.PathLike
             max_restarts: int = 3, device: str = "cpu", precision: str = "auto", batch_size: int = 32,
             workers: int | None = None, split: str | None = None, retry_failed: bool = True,
             progress: bool = True, checkpoint_every_s: float = 60.0, dtype: str | None = None,
-            plugins: str | None = None, threads: int | None = None) -> list[dict[str, Any]]:
-    """Compute ``specs`` for the pending items of ``manifest`` into ``store`` on Ray; one summary per key."""
+            plugins: str | None = None, threads: int | None = None,
+            run_options: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+    """Compute ``specs`` for the pending items of ``manifest`` into ``store`` on Ray; one summary per key.
+
+    ``run_options``: further keyword arguments of ``run_extraction`` for every shard (on_changed,
+    allow_batch_change, worker_stall_s, allow_media_mismatch)."""
+    run_options = dict(run_options or {})
     ray = import_ray()
     from tqdm.auto import tqdm
 
@@ -243,7 +259,7 @@ def run_ray(manifest, specs: Sequence[str], track: str, store: str | os.PathLike
     store = Path(store)
     folder = shard_folder(store)
     lock = _lock(folder)
-    started = False
+    started = finished = False
     try:
         # the store holds the whole manifest first, so merged rows land where a single run puts them
         with FeatureStore(store, mode="a", dtype=dtype) as st:
@@ -252,7 +268,8 @@ def run_ray(manifest, specs: Sequence[str], track: str, store: str | os.PathLike
             if any(for_track(s, track).kind in ("image", "video") for s in specs):
                 from features_store.fingerprint import check_media  # changed media: rows pending again
 
-                check_media(st, [manifest.abspath(p) for p in manifest.df["path"]], st.index_of(manifest.df["item_id"]))
+                check_media(st, [manifest.abspath(p) for p in manifest.df["path"]], st.index_of(manifest.df["item_id"]),
+                            on_changed=run_options.get("on_changed", "recompute"))
         leftovers = sorted(folder.glob("*.part-*-of-*.h5"))
         if leftovers:  # a driver died: keep what its shards computed, then plan the rest anew
             merge(store, leftovers, allow_partial=True)
@@ -270,7 +287,8 @@ def run_ray(manifest, specs: Sequence[str], track: str, store: str | os.PathLike
         n_wanted = len(manifest.df) if split is None else int((manifest.df["split"] == split).sum())
         size = shard_size_for(n_wanted, n_actors, batch_size, shard_size)
         skipped: dict[str, int] = {}
-        shards = plan_shards(manifest, extractors, store, folder, split, retry_failed, size, skipped)
+        shards = plan_shards(manifest, extractors, store, folder, split, retry_failed, size, skipped, batch_size,
+                             run_options.get("allow_batch_change", False))
         summaries: dict[str, dict[str, Any]] = {}
         for s in shards:
             summaries.setdefault(s.key, {"key": s.key, "done": 0, "failed": 0, "skipped": skipped[s.key],
@@ -279,7 +297,7 @@ def run_ray(manifest, specs: Sequence[str], track: str, store: str | os.PathLike
             _run_shards(ray, tqdm, shards, manifest, summaries, min(n_actors, len(shards)), opts, max_restarts,
                         dict(track=track, device=device, precision=resolved, batch_size=batch_size, workers=workers,
                              retry_failed=retry_failed, checkpoint_every_s=checkpoint_every_s, dtype=dtype,
-                             plugins=plugins, threads=threads), progress)
+                             plugins=plugins, threads=threads, run_options=run_options), progress)
             # one merge per key: merge holds the rows it copies in memory until its final checkpoint,
             # so per key the peak is one extractor's block, not the whole store (docs/scale.md)
             for key in summaries:
@@ -298,12 +316,19 @@ def run_ray(manifest, specs: Sequence[str], track: str, store: str | os.PathLike
                     summaries[key] = {"key": key, "done": 0, "failed": 0, "skipped": c["done"] + c["failed"],
                                       "seconds": 0.0, "dim": st.config(key)["dim"], "failures": [], "shards": 0,
                                       "pids": set()}
+        finished = True
         return list(summaries.values())
     finally:
         if started:
             ray.shutdown()
         fcntl.flock(lock, fcntl.LOCK_UN)
         os.close(lock)
+        if finished:  # nothing left to resume: no folder beside the store
+            (folder / "DRIVER.lock").unlink(missing_ok=True)
+            try:
+                folder.rmdir()
+            except OSError:
+                pass  # not empty (something else put files there): left alone
 
 
 def _run_shards(ray, tqdm, shards, manifest, summaries, n_actors, opts, max_restarts, kwargs, progress) -> None:
@@ -317,8 +342,8 @@ def _run_shards(ray, tqdm, shards, manifest, summaries, n_actors, opts, max_rest
             shard = queue.popleft()
             inflight[actor.run.remote(shard.task(), [manifest_ref])] = (actor, shard)
 
-    for actor in pool:
-        for _ in range(QUEUED_PER_ACTOR):
+    for _ in range(QUEUED_PER_ACTOR):  # round robin: with few shards every actor still gets one
+        for actor in pool:
             submit(actor)
     bar = tqdm(total=sum(len(s.positions) for s in shards), desc=f"ray: {len(shards)} shards, {n_actors} actors",
                unit="item", disable=not progress, dynamic_ncols=True)

@@ -52,6 +52,9 @@ def _parser(prog: str = "python -m regressors", job_progs: dict[str, str] | None
     f.add_argument("--engine", choices=["local", "ray"], default=StackConfig.engine,
                    help="ray: the searches and (fold, head) refits as Ray tasks (same results as local; "
                         "pip install 'aigc-quality[ray]'); studies shared through --storage")
+    f.add_argument("--trial-workers", type=int, default=StackConfig.trial_workers,
+                   help="with --engine ray and --storage: Ray tasks sharing each head's search (faster, but the "
+                        "result depends on timing: parallel TPE trials are order-dependent; default 1: deterministic)")
     f.add_argument("--address", default=None,
                    help="with --engine ray: the cluster (auto, head:6379, ray://head:10001 with ray[client]; "
                         "default: a local one)")
@@ -100,7 +103,11 @@ def main(argv: list[str] | None = None, prog: str | None = None, job_progs: dict
                 nested=args.nested, auto_full_below=args.auto_full_below, auto_cross_from=args.auto_cross_from,
                 pca=args.pca or None, protocol=args.protocol, seed=args.seed,
                 storage=args.storage, prune=not args.no_prune, n_jobs=args.jobs, engine=args.engine,
-                select_blocks=not args.no_select_blocks, generator_probe=args.generator_probe)
+                select_blocks=not args.no_select_blocks, generator_probe=args.generator_probe,
+                trial_workers=args.trial_workers)
+            if args.trial_workers > 1 and (args.engine != "ray" or not args.storage):
+                raise ValueError("--trial-workers needs --engine ray and --storage (a journal file or an RDB URL "
+                                 "the workers share)")
             if args.engine == "ray":
                 from .ray_tasks import import_ray
 

@@ -9,6 +9,12 @@ machine does. The arrays go into Ray's object store once and reach the tasks as 
 
 With ``--storage`` (a journal file on a file system every node sees, or an RDB URL) the studies
 live there: a stopped run resumes them, and their trials can be read back by any machine.
+
+``--trial-workers K`` (needs ``--storage``) spreads each search's trials over K Ray tasks that
+share its study, each with its own sampler seed. TPE proposes a trial from the trials finished
+before it, so the result then depends on timing and differs from run to run (and from the local
+pool); the default, one task per search, keeps it deterministic. The study stops at the trial
+budget (Optuna's MaxTrialsCallback; trials already running then finish, so up to K-1 more).
 ``RAY_ADDRESS`` (``--address``) picks the cluster; without it a local one is started, once per
 process (Ray stops it at exit).
 """
@@ -56,6 +62,10 @@ def run_tasks_ray(fn: Callable, tasks: list[tuple], desc: str, blas_threads: int
             return put[id(a)]
         return a
 
+    from .stacking import _tune_one
+
+    if fn is _tune_one and tasks and tasks[0][4].trial_workers > 1:  # (spec, X, y, groups, cfg, tag)
+        fn = _tune_shared
     futures = [remote.remote(fn, blas_threads, *(ref(a) for a in t)) for t in tasks]
     pending = list(futures)
     with tqdm(total=len(futures), desc=f"{desc} (ray)", leave=False) as bar:
@@ -66,3 +76,32 @@ def run_tasks_ray(fn: Callable, tasks: list[tuple], desc: str, blas_threads: int
         return ray.get(futures)
     except ray.exceptions.RayTaskError as err:  # the head's own error, as a local run would raise it
         raise err.as_instanceof_cause() from None
+
+
+def _search_part(spec, X, y, groups, cfg, tag: str, part: int) -> int:
+    """One of ``cfg.trial_workers`` searches of one stored study (trials until the budget is reached)."""
+    from optuna.study import MaxTrialsCallback
+
+    from .tuning import tune_head
+
+    res = tune_head(spec.kind, X, y, groups, base_params=dict(spec.params), n_trials=cfg.n_trials,
+                    n_splits=cfg.tune_folds, seed=cfg.seed, protocol=cfg.protocol, storage=cfg.storage,
+                    study_name=f"{tag}-{spec.name}-s{cfg.seed}", prune=cfg.prune,
+                    sampler_seed=cfg.seed + 7919 * part,  # part 0 samples as the deterministic search would
+                    callbacks=[MaxTrialsCallback(cfg.n_trials, states=None)])
+    return res.n_trials
+
+
+def _tune_shared(spec, X, y, groups, cfg, tag: str):
+    """``stacking._tune_one`` whose search ran in ``cfg.trial_workers`` parallel parts first; the
+    final call then finds the budget spent and only reads the best trial and fits the OOF predictions."""
+    import ray
+
+    from .stacking import _tune_one
+
+    if spec.tune and cfg.trial_workers > 1:
+        part = ray.remote(num_cpus=1, max_retries=MAX_RETRIES)(_call)
+        refs = [ray.put(a) for a in (X, y)]
+        ray.get([part.remote(_search_part, 1, spec, refs[0], refs[1], groups, cfg, tag, i)
+                 for i in range(cfg.trial_workers)])
+    return _tune_one(spec, X, y, groups, cfg, tag)

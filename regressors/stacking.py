@@ -90,6 +90,7 @@ class StackConfig:
     # is unknown (T2VQA-DB val/test) with probabilities predicted from their content blocks
     generator_probe: bool = False
     engine: str = "local"  # local (n_jobs worker processes) | ray: the same tasks on a Ray cluster (ray_tasks.py)
+    trial_workers: int = 1  # engine=ray + storage: Ray tasks sharing each search (order-dependent results)
 
     def to_dict(self) -> dict:
         return asdict(self)

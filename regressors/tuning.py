@@ -132,8 +132,12 @@ def tune_head(kind: str, X: np.ndarray, y: np.ndarray, groups=None, *, base_para
               n_trials: int = 20, n_splits: int = 3, seed: int = 0, protocol: str = "grouped",
               storage: str | None = None, study_name: str | None = None, prune: bool = True,
               timeout: float | None = None, enqueue_defaults: bool = True,
-              head_factory: Callable[..., Any] | None = None) -> TuneResult:
-    """Search hyper-parameters of head ``kind``; returns the best parameters merged into base_params."""
+              head_factory: Callable[..., Any] | None = None, sampler_seed: int | None = None,
+              callbacks: list | None = None) -> TuneResult:
+    """Search hyper-parameters of head ``kind``; returns the best parameters merged into base_params.
+
+    ``sampler_seed`` (default ``seed``, which also fixes the folds) and ``callbacks`` (passed to
+    ``study.optimize``) let several processes search one stored study (regressors.ray_tasks)."""
     base_params = dict(base_params or {})
     blocks = base_params.get("blocks")
     block_names = list(blocks) if blocks else ["all"]
@@ -143,7 +147,7 @@ def tune_head(kind: str, X: np.ndarray, y: np.ndarray, groups=None, *, base_para
     folds = make_folds(len(y), groups, n_splits, seed, protocol)
     factory = head_factory or (lambda **p: make_head(kind, **p))
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    study = open_study(study_name or f"{kind}-{seed}", storage, seed, prune)
+    study = open_study(study_name or f"{kind}-{seed}", storage, seed if sampler_seed is None else sampler_seed, prune)
     if enqueue_defaults and len(study.trials) == 0:
         # start from the hand-set defaults so tuning never does worse than them on the search folds
         defaults = {"svr": {"C": 1.0, "epsilon": 0.1, "gamma": 1.0, **{f"w_{b}": 1.0 for b in block_names}},
@@ -170,7 +174,8 @@ def tune_head(kind: str, X: np.ndarray, y: np.ndarray, groups=None, *, base_para
 
     done_before = len([t for t in study.trials if t.state.is_finished()])
     t0 = time.perf_counter()
-    study.optimize(objective, n_trials=max(0, n_trials - done_before), timeout=timeout, gc_after_trial=False)
+    study.optimize(objective, n_trials=max(0, n_trials - done_before), timeout=timeout, gc_after_trial=False,
+                   callbacks=callbacks)
     seconds = time.perf_counter() - t0
     complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
     if not complete:

@@ -49,20 +49,19 @@ def _features(data, store, extractors, *extra) -> int:
                     "--batch-size", "4", "--workers", "0", "--threads", "1", "--no-progress", *extra])
 
 
-@pytest.mark.slow  # ~60 s on 2 busy cores: two full demo extractions, 2 actors loading 4 models
+@pytest.mark.slow  # 24 s (load 12, 2 cores): two demo extractions, 2 actors loading 4 models
 def test_demo_features_on_ray_equal_a_single_process_run(cluster, demo_data, tmp_path, capsys):
     assert _features(demo_data, tmp_path / "single.h5", DEMO_EXTRACTORS) == 0
     assert _features(demo_data, tmp_path / "ray.h5", DEMO_EXTRACTORS, "--engine", "ray", "--shard-size", "8") == 0
     out = capsys.readouterr().out
     assert out.count("3 shards on") == 4  # 24 items in shards of 8 (2 batches of 4), for each of 4 extractors
     assert store_content(tmp_path / "ray.h5") == store_content(tmp_path / "single.h5")
-    assert not list(Path(f"{tmp_path / 'ray.h5'}.ray").glob("*.h5"))  # shards merged, then removed
+    assert not Path(f"{tmp_path / 'ray.h5'}.ray").exists()  # shards merged, then removed
     # a rerun finds nothing to do
     assert _features(demo_data, tmp_path / "ray.h5", DEMO_EXTRACTORS, "--engine", "ray") == 0
     assert "0 computed, 0 failed, 24 already in the store" in capsys.readouterr().out
 
 
-@pytest.mark.slow  # ~25 s: Ray restarts the killed actor process
 def test_worker_killed_mid_shard_is_restarted_and_resumes(cluster, demo_data, tmp_path, capsys):
     from features_store import load_dataset
 
@@ -83,7 +82,6 @@ def test_worker_killed_mid_shard_is_restarted_and_resumes(cluster, demo_data, tm
     assert store_content(tmp_path / "ray.h5") == store_content(tmp_path / "single.h5")
 
 
-@pytest.mark.slow  # ~30 s on a busy machine (actor start-up)
 def test_rerun_after_the_driver_died_keeps_what_its_shards_computed(cluster, demo_data, tmp_path, capsys):
     """A driver killed mid-run leaves <store>.ray/ with shard stores: the next run merges them first."""
     from extractors.registry import for_track
@@ -98,7 +96,7 @@ def test_rerun_after_the_driver_died_keeps_what_its_shards_computed(cluster, dem
     left.parent.mkdir()
     mask = np.zeros(len(manifest.df), bool)
     mask[:8] = True  # what shard 0 of the dead driver's run had computed
-    run_extraction(manifest.subset(mask), ex, left, progress=False, learn_from=manifest)
+    run_extraction(manifest.subset(mask), ex, left, batch_size=4, progress=False, learn_from=manifest)
     capsys.readouterr()
     assert _features(demo_data, tmp_path / "ray.h5", "generator", "--engine", "ray", "--shard-size", "8") == 0
     assert "16 computed, 0 failed, 8 already in the store, dim 7, 2 shards" in capsys.readouterr().out
@@ -119,7 +117,6 @@ def test_engine_ray_without_ray_says_how_to_install_it(demo_data, tmp_path, caps
     assert not (tmp_path / "x.h5").exists()
 
 
-@pytest.mark.slow  # ~35 s: two full fits (4 tuned heads, 3 trials), the second on Ray
 def test_regress_on_ray_predicts_what_the_local_pool_predicts(cluster, tmp_path):
     import optuna
     import pandas as pd
@@ -151,7 +148,29 @@ def test_regress_engine_ray_without_ray_says_how_to_install_it(tmp_path, capsys,
 
     monkeypatch.setitem(sys.modules, "ray", None)
     store = _make_store(tmp_path / "toy.h5")
-    assert reg_main(["fit", "--track", "image", "--store", str(store), "--out", str(tmp_path / "o"), "--engine", "ray"]) == 2
+    argv = ["fit", "--track", "image", "--store", str(store), "--out", str(tmp_path / "o"), "--engine", "ray"]
+    assert reg_main(argv) == 2
     assert capsys.readouterr().err.strip() == ("error: --engine ray needs Ray: pip install 'aigc-quality[ray]' "
                                                "(or: pip install 'ray>=2.9')")
     assert not (tmp_path / "o").exists()
+
+
+def test_parallel_trials_share_one_study_and_stop_at_the_budget(cluster, tmp_path, capsys):
+    import optuna
+    from optuna.storages import JournalStorage
+    from optuna.storages.journal import JournalFileBackend
+
+    from regressors.cli import main as reg_main
+    from test_regress_cli import _make_store
+
+    store = _make_store(tmp_path / "toy.h5")
+    fit = ["fit", "--track", "image", "--store", str(store), "--extractors", "generator,prompt_minilm", "--trials", "6",
+           "--folds", "3", "--tune-folds", "3", "--pca", "0", "--bootstrap", "0", "--nested", "split",
+           "--engine", "ray", "--out", str(tmp_path / "out")]
+    assert reg_main([*fit, "--trial-workers", "2"]) == 2  # no shared storage: refused in one line
+    assert "--trial-workers needs --engine ray and --storage" in capsys.readouterr().err
+    journal = tmp_path / "studies.journal"
+    assert reg_main([*fit, "--trial-workers", "2", "--storage", str(journal)]) == 0
+    studies = optuna.get_all_study_summaries(JournalStorage(JournalFileBackend(str(journal))))
+    assert {s.study_name for s in studies} >= {"cv-svr-s0", "cv-enet-s0", "cv-lgbm-s0", "cv-knn-s0"}
+    assert all(6 <= s.n_trials <= 7 for s in studies)  # the budget, + at most one trial already running
