@@ -59,6 +59,7 @@ def main() -> int:
     ap.add_argument("--before", type=Path, default=None, help="an older checkout to compare with")
     ap.add_argument("--store", type=Path, default=None, help="an existing complete store (skips the first run)")
     ap.add_argument("--first-run-s", type=float, default=None, help="first-run wall time, if measured elsewhere")
+    ap.add_argument("--first-run-cpu-s", type=float, default=None, help="first-run CPU time (user+sys), likewise")
     ap.add_argument("--repeat", type=int, default=5)
     args = ap.parse_args()
     if not args.data.exists():
@@ -70,13 +71,14 @@ def main() -> int:
               "--no-progress", *(["--threads", args.threads] if args.threads else [])]
     try:
         store = tmp / "after.h5"
-        first = args.first_run_s
+        first, first_cpu = args.first_run_s, args.first_run_cpu_s
         if args.store:
             shutil.copy(args.store, store)
             _run(REPO, [*common, "--store", str(store)], env)  # warms the label cache; must compute nothing
         else:
-            first, rss, text, _ = _run(REPO, [*common, "--store", str(store)], env)
-            print(f"first run: {first:.1f} s, peak {rss:.0f} MB, load {_load()}\n{text.strip()}", flush=True)
+            first, rss, text, first_cpu = _run(REPO, [*common, "--store", str(store)], env)
+            print(f"first run: {first:.1f} s wall, {first_cpu:.1f} s CPU, peak {rss:.0f} MB, load {_load()}\n"
+                  f"{text.strip()}", flush=True)
         runs = {"after": []}
         if args.before:
             shutil.copy(store, tmp / "before.h5")
@@ -95,7 +97,8 @@ def main() -> int:
         print(f"\ncached `aigcq features` on {args.data.name} ({args.extractors}, --threads {args.threads or '-'}), "
               f"median of {args.repeat}, load {_load()}")
         for w, (wall, rss, cpu) in med.items():
-            share = f", {100 * wall / first:.2f}% of the first run ({first:.1f} s)" if first else ""
+            share = f", {100 * wall / first:.2f}% of the first run's wall time ({first:.1f} s)" if first else ""
+            share += f", {100 * cpu / first_cpu:.2f}% of its CPU time ({first_cpu:.1f} s)" if first_cpu else ""
             print(f"  {w:6s}: {wall:.2f} s wall, {cpu:.2f} s CPU, peak {rss:.0f} MB{share}")
         if "before" in med:
             print(f"  before / after: {med['before'][0] / med['after'][0]:.2f}× wall, "

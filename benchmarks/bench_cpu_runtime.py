@@ -14,8 +14,8 @@ RSS of the largest process of each (os.wait4, DataLoader workers included as des
 
 ``threads``: prompt_minilm over the first ``--items`` AIGIQA-20K prompts (the case that
 collapsed) and effnet_lite0's forward pass, with ``--threads 1``, ``--threads <CPUs>`` and the
-default (auto), on the machine as it is ("idle") and with as many spinning processes as
-usable CPUs ("busy"). Items/s of the compute loop (the runner's own count). The load average
+default (auto), on the machine as it is ("as-is": idle only if nothing else runs) and with as
+many spinning processes as usable CPUs added ("busy"). Items/s of the compute loop (the runner's own count). The load average
 is printed beside each condition.
 """
 from __future__ import annotations
@@ -194,7 +194,9 @@ def part_threads(args) -> dict:
     result: dict = {}
     with tempfile.TemporaryDirectory() as tmp:
         table = _prompts_table(args.aigiqa, args.items, Path(tmp))
-        for condition, k in (("idle", 0), ("busy", cpus)):
+        # "as-is": the machine as found (idle only if nothing else runs: see the load average);
+        # "busy": plus one spinning process per usable CPU
+        for condition, k in (("as-is", 0), ("busy", cpus)):
             spin = _spinners(k)
             try:
                 time.sleep(2 if k else 0)

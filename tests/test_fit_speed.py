@@ -116,3 +116,24 @@ def test_final_model_fitted_in_the_outer_folds_pass_is_the_reused_tuning_fit(toy
     if len(rows):
         np.testing.assert_allclose(pred, ref.predict(X[rows]), rtol=1e-12)
     assert cv["final"].weights() == ref.weights() and cv["final_predict_s_per_row"] > 0
+
+
+def test_fit_with_cross_nesting_scores_every_training_item(tmp_path):
+    store = _make_store(tmp_path / "toy.h5")
+    out = tmp_path / "out"
+    assert main(["fit", "--track", "image", "--store", str(store), "--extractors", "generator,prompt_minilm",
+                 "--out", str(out), "--trials", "0", "--folds", "3", "--tune-folds", "2", "--pca", "0",
+                 "--bootstrap", "0", "--nested", "cross", "--heads", "enet,knn", "--jobs", "2"]) == 0
+    m = json.loads((out / "metrics.json").read_text())
+    assert m["nested"] == "cross" and m["n"] == 240 and "other share" in m["nested_note"]
+    pred = pd.read_csv(out / "predictions.csv")
+    assert (pred.loc[pred["split"] == "train", "source"] == "cv_out_of_fold").all()
+    assert len((out / "submission" / "output.txt").read_text().splitlines()) == 30
+    model, _ = load_bundle(out / "model")
+    from regressors.data import load_track
+
+    data = load_track(str(store), ["generator", "prompt_minilm"], split="test", target=None,
+                      vocabularies={k["key"]: k["vocabulary"] for k in json.loads(
+                          (out / "model" / "bundle.json").read_text())["features"] if k.get("vocabulary")})
+    got = pred[pred["split"] == "test"].set_index("item_id").loc[data.ids, "prediction"]
+    np.testing.assert_allclose(got, model.predict(data.X), rtol=1e-12)

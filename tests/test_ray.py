@@ -49,7 +49,7 @@ def _features(data, store, extractors, *extra) -> int:
                     "--batch-size", "4", "--workers", "0", "--threads", "1", "--no-progress", *extra])
 
 
-@pytest.mark.slow  # ~60 s on 2 busy cores: two full demo extractions, 2 actors loading 4 models
+@pytest.mark.slow  # 24 s (load 12, 2 cores): two demo extractions, 2 actors loading 4 models
 def test_demo_features_on_ray_equal_a_single_process_run(cluster, demo_data, tmp_path, capsys):
     assert _features(demo_data, tmp_path / "single.h5", DEMO_EXTRACTORS) == 0
     assert _features(demo_data, tmp_path / "ray.h5", DEMO_EXTRACTORS, "--engine", "ray", "--shard-size", "8") == 0
@@ -62,7 +62,6 @@ def test_demo_features_on_ray_equal_a_single_process_run(cluster, demo_data, tmp
     assert "0 computed, 0 failed, 24 already in the store" in capsys.readouterr().out
 
 
-@pytest.mark.slow  # ~25 s: Ray restarts the killed actor process
 def test_worker_killed_mid_shard_is_restarted_and_resumes(cluster, demo_data, tmp_path, capsys):
     from features_store import load_dataset
 
@@ -83,7 +82,6 @@ def test_worker_killed_mid_shard_is_restarted_and_resumes(cluster, demo_data, tm
     assert store_content(tmp_path / "ray.h5") == store_content(tmp_path / "single.h5")
 
 
-@pytest.mark.slow  # ~30 s on a busy machine (actor start-up)
 def test_rerun_after_the_driver_died_keeps_what_its_shards_computed(cluster, demo_data, tmp_path, capsys):
     """A driver killed mid-run leaves <store>.ray/ with shard stores: the next run merges them first."""
     from extractors.registry import for_track
@@ -119,7 +117,6 @@ def test_engine_ray_without_ray_says_how_to_install_it(demo_data, tmp_path, caps
     assert not (tmp_path / "x.h5").exists()
 
 
-@pytest.mark.slow  # ~35 s: two full fits (4 tuned heads, 3 trials), the second on Ray
 def test_regress_on_ray_predicts_what_the_local_pool_predicts(cluster, tmp_path):
     import optuna
     import pandas as pd
@@ -158,7 +155,6 @@ def test_regress_engine_ray_without_ray_says_how_to_install_it(tmp_path, capsys,
     assert not (tmp_path / "o").exists()
 
 
-@pytest.mark.slow  # 20-40 s here: one fit whose searches run in 2 parts each
 def test_parallel_trials_share_one_study_and_stop_at_the_budget(cluster, tmp_path, capsys):
     import optuna
     from optuna.storages import JournalStorage
