@@ -77,9 +77,9 @@ def select_blocks(X, y, groups, blocks: dict[str, list[int]], *, n_splits: int =
 
     A subset's score is the mean of its per-fold scores over ``repeats`` x ``n_splits``
     grouped folds (``repeats`` default: 2 below REPEAT_BELOW rows, else 1). A smaller subset
-    is preferred unless the best beats it by more than the larger of ``tolerance`` and the standard error of their paired per-fold differences (a
-    one-standard-error rule: on 150 items one split into folds can favour a useless block
-    by 0.1).
+    is preferred unless the best beats it by more than the larger of ``tolerance`` and the
+    standard error of their paired per-fold differences (a one-standard-error rule: on 150
+    items one split into folds can favour a useless block by 0.1).
 
     ``cache``: a dict shared by calls on the same rows with the same seed (an ablation's rows
     within one outer fold), so a subset scored for one configuration is not scored again for
