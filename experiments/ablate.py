@@ -191,12 +191,13 @@ def _json_default(o):
 # ------------------------------------------------------------------------ running
 def cross_val_oof(blocks: Blocks, subset: list[str], head: str, folds, *, trials: int, inner_folds: int, seed: int,
                   protocol: str, cache: ParamCache, select: bool = False,
-                  kept: list | None = None) -> np.ndarray:
+                  kept: list | None = None, select_cache: dict | None = None) -> np.ndarray:
     """Out-of-fold predictions of ``head`` on ``subset``, tuned inside each training fold.
 
     ``select``: inside each training fold, first choose which of the subset's blocks the head
     reads (regressors.block_selection, as the default stack does); ``kept`` collects the
-    choice per fold.
+    choice per fold; ``select_cache`` ({fold: {...}}) lets configurations share the subset scores
+    of one fold (the same rows and seed: a subset scores the same whichever configuration offers it).
     """
     from regressors.block_selection import select_blocks
     from regressors.heads import make_head
@@ -209,7 +210,8 @@ def cross_val_oof(blocks: Blocks, subset: list[str], head: str, folds, *, trials
         use = list(subset)
         if select and len(subset) > 1:
             use, _ = select_blocks(X[tr], blocks.y[tr], blocks.groups[tr], bmap, seed=seed + k,
-                                   protocol=protocol, pca=128)  # the stack's per-block PCA: fast proxies
+                                   protocol=protocol, pca=128,  # the stack's per-block PCA: fast proxies
+                                   cache=None if select_cache is None else select_cache.setdefault(k, {}))
             if use != list(subset):
                 base["use"] = use
         if kept is not None:
@@ -304,10 +306,12 @@ def run_ablation(store: str | os.PathLike, extractors: Sequence[Any] | None = No
     confs = configurations(blocks.names)
     preds: dict[str, np.ndarray] = {}
     kept: dict[str, list[str]] = {}
+    select_cache: dict = {}
     for label, _, subset in tqdm(confs, desc="ablation", unit="config", disable=not progress):
         kept[label] = []
         preds[label] = cross_val_oof(blocks, subset, head, fold_list, trials=trials, inner_folds=inner_folds,
-                                     seed=seed, protocol=protocol, cache=cache, select=select_blocks, kept=kept[label])
+                                     seed=seed, protocol=protocol, cache=cache, select=select_blocks, kept=kept[label],
+                                     select_cache=select_cache)
     rows = []
     for label, kind, subset in confs:
         p = preds[label]

@@ -13,8 +13,8 @@ back between extractors. Off: ``--malloc-threshold off`` or ``AIGCQ_MALLOC_THRES
 process takes a core, every barrier waits for a descheduled thread and throughput collapses
 (prompt_minilm: 4-10 items/s with 2 threads on a busy 2-core machine, ~96 with one).
 ``ThreadGovernor`` sets the count from the CPUs this process may use (affinity, cgroup quota)
-minus the runnable tasks of everything else (other processes and our own DataLoader workers),
-and re-checks every few seconds while the run goes on. An explicit ``--threads N`` is kept.
+minus the runnable tasks of everything else (other processes and our own DataLoader workers;
+now and over the last minute), and re-checks every few seconds while the run goes on. An explicit ``--threads N`` is kept.
 Nothing here imports torch: threads are set only once torch is loaded by an extractor.
 """
 from __future__ import annotations
@@ -187,9 +187,12 @@ def _own_running() -> int:
     return n
 
 
-def busy_elsewhere(samples: int = 7, interval_s: float = 0.003) -> float | None:
-    """Runnable tasks not of this process (other processes, our DataLoader workers): median of
-    a few instant samples. None where /proc is not there (then the load is unknown)."""
+def busy_elsewhere(samples: int = 7, interval_s: float = 0.003, own: int = 1) -> float | None:
+    """Runnable tasks not of this process (other processes, our DataLoader workers): the larger of
+    the median of a few instant samples and the 1-minute load average less our ``own`` threads.
+    The load average lags, which is the point: a machine busy a moment ago is taken as still busy,
+    because one thread too many collapses throughput (a third of it or worse) while one too few
+    costs at most the speed-up of that thread. None where /proc is not there (load unknown)."""
     values = []
     for i in range(samples):
         total = _nr_running()
@@ -198,14 +201,20 @@ def busy_elsewhere(samples: int = 7, interval_s: float = 0.003) -> float | None:
         values.append(max(0, total - max(1, _own_running())))
         if i + 1 < samples:
             time.sleep(interval_s)
-    return float(sorted(values)[len(values) // 2])  # the median (samples is odd)
+    instant = float(sorted(values)[len(values) // 2])  # the median (samples is odd)
+    try:
+        recent = os.getloadavg()[0] - own
+    except (AttributeError, OSError):
+        recent = 0.0
+    return max(instant, recent, 0.0)
 
 
-def auto_threads(cpus: int | None = None, busy: float | None = None) -> int:
-    """Threads that keep every one on a core of its own: usable CPUs minus the busy elsewhere (>= 1)."""
+def auto_threads(cpus: int | None = None, busy: float | None = None, own: int = 1) -> int:
+    """Threads that keep every one on a core of its own: usable CPUs minus the busy elsewhere (>= 1).
+    ``own``: the threads this process runs now (they are in the load average)."""
     cpus = usable_cpus() if cpus is None else cpus
     if busy is None:
-        busy = busy_elsewhere()
+        busy = busy_elsewhere(own=own)
     if busy is None:  # no way to see the load: the CPUs we may use
         return cpus
     return max(1, min(cpus, int(cpus - busy + 0.5)))
@@ -251,7 +260,7 @@ class ThreadGovernor:
             want = self.threads
             self._next = math.inf  # explicit: set once
         else:
-            want = auto_threads()
+            want = auto_threads(own=self.current or 1)
             self._next = now + self.every_s
         if want != self.current:
             torch.set_num_threads(want)

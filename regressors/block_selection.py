@@ -71,14 +71,19 @@ MAX_ITEMS = 2000
 def select_blocks(X, y, groups, blocks: dict[str, list[int]], *, n_splits: int = 5, repeats: int | None = None,
                   seed: int = 0,
                   protocol: str = "grouped", pca: int | None = 128, tolerance: float = 0.005,
-                  exhaustive_up_to: int = 31, max_items: int | None = MAX_ITEMS) -> tuple[list[str], dict]:
+                  exhaustive_up_to: int = 31, max_items: int | None = MAX_ITEMS,
+                  cache: dict | None = None) -> tuple[list[str], dict]:
     """(kept block names in their original order, info with every subset's score).
 
     A subset's score is the mean of its per-fold scores over ``repeats`` x ``n_splits``
     grouped folds (``repeats`` default: 2 below REPEAT_BELOW rows, else 1). A smaller subset
-    is preferred unless the best beats it by more than the larger of ``tolerance`` and the standard error of their paired per-fold differences (a
-    one-standard-error rule: on 150 items one split into folds can favour a useless block
-    by 0.1).
+    is preferred unless the best beats it by more than the larger of ``tolerance`` and the
+    standard error of their paired per-fold differences (a one-standard-error rule: on 150
+    items one split into folds can favour a useless block by 0.1).
+
+    ``cache``: a dict shared by calls on the same rows with the same seed (an ablation's rows
+    within one outer fold), so a subset scored for one configuration is not scored again for
+    another that offers it too.
     """
     t0 = time.perf_counter()
     names = list(blocks)
@@ -99,7 +104,13 @@ def select_blocks(X, y, groups, blocks: dict[str, list[int]], *, n_splits: int =
     def score(subset) -> float:
         key = tuple(n for n in names if n in subset)
         if key not in folds_scores:
-            folds_scores[key] = subset_scores(X, y, folds_list, list(key), blocks, pca)
+            ck = (key, len(y), seed, n_splits, repeats, protocol, pca)
+            if cache is not None and ck in cache:
+                folds_scores[key] = cache[ck]
+            else:
+                folds_scores[key] = subset_scores(X, y, folds_list, list(key), blocks, pca)
+                if cache is not None:
+                    cache[ck] = folds_scores[key]
         return float(folds_scores[key].mean())
 
     def within(key, best) -> bool:

@@ -74,3 +74,20 @@ def test_stack_with_selection_ignores_noise_and_beats_the_stack_without(data):
     X2[:, blocks["noise"][0]:] = 0.0
     np.testing.assert_allclose(model.predict(X2), model.predict(X))
     assert model.info["block_selection"]["kept"] == ["generator", "prompt"]
+
+
+def test_a_shared_cache_scores_each_subset_once(data, monkeypatch):
+    import regressors.block_selection as bs
+
+    X, y, groups, blocks = data
+    cache: dict = {}
+    kept, _ = select_blocks(X, y, groups, blocks, pca=None, cache=cache)
+    assert len(cache) == 7
+
+    def boom(*a, **k):
+        raise AssertionError("scored again")
+
+    monkeypatch.setattr(bs, "subset_scores", boom)
+    # a configuration offering fewer blocks (an ablation's "all - noise" row) reuses the scores
+    sub = {"generator": blocks["generator"], "prompt": blocks["prompt"]}
+    assert select_blocks(X, y, groups, sub, pca=None, cache=cache)[0] == kept

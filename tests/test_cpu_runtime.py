@@ -61,6 +61,18 @@ def test_auto_threads_leaves_busy_cores_alone():
     assert a(cpus=4, busy=None) == 4 or cpu_runtime.busy_elsewhere() is not None  # unknown load: all CPUs
 
 
+def test_recent_load_counts_as_busy(monkeypatch):
+    """A machine busy over the last minute is busy even if an instant sample finds it quiet."""
+    monkeypatch.setattr(cpu_runtime, "_nr_running", lambda: 1)
+    monkeypatch.setattr(cpu_runtime, "_own_running", lambda: 1)
+    monkeypatch.setattr(cpu_runtime.os, "getloadavg", lambda: (3.0, 3.0, 3.0))
+    assert cpu_runtime.busy_elsewhere(samples=3, interval_s=0) == 2.0
+    assert cpu_runtime.busy_elsewhere(samples=3, interval_s=0, own=2) == 1.0
+    assert cpu_runtime.auto_threads(cpus=2) == 1
+    monkeypatch.setattr(cpu_runtime.os, "getloadavg", lambda: (0.9, 0.5, 0.2))  # idle: all CPUs
+    assert cpu_runtime.auto_threads(cpus=2) == 2
+
+
 def test_usable_cpus_and_load_are_sane():
     n = cpu_runtime.usable_cpus()
     assert 1 <= n <= (os.cpu_count() or 1)
@@ -82,7 +94,7 @@ def test_governor_follows_the_load(monkeypatch):
     before = torch.get_num_threads()
     try:
         loads = iter([2, 1, 1, 2])
-        monkeypatch.setattr(cpu_runtime, "auto_threads", lambda: next(loads))
+        monkeypatch.setattr(cpu_runtime, "auto_threads", lambda **_: next(loads))
         g = cpu_runtime.ThreadGovernor(None, every_s=0.0)
         seen = []
         for _ in range(4):
