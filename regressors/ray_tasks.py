@@ -62,10 +62,6 @@ def run_tasks_ray(fn: Callable, tasks: list[tuple], desc: str, blas_threads: int
             return put[id(a)]
         return a
 
-    from .stacking import _tune_one
-
-    if fn is _tune_one and tasks and tasks[0][4].trial_workers > 1:  # (spec, X, y, groups, cfg, tag)
-        fn = _tune_shared
     futures = [remote.remote(fn, blas_threads, *(ref(a) for a in t)) for t in tasks]
     pending = list(futures)
     with tqdm(total=len(futures), desc=f"{desc} (ray)", leave=False) as bar:

@@ -279,7 +279,10 @@ def tune_and_meta(X, y, groups, blocks, cfg: StackConfig, tag: str = "final") ->
     # started last was the critical path: 364 of 542 s at 14,000 x 2,000)
     order = sorted(range(len(specs)), key=lambda j: (not specs[j].tune, TUNING_COST_RANK.get(specs[j].kind, 9)))
     tasks = [(specs[j], X, y, groups, cfg, tag) for j in order]
-    results = run_tasks(_tune_one, tasks, cfg.n_jobs, f"tune {tag}", cfg.engine)
+    tune = _tune_one
+    if cfg.engine == "ray" and cfg.trial_workers > 1:  # each search split over Ray tasks on its stored study
+        from .ray_tasks import _tune_shared as tune
+    results = run_tasks(tune, tasks, cfg.n_jobs, f"tune {tag}", cfg.engine)
     oof = np.zeros((len(y), len(specs)))
     head_info: dict[int, dict] = {}
     for j, (params, hinfo, col) in zip(order, results):
@@ -377,7 +380,7 @@ FIT_COST_RANK = {"svr": 0, "lgbm": 1, "knn": 2, "enet": 3}
 def _fit_predict(spec: HeadSpec, X, y, train, test=None, X_pred=None):
     """One head fitted on rows ``train``; (head, its predictions of rows ``test`` of X or of ``X_pred``,
     seconds the prediction took)."""
-    head = make_head(spec.kind, **spec.params).fit(X[train], y[train])
+    head = _fit_one(spec, X, y, train)
     rows = X[test] if test is not None else X_pred
     if rows is None or len(rows) == 0:
         return head, None, 0.0
@@ -476,10 +479,11 @@ def cross_validate(X, y, groups, blocks, cfg: StackConfig, final_predict: np.nda
     for k, (tr, te) in enumerate(tqdm(folds, desc="outer folds (nested)", leave=False)):
         model = fit_stack(X[tr], y[tr], None if groups_arr is None else groups_arr[tr], blocks,
                           StackConfig(**{**cfg.to_dict(), "seed": cfg.seed + 100 * (k + 1)}), tag=f"outer{k}")
-        for name, p in model.predict_heads(X[te]).items():
+        head_preds = model.predict_heads(X[te])  # once: the stack's prediction combines these
+        for name, p in head_preds.items():
             # NaN where an outer fold's model lacks this head (its block selection dropped the block)
             heads_pred.setdefault(name, np.full(n, np.nan))[te] = p
-        stack[te] = model.predict(X[te])
+        stack[te] = model.combine(head_preds)
         fold_id[te] = k
         infos.append(model.info)
     return {"scored": np.arange(n), "stack": stack, "heads": heads_pred, "folds": fold_id,
