@@ -173,7 +173,7 @@ class ShardWorker:
                                batch_size=task.get("batch_size", self.batch_size), workers=self.workers,
                                retry_failed=self.retry_failed,
                                progress=False, checkpoint_every_s=self.checkpoint_every_s, learn_from=self.manifest,
-                               threads=self.threads, **self.run_options)
+                               threads=self.threads, media_checked=True, **self.run_options)
         return {"key": s.key, "name": s.name, "done": s.done, "failed": s.failed, "skipped": s.skipped,
                 "seconds": s.seconds, "dim": s.dim, "failures": s.failures[:20], "pid": os.getpid()}
 

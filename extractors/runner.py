@@ -196,6 +196,7 @@ def run_extraction(
     threads: int | None = None,
     worker_stall_s: float | None = None,
     allow_media_mismatch: bool = False,
+    media_checked: bool = False,
 ) -> RunSummary:
     """Compute ``extractor`` for the pending items of ``manifest`` (a Manifest or a list of
     Items) into ``store`` (a path or an open FeatureStore in mode "a").
@@ -207,6 +208,10 @@ def run_extraction(
     ``on_changed``: items whose media file changed since their features were computed are
     recomputed ("recompute", with a warning naming them) or the run is refused ("refuse");
     see features_store.fingerprint.
+
+    ``media_checked``: the caller already compared the media with their fingerprints (the Ray driver
+    does, on the whole store, before handing out shards whose new stores hold no fingerprints yet:
+    checking there would hash every file of the shard again).
 
     ``batch_size``: a key resumed with rows already computed keeps the batch size it records
     (a note says so) unless ``allow_batch_change``; see :func:`settle_batch_size`.
@@ -259,7 +264,8 @@ def run_extraction(
         if shard is not None:
             keep = rows % shard[1] == shard[0]
             local, rows = local[keep], rows[keep]
-        _check_media(st, manifest, local, rows, extractor, on_changed)
+        if not media_checked:
+            _check_media(st, manifest, local, rows, extractor, on_changed)
         todo = np.isin(rows, st.pending(key, retry_failed=retry_failed))
         summary.skipped = int((~todo).sum())
         local, rows = local[todo], rows[todo]
