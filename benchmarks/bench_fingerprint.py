@@ -5,8 +5,11 @@
 Builds N small files and a store whose one image key is done for all of them, then times,
 in this one process: opening the store and finding nothing pending (what a cached rerun
 did before), the fingerprint check on an unchanged dataset (stats only: what it adds now),
-and the first check on a store without a record (every file hashed once). Prints the load
-average beside the numbers: on a shared machine compare the ratios, not the seconds.
+and the first check on a store without a record (every file hashed once). Then the read-only
+check `aigcq regress` / `aigcq predict` run before using the features (regressors.data.check_media_unchanged:
+open the store, stat every item against the record, no hashing), beside reading the features they load
+anyway (regressors.data.load_track). Prints the load average beside the numbers: on a shared machine
+compare the ratios, not the seconds.
 """
 from __future__ import annotations
 
@@ -28,6 +31,7 @@ def main() -> None:
     from features_store import FeatureStore
     from features_store.fingerprint import check_media
     from features_store.manifest import Manifest
+    from regressors.data import check_media_unchanged, load_track
 
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
@@ -66,13 +70,23 @@ def main() -> None:
             with FeatureStore(store) as st:
                 check_media(st, paths, rows)
 
+        def regress_check():
+            assert check_media_unchanged(store, [key], None, "image") == args.items
+
+        def regress_read():
+            load_track(store, [key], split=None, target=None)
+
         t_first = timed(first)
         t_open = min(timed(open_pending) for _ in range(3))
         t_check = min(timed(cached) for _ in range(3))
+        t_read = min(timed(regress_read) for _ in range(3))
+        t_regress = min(timed(regress_check) for _ in range(3))
     print(f"{args.items} items, load average {os.getloadavg()[0]:.2f}")
     print(f"  open store + pending (cached rerun before):       {t_open:.3f} s")
     print(f"  open store + fingerprint check (unchanged media): {t_check:.3f} s  ({t_check / t_open:.2f}x)")
     print(f"  first check, every file hashed ({args.bytes // 1000} kB each):  {t_first:.3f} s")
+    print(f"  regress/predict: reading the features (load_track):  {t_read:.3f} s")
+    print(f"  regress/predict: + media check (open store, stat):   {t_regress:.3f} s  ({t_regress / t_read:.2f}x the read)")
 
 
 if __name__ == "__main__":

@@ -18,6 +18,10 @@ so a kill at any point leaves either the old record (the change is found again) 
 one with the rows pending. Meta and text keys (generator, prompt_minilm) do not read the
 media and are left alone. A file rewritten within the same mtime tick and with the same
 size is not noticed; hashing every file on every run would cost a full read of the dataset.
+
+Commands that only read features (regress, predict) use :func:`changed_media`: the same stat
+against the record, without hashing or writing, so a ``touch`` counts as a change there (the
+features run tells it apart and records the new mtime).
 """
 from __future__ import annotations
 
@@ -25,6 +29,7 @@ import hashlib
 import os
 import sys
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from typing import Sequence
 
 import numpy as np
@@ -94,22 +99,40 @@ def stat_all(paths: Sequence[str | None]) -> tuple[np.ndarray, np.ndarray]:
     return size, mtime
 
 
-def check_media(st, paths: Sequence[str | None], rows: np.ndarray, on_changed: str = "recompute") -> list[str]:
-    """Compare the media of store ``rows`` (files ``paths``) with the record; returns the ids of
-    items whose media changed after features were computed from them (see the module doc)."""
-    from .store import DONE, FAILED, PENDING, StoreError
+@dataclass
+class _Stat:
+    """One ``stat`` of the files of some store rows, next to the store's record of them."""
 
-    if on_changed not in ("recompute", "refuse"):
-        raise ValueError(f"on_changed must be 'recompute' or 'refuse', got {on_changed!r}")
-    rows = np.asarray(rows, np.int64)
+    size: np.ndarray
+    mtime: np.ndarray
+    present: np.ndarray  # the file could be stat'ed
+    known: np.ndarray  # the store records a fingerprint for the item
+    moved: np.ndarray  # present and known, but size or mtime differ from the record
+
+
+def _stat_against_record(st, paths: Sequence[str | None], rows: np.ndarray) -> _Stat:
     size, mtime = stat_all(paths)
     media = fingerprints(st)
     old_size, old_mtime = media["size"][rows], media["mtime_ns"][rows]
     present, known = size >= 0, old_size >= 0
-    new = present & ~known
     moved = present & known & ((old_size != size) | (old_mtime != mtime))
+    return _Stat(size, mtime, present, known, moved)
+
+
+def check_media(st, paths: Sequence[str | None], rows: np.ndarray, on_changed: str = "recompute") -> list[str]:
+    """Compare the media of store ``rows`` (files ``paths``) with the record; returns the ids of
+    items whose media changed after features were computed from them (see the module doc)."""
+    from .store import FAILED, PENDING, StoreError
+
+    if on_changed not in ("recompute", "refuse"):
+        raise ValueError(f"on_changed must be 'recompute' or 'refuse', got {on_changed!r}")
+    rows = np.asarray(rows, np.int64)
+    s = _stat_against_record(st, paths, rows)
+    size, mtime, moved = s.size, s.mtime, s.moved
+    new = s.present & ~s.known
     if not new.any() and not moved.any():  # the cached path: stats only
         return []
+    media = fingerprints(st)
     look = np.flatnonzero(new | moved)
     with ThreadPoolExecutor(_HASH_THREADS) as pool:
         sha = np.array(list(pool.map(sha256_of, [paths[k] for k in look])), dtype=object)
@@ -117,11 +140,8 @@ def check_media(st, paths: Sequence[str | None], rows: np.ndarray, on_changed: s
     digest[look] = sha
     old_sha = media["sha256"][rows]
     changed = moved & ((old_sha == "") | (old_sha != digest))
-    media_keys = [k for k in st.keys() if st._configs[k].attrs.get("kind") in MEDIA_KINDS]
-    had_rows = np.zeros(len(rows), bool)
-    for k in media_keys:
-        had_rows |= np.isin(st._configs[k].status[rows], (DONE, FAILED))
-    stale = changed & had_rows
+    mkeys = media_keys(st, st.keys())
+    stale = changed & _computed(st, mkeys, rows, with_failed=True)
     if stale.any() and on_changed == "refuse":
         raise StoreError(f"{st.path}: media of {int(stale.sum())} item(s) changed since their features were computed "
                          f"({_names(st, rows[stale])}); rerun with --on-changed recompute to recompute them, "
@@ -129,7 +149,7 @@ def check_media(st, paths: Sequence[str | None], rows: np.ndarray, on_changed: s
     st._need_write()
     upd = rows[look]
     media["size"][upd], media["mtime_ns"][upd], media["sha256"][upd] = size[look], mtime[look], sha
-    for k in media_keys:
+    for k in mkeys:
         cfg = st._configs[k]
         r = rows[stale]
         r = r[cfg.status[r] != PENDING]
@@ -147,6 +167,65 @@ def check_media(st, paths: Sequence[str | None], rows: np.ndarray, on_changed: s
         print(f"warning: media of {int(stale.sum())} item(s) changed since their features were computed; "
               f"recomputing them ({_names(st, rows[stale])})", file=sys.stderr)
     return [str(i) for i in st.item_ids()[rows[stale]]]
+
+
+@dataclass
+class MediaDrift:
+    """What :func:`changed_media` found among ``checked`` items (those with a record): the ids of
+    items whose file differs from the record by size or mtime (``changed``) or is gone (``missing``)."""
+
+    changed: list[str] = field(default_factory=list)
+    missing: list[str] = field(default_factory=list)
+    checked: int = 0
+
+    def __bool__(self) -> bool:
+        return bool(self.changed or self.missing)
+
+
+def changed_media(st, keys: Sequence[str], rows: np.ndarray | None = None) -> MediaDrift:
+    """For commands that read features without computing them (regress, predict): the items of store
+    ``rows`` (default all) whose image/video features under ``keys`` were computed from a file that
+    has changed since, as far as one ``stat`` per item tells.
+
+    Nothing is hashed or written (the store may be read-only), so a ``touch`` alone counts as a
+    change here: the features run hashes, recomputes what really changed and records the new mtime.
+    Items without a record are not checked: label-only stores (no image/video key among ``keys``),
+    stores made before fingerprints, items never computed from their media."""
+    rows = np.arange(len(st), dtype=np.int64) if rows is None else np.asarray(rows, np.int64)
+    keys = media_keys(st, keys)
+    if not keys or not len(rows):
+        return MediaDrift()
+    rows = rows[_computed(st, keys, rows) & (fingerprints(st)["size"][rows] >= 0)]
+    if not len(rows):
+        return MediaDrift()
+    s = _stat_against_record(st, media_paths(st, rows), rows)
+    ids = st.item_ids()
+    return MediaDrift(changed=[str(i) for i in ids[rows[s.moved]]], missing=[str(i) for i in ids[rows[~s.present]]],
+                      checked=len(rows))
+
+
+def media_paths(st, rows: np.ndarray) -> list[str | None]:
+    """The media files of store ``rows``, as the store's manifest locates them (its root + path)."""
+    from .manifest import media_path
+
+    root = st.meta.get("root", "")
+    return [media_path(root, rel) for rel in st.columns(["path"])["path"].to_numpy(dtype=object)[rows]]
+
+
+def media_keys(st, keys: Sequence[str]) -> list[str]:
+    """The keys whose features are computed from the media (meta and text keys never read it)."""
+    return [k for k in keys if st._configs[k].attrs.get("kind") in MEDIA_KINDS]
+
+
+def _computed(st, keys: Sequence[str], rows: np.ndarray, with_failed: bool = False) -> np.ndarray:
+    """Per row: whether any of ``keys`` holds a result for it (done; or failed, with ``with_failed``)."""
+    from .store import DONE, FAILED
+
+    states = (DONE, FAILED) if with_failed else (DONE,)
+    out = np.zeros(len(rows), bool)
+    for k in keys:
+        out |= np.isin(st.status(k)[rows], states)
+    return out
 
 
 def _names(st, rows: np.ndarray, limit: int = 10) -> str:

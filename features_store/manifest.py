@@ -70,6 +70,11 @@ class ManifestError(ValueError):
         )
 
 
+def media_path(root: str, rel: str) -> str | None:
+    """An item's media file: its ``path`` relative to the dataset root (None: the item has no media)."""
+    return os.path.join(root, rel) if rel else None
+
+
 def _is_blank(v: Any) -> bool:
     if isinstance(v, str):
         return not v.strip()
@@ -168,7 +173,7 @@ class Manifest:
         return f"Manifest({self.name!r}, {len(self)} items, root={self.root!r})"
 
     def abspath(self, rel: str) -> str | None:
-        return os.path.join(self.root, rel) if rel else None
+        return media_path(self.root, rel)
 
     def items(self, split: str | None = None) -> list["Item"]:  # noqa: F821
         """Items (``extractors.base.Item``) with absolute media paths; ``index`` = row here."""

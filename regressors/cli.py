@@ -7,6 +7,11 @@ import sys
 
 from .stacking import StackConfig
 
+MEDIA_HELP = ("read the stored features without comparing them with the media files they were computed from "
+              "(default: items whose file changed size or modification time since, or is missing, are refused, "
+              "naming them and the `aigcq features` command that refreshes them; label-only stores record no "
+              "media and are not checked)")
+
 
 def _parser(prog: str = "python -m regressors", job_progs: dict[str, str] | None = None) -> argparse.ArgumentParser:
     """``job_progs``: how usage lines name each subcommand (``aigcq regress`` for ``fit``)."""
@@ -67,6 +72,7 @@ def _parser(prog: str = "python -m regressors", job_progs: dict[str, str] | None
                    help="fit and score the items whose features are done when some are failed or pending "
                         "(default: refuse, naming the key, counts and the command that fills it); a submission "
                         "is never written for an incomplete split")
+    f.add_argument("--skip-media-check", action="store_true", help=MEDIA_HELP)
     p = sub.add_parser("predict", prog=progs.get("predict"), help="score a split of a store with a saved model")
     p.add_argument("--model", required=True, help="model bundle folder (or the run folder holding model/)")
     p.add_argument("--store", required=True)
@@ -79,6 +85,7 @@ def _parser(prog: str = "python -m regressors", job_progs: dict[str, str] | None
                    help="score the model's own training split (an in-sample fit, not a test score; no submission)")
     p.add_argument("--trust-pickle", action="store_true",
                    help="load a legacy model.pkl (a pickle runs code when loaded: only files you produced)")
+    p.add_argument("--skip-media-check", action="store_true", help=MEDIA_HELP)
     return ap
 
 
@@ -116,11 +123,12 @@ def main(argv: list[str] | None = None, prog: str | None = None, job_progs: dict
                     os.environ["RAY_ADDRESS"] = args.address  # ray.init() joins this cluster
             exts = [e for e in args.extractors.split(",") if e.strip()] or None
             fit_command(args.track, args.store, exts, args.target, args.out, cfg, n_boot=args.bootstrap,
-                        submit_split=args.submit_split, allow_incomplete=args.allow_incomplete)
+                        submit_split=args.submit_split, allow_incomplete=args.allow_incomplete,
+                        media_check=not args.skip_media_check)
         else:
             predict_command(args.model, args.store, args.split, args.out, n_boot=args.bootstrap,
                             allow_incomplete=args.allow_incomplete, allow_in_sample=args.allow_in_sample,
-                            trust_pickle=args.trust_pickle)
+                            trust_pickle=args.trust_pickle, media_check=not args.skip_media_check)
     except (MissingFeaturesError, ModelChecksumError, BundleError, IncompleteFeaturesError, InSampleError,
             FileNotFoundError, KeyError, ValueError, RuntimeError) as err:
         msg = err.args[0] if isinstance(err, KeyError) and err.args else err

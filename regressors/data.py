@@ -92,18 +92,73 @@ def completeness(st, keys: list[str], split: str | None) -> list[dict]:
     return out
 
 
-def fill_command(st, key: str, track: str | None) -> str:
-    """The command that computes a key's missing items (failed ones are retried)."""
+def fill_command(st, keys: str | list[str], track: str | None) -> str:
+    """The command that computes the missing items of a key (or of several keys; failed ones are retried)."""
+    specs = [_spec(st, k) for k in ([keys] if isinstance(keys, str) else keys)]
+    # the dataset as `--data` was given (a YAML or label file: the media root alone would not load)
+    data = st.meta.get("source") or st.meta.get("root") or "<dataset>"
+    return (f"aigcq features --track {track or '<image|video>'} --data {shlex.quote(str(data))} "
+            f"--store {shlex.quote(str(st.path))} --extractors {shlex.quote(','.join(specs))}")
+
+
+def _spec(st, key: str) -> str:
+    """The ``--extractors`` entry that rebuilds ``key``."""
     try:
         from extractors.registry import options_from_identity, spec_string
 
         ident = st.config(key)["identity"]
-        spec = spec_string(ident["name"], options_from_identity(ident))
+        return spec_string(ident["name"], options_from_identity(ident))
     except Exception:  # an identity this version cannot rebuild: name the key's extractor at least
-        spec = st.config(key)["name"] or key.rsplit("-", 1)[0]
-    root = st.meta.get("root") or "<dataset>"
-    return (f"aigcq features --track {track or '<image|video>'} --data {shlex.quote(str(root))} "
-            f"--store {shlex.quote(str(st.path))} --extractors {shlex.quote(spec)}")
+        return st.config(key)["name"] or key.rsplit("-", 1)[0]
+
+
+class StaleMediaError(RuntimeError):
+    """Features to read were computed from media files that have changed, or are gone, since."""
+
+
+#: how many item ids a refusal names (then a count)
+SHOW_ITEMS = 5
+
+
+def check_media_unchanged(store_path, extractors, split: str | None, track: str | None) -> int:
+    """Refuse (StaleMediaError) when the media of the items of ``split`` (None: every item) changed since
+    the features of ``extractors`` (names or keys; default all) were computed from them: one ``stat`` per
+    item against the fingerprints the features run recorded (features_store.fingerprint.changed_media;
+    a label-only store records none). Returns the number of items checked."""
+    from features_store import FeatureStore, resolve_keys
+    from features_store.fingerprint import changed_media
+
+    with FeatureStore(os.fspath(store_path), mode="r") as st:
+        keys = resolve_keys(st, extractors if extractors else st.keys())
+        rows = None if split is None else np.flatnonzero((st.columns(["split"])["split"] == split).to_numpy())
+        drift = changed_media(st, keys, rows)
+        if drift:
+            raise StaleMediaError(stale_media_message(st, drift, keys, track))
+        return drift.checked
+
+
+def stale_media_message(st, drift, keys: list[str], track: str | None) -> str:
+    lines = []
+    if drift.changed:
+        from features_store.fingerprint import media_keys
+
+        lines += [f"{st.path}: the media of {_some(drift.changed)} changed since their features were computed "
+                  "(size or modification time differ from what the store recorded), so the stored features are stale",
+                  f"  refresh: {fill_command(st, media_keys(st, keys), track)}",
+                  "  (it recomputes the items whose content changed and records the new times of files only "
+                  "touched), then run this again"]
+    if drift.missing:
+        lines += [f"{st.path}: the media of {_some(drift.missing)} are missing (their features were computed "
+                  "from these files): restore them"]
+    lines.append("  (--skip-media-check reads the stored features without comparing them with the media, e.g. a "
+                 "store copied without its dataset)")
+    return "\n".join(lines)
+
+
+def _some(ids: list[str]) -> str:
+    """'3 item(s) (a, b, c)': the count and the first few ids."""
+    more = f" and {len(ids) - SHOW_ITEMS} more" if len(ids) > SHOW_ITEMS else ""
+    return f"{len(ids)} item(s) ({', '.join(ids[:SHOW_ITEMS])}{more})"
 
 
 def incomplete_message(st, issues: list[dict], track: str | None, what: str) -> str:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import sys
 import time
 from pathlib import Path
 
@@ -9,7 +10,8 @@ import numpy as np
 import pandas as pd
 
 from . import bundle as bundle_io
-from .data import IncompleteFeaturesError, completeness, incomplete_message, load_track, splits_of
+from .data import (IncompleteFeaturesError, check_media_unchanged, completeness, incomplete_message, load_track,
+                   splits_of)
 from .report import markdown_report, per_group, safe_evaluate, scatter_plot, write_json
 from .rundir import staged
 from .predict_pool import predict_pooled
@@ -147,10 +149,14 @@ def _bundle_info(track: str, target: str, store, data, cfg: StackConfig, metrics
 
 def fit_command(track: str, store: str, extractors: list[str] | None, target: str, out: str,
                 cfg: StackConfig, n_boot: int = 1000, submit_split: str | None = None,
-                allow_incomplete: bool = False) -> dict:
-    """Tune, cross-validate and fit on ``train``; write the run folder ``out`` whole (see rundir)."""
+                allow_incomplete: bool = False, media_check: bool = True) -> dict:
+    """Tune, cross-validate and fit on ``train``; write the run folder ``out`` whole (see rundir).
+
+    ``media_check``: refuse features computed from media files that changed since (every split is read:
+    the training items and the ones predicted); see :func:`_check_media`."""
     t_start = time.perf_counter()
     final_dir = Path(out)
+    _check_media(store, extractors, None, track, media_check)
     data = load_track(store, extractors, split="train", target=target, allow_incomplete=allow_incomplete,
                       track=track, what="the fit")
     splits = splits_of(store, target)
@@ -289,6 +295,17 @@ def _fit_into(out_dir: Path, final_dir: Path, track, store, data, splits, refuse
     return metrics
 
 
+def _check_media(store, extractors, split: str | None, track: str, media_check: bool) -> None:
+    """Features computed from a media file that changed (or is gone) since are refused, naming the items and
+    the `aigcq features` command that refreshes them; one stat per item (regressors.data.check_media_unchanged).
+    ``media_check=False`` (--skip-media-check) reads the stored features as they are, with a note."""
+    if media_check:
+        check_media_unchanged(store, extractors, split, track)
+    else:
+        print("note: --skip-media-check: the stored features are read without comparing them with the media files",
+              file=sys.stderr)
+
+
 def _head_evaluate(pred, y) -> dict:
     """A base head's CV score; on the items it predicted when block selection dropped it in some outer folds."""
     ok = np.isfinite(pred)
@@ -374,10 +391,11 @@ def legacy_info(meta: dict, where="the legacy model's .json") -> dict:
 
 def predict_command(model_path: str, store: str, split: str, out: str, n_boot: int = 1000,
                     allow_incomplete: bool = False, allow_in_sample: bool = False,
-                    trust_pickle: bool = False) -> dict:
+                    trust_pickle: bool = False, media_check: bool = True) -> dict:
     info = read_model_info(model_path)  # nothing is loaded before the store and split checks
     needed = {f["block"]: f["key"] for f in info["features"]}
     check_store_has(store, needed)
+    _check_media(store, list(needed.values()), split, info["track"], media_check)
     target = info["target"]["name"]
     splits = splits_of(store, target)
     labelled = splits.get(split)
