@@ -5,11 +5,12 @@
     df = p.score(["a.png", "b.png"], prompts=["a cat", "a dog"])   # path, score, status, error
     print(p.card)
 
-Only the features the model was trained on are computed, each rebuilt from the spec the
-bundle records (and checked to give the same store key), and cached in a feature store
-keyed by each file's content hash (plus the prompt, for features that read it): scoring
-the same files again computes nothing; an edited file has another hash and is computed
-anew. The ``generator`` block is built from the model's own vocabulary (a generator it
+Only the features the model reads are computed (the bundle's ``kept_blocks``: a block that nested
+block selection dropped is never built; its columns are zeros, which no head reads), each
+rebuilt from the spec the bundle records (and checked to give the same store key), and cached
+in a feature store keyed by each file's content hash (plus the prompt, for features that read
+it): scoring the same files again computes nothing; an edited file has another hash and is
+computed anew. The ``generator`` block is built from the model's own vocabulary (a generator it
 never saw, or none, sets the unknown flag).
 """
 from __future__ import annotations
@@ -19,6 +20,7 @@ import json
 import os
 import tempfile
 import time
+import warnings
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -66,7 +68,10 @@ class Predictor:
     def __init__(self, model, info: dict, path: str | os.PathLike, *, cache: str | os.PathLike | None = None,
                  device: str = "cpu", precision: str | None = None, batch_size: int = 16, workers: int | None = None,
                  threads: int | None = None, progress: bool = True):
+        from regressors.bundle import kept_blocks
+
         self.model, self.info, self.path = model, info, Path(path)
+        self.kept: list[str] = kept_blocks(info)  # the blocks the model reads; the others are never computed
         self.track: str = info["track"]
         self.target: str = info["target"]["name"]
         self.cache = Path(cache) if cache else default_cache(self.track)
@@ -83,12 +88,17 @@ class Predictor:
     def load(cls, path: str | os.PathLike, trust_pickle: bool = False, **options) -> "Predictor":
         """Load a bundle folder (or a run folder holding ``model/``); nothing in it runs as code.
 
-        ``trust_pickle=True`` also accepts a legacy ``model.pkl`` (a pickle runs code when loaded)."""
+        ``trust_pickle=True`` also accepts a legacy ``model.pkl`` (a pickle runs code when loaded).
+        Warns (UserWarning) when the model reads no block computed from the media itself."""
+        from regressors.bundle import metadata_only_warning
         from regressors.workflow import load_model_any
 
         t0 = time.perf_counter()
         model, info = load_model_any(path, trust_pickle=trust_pickle)
         p = cls(model, info, path, **options)
+        warning = metadata_only_warning(info)
+        if warning:
+            warnings.warn(warning, UserWarning, stacklevel=2)
         p.timings["load_s"] = time.perf_counter() - t0
         return p
 
@@ -104,7 +114,7 @@ class Predictor:
         return self.info.get("generator_vocabulary")
 
     def __repr__(self) -> str:
-        blocks = ", ".join(f["block"] for f in self.info["features"])
+        blocks = ", ".join(self.kept)
         return f"Predictor({str(self.path)!r}, track={self.track!r}, target={self.target!r}, blocks=[{blocks}])"
 
     # ------------------------------------------------------------ extractors from the bundle
@@ -248,6 +258,9 @@ class Predictor:
         ok = [i for i in range(len(items)) if i not in errors]
         parts = []
         for f in (self.info["features"] if ok else []):
+            if f["block"] not in self.kept:  # dropped by block selection: read by no head, so never extracted
+                parts.append(np.zeros((len(ok), f["dim"])))
+                continue
             if f.get("name") == "generator" or f["key"].startswith("generator-"):
                 vocab = f.get("vocabulary") or (f.get("identity", {}).get("options") or {}).get("generators") or []
                 parts.append(onehot([items[i].generator for i in ok], vocab).astype(np.float64))

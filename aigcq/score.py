@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import warnings
 from pathlib import Path
 
 EXIT_FAILED_ITEMS, EXIT_USAGE = 1, 2
@@ -72,9 +73,13 @@ def main(argv: list[str] | None = None) -> int:
     from .predictor import Predictor
 
     try:
-        predictor = Predictor.load(args.model, trust_pickle=args.trust_pickle, cache=args.cache, device=args.device,
-                                   precision=args.precision, batch_size=args.batch_size, workers=args.workers,
-                                   threads=args.threads, progress=not args.no_progress)
+        with warnings.catch_warnings(record=True) as load_warnings:  # shown once, as our own line
+            warnings.simplefilter("default")
+            predictor = Predictor.load(args.model, trust_pickle=args.trust_pickle, cache=args.cache,
+                                       device=args.device, precision=args.precision, batch_size=args.batch_size,
+                                       workers=args.workers, threads=args.threads, progress=not args.no_progress)
+        for w in load_warnings:
+            print(f"warning: {w.message}", file=sys.stderr)
         items, notes = collect(args.inputs)
         attach_prompts(items, read_prompt_table(args.prompts) if args.prompts else None, args.generator)
     except (BundleError, InputError, FileNotFoundError) as err:

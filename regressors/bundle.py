@@ -4,7 +4,10 @@
       bundle.json   what the model needs and is: track; target name and range; per feature block
                     the store key, the extractor's full identity (name, every option, weights id and
                     revision, precision, code and library versions) and the options that rebuild it;
-                    the generator vocabulary; the training summary; library versions; file checksums
+                    ``kept_blocks``, the blocks the model reads (nested block selection may drop some:
+                    a dropped block's features are never computed when scoring; absent in bundles
+                    written before it was recorded: all blocks); the generator vocabulary; the
+                    training summary; library versions; file checksums
       model.skops   the fitted heads and the meta-learner (skops format)
       MODEL.md      a short card generated from bundle.json
 
@@ -52,6 +55,8 @@ TRUSTED_TYPES: tuple[str, ...] = (
 LIBRARIES = ("aigc-quality", "numpy", "scipy", "scikit-learn", "lightgbm", "skops", "pandas", "h5py", "torch",
              "torchvision", "transformers", "pillow", "av")
 REQUIRED = ("format", "format_version", "track", "target", "features", "files")
+#: extractor kinds read from the prompt or the generator name, not from the media file (extractors.base.KINDS)
+METADATA_KINDS = ("text", "meta")
 
 
 class BundleError(ValueError):
@@ -163,10 +168,38 @@ def check_shape(info: dict, path) -> None:
     if not isinstance(feats, list) or not all(isinstance(f, dict) and isinstance(f.get("block"), str)
                                               and isinstance(f.get("key"), str) for f in feats):
         raise bad("features must be a list of objects with 'block' and 'key'")
+    kept = info.get("kept_blocks")
+    if kept is not None:
+        names = [f["block"] for f in feats]
+        if not isinstance(kept, list) or not kept or [b for b in names if b in kept] != kept:
+            raise bad(f"kept_blocks must list some of the feature blocks {names} in their order, got {kept!r}")
+        if not all(isinstance(f.get("dim"), int) for f in feats if f["block"] not in kept):
+            raise bad("a block the model does not read must record its width ('dim'): its columns are zeros")
     if "n_features" in info and not isinstance(info["n_features"], int):
         raise bad(f"n_features is {info['n_features']!r}, not an integer")
     if not isinstance(info.get("files"), dict):
         raise bad("files must be an object (file name -> sha256)")
+
+
+def kept_blocks(info: dict) -> list[str]:
+    """The feature blocks the model reads, in feature order (all of them for a bundle that does not say)."""
+    kept = info.get("kept_blocks")
+    return [f["block"] for f in info["features"] if kept is None or f["block"] in kept]
+
+
+def metadata_only(info: dict) -> bool:
+    """Whether every block the model reads comes from the prompt or generator name: it then gives every file
+    with the same prompt and generator the same score. A block of unrecorded kind counts as media."""
+    kept = set(kept_blocks(info))
+    return all(f.get("kind") in METADATA_KINDS for f in info["features"] if f["block"] in kept)
+
+
+def metadata_only_warning(info: dict) -> str | None:
+    """One line for the user when :func:`metadata_only` (None otherwise)."""
+    if not metadata_only(info):
+        return None
+    return (f"this model scores from the prompt/generator only ({', '.join(kept_blocks(info))}): identical prompts "
+            "(with the same generator) get identical scores; it ignores the media content")
 
 
 def load_bundle(folder: str | Path) -> tuple[Any, dict]:
@@ -216,6 +249,13 @@ def load_legacy_pickle(path: str | Path, trust_pickle: bool = False) -> tuple[An
 
 
 # ---------------------------------------------------------------- the card
+def _reads_line(info: dict) -> str:
+    kept = kept_blocks(info)
+    dropped = [f["block"] for f in info["features"] if f["block"] not in kept]
+    return (f"The model reads {', '.join(kept)}" + (f"; nested block selection dropped {', '.join(dropped)} "
+                                                     "(never computed when scoring)." if dropped else "."))
+
+
 def _fmt(v, nd=3) -> str:
     return "–" if v is None else (f"{v:.{nd}f}" if isinstance(v, (int, float)) else str(v))
 
@@ -225,22 +265,27 @@ def model_card(info: dict) -> str:
     t, tr = info.get("target", {}), info.get("training", {})
     cv = tr.get("cv", {})
     ci = (cv.get("ci") or {}).get("main")
+    warning = metadata_only_warning(info)
     lines = [f"# {info.get('track', '?')} quality model: predicts `{t.get('name')}`", "",
              f"Trained {info.get('created', '')} on **{tr.get('dataset', '?')}** (`{tr.get('split', 'train')}` split, "
              f"{tr.get('items', '?')} labelled items; target range {_fmt(t.get('min'))} – {_fmt(t.get('max'))}, "
              f"mean {_fmt(t.get('mean'))}).", "",
+             *([f"**Warning: {warning}.**", ""] if warning else []),
              "## Score", "",
              f"Cross-validated ({tr.get('protocol', '?')} {tr.get('folds', '?')}-fold, nesting `{tr.get('nested', '?')}`; "
              f"{cv.get('n', '?')} items scored): **main {_fmt(cv.get('main'))}**"
              + (f" [95% CI {ci[0]:.3f}, {ci[1]:.3f}]" if ci else "")
              + f", SRCC {_fmt(cv.get('srcc'))}, PLCC {_fmt(cv.get('plcc'))}.", "",
              "main = (|SRCC| + |PLCC|)/2 (NTIRE 2024 AIGC quality), PLCC after a third-order polynomial fit.", "",
-             "## Features (recomputed from these specs when scoring)", "",
-             "| block | store key | extractor options | precision | dim |", "|---|---|---|---|---|"]
+             "## Features (recomputed from these specs when scoring)", "", _reads_line(info), "",
+             "| block | store key | extractor options | precision | dim | read |", "|---|---|---|---|---|---|"]
+    kept = kept_blocks(info)
     for f in info.get("features", []):
         ident = f.get("identity", {})
         opts = ", ".join(f"{k}={v!r}" for k, v in (f.get("options") or {}).items()) or "defaults"
-        lines.append(f"| {f.get('block')} | `{f.get('key')}` | {opts} | {ident.get('precision', '?')} | {f.get('dim')} |")
+        used = "yes" if f.get("block") in kept else "no (dropped: never computed)"
+        lines.append(f"| {f.get('block')} | `{f.get('key')}` | {opts} | {ident.get('precision', '?')} | {f.get('dim')} "
+                     f"| {used} |")
     vocab = info.get("generator_vocabulary")
     if vocab is not None:
         lines += ["", f"Generators the model knows ({len(vocab)}): {', '.join(vocab) or '(none)'}. "

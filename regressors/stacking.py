@@ -249,17 +249,17 @@ TUNING_COST_RANK = {"lgbm": 0, "svr": 1, "enet": 2, "knn": 3}
 def _tune_one(spec: HeadSpec, X, y, groups, cfg: StackConfig, tag: str) -> tuple[dict, dict, np.ndarray]:
     """Tune one head (when asked) and return (params, info, out-of-fold predictions on the tuning folds)."""
     t0 = time.perf_counter()
-    params, info = dict(spec.params), {}
+    params, info, oof = dict(spec.params), {}, None
     if spec.tune:
         res = tune_head(spec.kind, X, y, groups, base_params=params, n_trials=cfg.n_trials,
                         n_splits=cfg.tune_folds, seed=cfg.seed, protocol=cfg.protocol, storage=cfg.storage,
                         study_name=f"{tag}-{spec.name}-s{cfg.seed}", prune=cfg.prune)
-        params = res.params
+        params, oof = res.params, res.oof
         info = {"tuned_score": res.best_score, "trials": res.n_trials, "pruned": res.n_pruned}
-    # out-of-fold predictions on the tuning set with the chosen parameters (same folds as the search)
-    oof = np.zeros(len(y))
-    for tr, te in make_folds(len(y), groups, cfg.tune_folds, cfg.seed, cfg.protocol):
-        oof[te] = make_head(spec.kind, **params).fit(X[tr], y[tr]).predict(X[te])
+    if oof is None:  # out-of-fold predictions on the tuning set with the chosen parameters (the search's folds)
+        oof = np.zeros(len(y))
+        for tr, te in make_folds(len(y), groups, cfg.tune_folds, cfg.seed, cfg.protocol):
+            oof[te] = make_head(spec.kind, **params).fit(X[tr], y[tr]).predict(X[te])
     info["oof_main"] = _fold_main(oof, y)
     info["seconds"] = time.perf_counter() - t0
     info["params"] = {k: v for k, v in params.items() if k != "blocks"}

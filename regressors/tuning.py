@@ -112,6 +112,9 @@ class TuneResult:
     n_pruned: int
     seconds: float
     history: list[float] = field(default_factory=list)
+    # the best trial's out-of-fold predictions on the search folds, when this process ran that trial
+    # (None when it came from storage, e.g. a resumed or shared study): callers need not refit them
+    oof: np.ndarray | None = None
 
 
 def open_study(name: str, storage: str | None, seed: int, prune: bool) -> optuna.Study:
@@ -158,19 +161,25 @@ def tune_head(kind: str, X: np.ndarray, y: np.ndarray, groups=None, *, base_para
         study.enqueue_trial(defaults if len(block_names) > 1 or kind != "svr" else
                             {k: v for k, v in defaults.items() if not k.startswith("w_")})
 
+    best_oof: dict[str, Any] = {}  # the best complete trial this process ran: number, value, predictions
+
     def objective(trial: optuna.Trial) -> float:
         params = {**base_params, **suggest_params(trial, kind, block_names)}
-        scores = []
+        scores, oof = [], np.zeros(len(y))
         for k, (tr, te) in enumerate(folds):
             model = factory(**params).fit(X[tr], y[tr])
+            oof[te] = model.predict(X[te])
             try:
-                scores.append(main_score(model.predict(X[te]), y[te]))
+                scores.append(main_score(oof[te], y[te]))
             except MetricError:  # constant predictions: worst possible score, not a crash
                 scores.append(0.0)
             trial.report(float(np.mean(scores)), k)
             if trial.should_prune():
                 raise optuna.TrialPruned()
-        return float(np.mean(scores))
+        value = float(np.mean(scores))
+        if not best_oof or value > best_oof["value"]:
+            best_oof.update(number=trial.number, value=value, oof=oof)
+        return value
 
     done_before = len([t for t in study.trials if t.state.is_finished()])
     t0 = time.perf_counter()
@@ -182,6 +191,8 @@ def tune_head(kind: str, X: np.ndarray, y: np.ndarray, groups=None, *, base_para
         raise RuntimeError(f"tuning {kind}: no trial completed (all {len(study.trials)} failed or pruned)")
     best = study.best_trial
     hist = [t.value for t in complete]
+    # the same folds, parameters and fits as a refit would use, so these are its exact predictions
+    oof = best_oof["oof"] if best_oof.get("number") == best.number else None
     return TuneResult(
         kind=kind,
         params={**base_params, **params_from_trial(kind, best.params, block_names)},
@@ -190,4 +201,5 @@ def tune_head(kind: str, X: np.ndarray, y: np.ndarray, groups=None, *, base_para
         n_pruned=sum(t.state == optuna.trial.TrialState.PRUNED for t in study.trials),
         seconds=seconds,
         history=hist,
+        oof=oof,
     )

@@ -127,6 +127,17 @@ def _feature_specs(store, data) -> list[dict]:
     return out
 
 
+def _blocks_read(model, blocks: dict[str, list[int]], n_features: int) -> list[str]:
+    """The blocks the fitted model's predictions depend on, in feature order: those nested block selection
+    kept (all when it was off), plus the content blocks a generator probe reads to fill a kept generator block."""
+    selection = model.info.get("block_selection")
+    read = set(selection["kept"] if selection else blocks)
+    probe = getattr(model, "probe", None)  # generator_probe.ProbedModel
+    if probe is not None and probe.generator in read:
+        read.update(probe._content(n_features))
+    return [b for b in blocks if b in read]
+
+
 def _bundle_info(track: str, target: str, store, data, cfg: StackConfig, metrics: dict, model) -> dict:
     y = data.y
     vocab = next(iter(data.vocabularies.values()), None) if data.vocabularies else None
@@ -136,6 +147,7 @@ def _bundle_info(track: str, target: str, store, data, cfg: StackConfig, metrics
         "target": {"name": target, "min": float(np.min(y)), "max": float(np.max(y)), "mean": float(np.mean(y)),
                    "sd": float(np.std(y))},
         "features": _feature_specs(store, data),
+        "kept_blocks": _blocks_read(model, data.blocks, data.X.shape[1]),
         "n_features": int(data.X.shape[1]),
         "generator_vocabulary": vocab,
         "heads": model.names,
@@ -171,6 +183,8 @@ def fit_command(track: str, store: str, extractors: list[str] | None, target: st
                             submit_split, allow_incomplete, t_start)
     print(f"main {metrics.get('main', float('nan')):.4f} (SRCC {metrics.get('srcc', float('nan')):.4f}, "
           f"PLCC {metrics.get('plcc', float('nan')):.4f}) on {metrics.get('n')} items; wrote {final_dir}")
+    for warning in metrics.get("warnings", []):
+        print(f"warning: {warning}", file=sys.stderr)
     if refused:
         raise IncompleteFeaturesError("submission NOT written for " + "; ".join(
             f"split {s!r} ({why})" for s, why in refused.items()) + f". The rest of the run is in {final_dir}.")
@@ -245,7 +259,14 @@ def _fit_into(out_dir: Path, final_dir: Path, track, store, data, splits, refuse
         model = ProbedModel(model, probe)
     if probe_info is not None:
         metrics["generator_probe"] = probe_info
-    bundle_io.save_bundle(out_dir / MODEL_DIR, model, _bundle_info(track, target, store, data, cfg, metrics, model))
+    info = _bundle_info(track, target, store, data, cfg, metrics, model)
+    bundle_io.save_bundle(out_dir / MODEL_DIR, model, info)
+    metrics["kept_blocks"] = info["kept_blocks"]
+    warning = bundle_io.metadata_only_warning(info)
+    if warning:  # printed by fit_command after the score, where it is seen
+        dropped = [b for b in data.blocks if b not in info["kept_blocks"]]
+        metrics["warnings"] = [warning + (f" (nested block selection dropped {', '.join(dropped)}; "
+                                          "--no-select-blocks keeps every block)" if dropped else "")]
 
     # predictions: CV (honest) for scored training items, in-sample for the tuning set only (predicting
     # all would have the scored items' in-sample predictions overwritten), then every other split

@@ -174,3 +174,43 @@ def test_trust_pickle_loads_a_legacy_model(stack, tmp_path):
     loaded, info = load_model_any(path, trust_pickle=True)
     np.testing.assert_array_equal(loaded.predict(X), model.predict(X))
     assert info["legacy_pickle"] is True
+
+
+FEATURES = [{"block": "generator", "key": "generator-1", "kind": "meta", "dim": 4},
+            {"block": "prompt", "key": "prompt_minilm-1", "kind": "text", "dim": 12},
+            {"block": "pixels", "key": "nss-1", "kind": "image", "dim": 6}]
+
+
+@pytest.mark.parametrize("kept, problem", [
+    (["pixels", "generator"], "in their order"), (["nss"], "in their order"), ([], "in their order"),
+    ("pixels", "in their order"), (["generator", "pixels"], None)])
+def test_kept_blocks_must_name_feature_blocks_in_order(stack, tmp_path, kept, problem):
+    model, X = stack
+    features = [dict(f) for f in FEATURES]
+    if problem is None:  # valid names, but a dropped block without its width cannot be filled with zeros
+        del features[1]["dim"]
+        problem = "must record its width"
+    folder = bundle.save_bundle(tmp_path / "m", model, {"track": "image", "target": {"name": "mos"},
+                                                        "features": features, "kept_blocks": kept,
+                                                        "n_features": X.shape[1]})
+    with pytest.raises(bundle.BundleError, match=problem):
+        bundle.read_info(folder)
+
+
+@pytest.mark.parametrize("kept, reads_media", [(None, True), (["generator", "pixels"], True),
+                                               (["generator", "prompt"], False), (["prompt"], False)])
+def test_the_card_names_the_blocks_read_and_warns_when_none_reads_the_media(stack, tmp_path, kept, reads_media):
+    model, X = stack
+    info = {"track": "image", "target": {"name": "mos"}, "features": FEATURES, "n_features": X.shape[1]}
+    if kept is not None:
+        info["kept_blocks"] = kept
+    folder = bundle.save_bundle(tmp_path / "m", model, info)
+    info = bundle.read_info(folder)
+    card = (folder / bundle.CARD).read_text()
+    read = kept or ["generator", "prompt", "pixels"]  # a bundle that does not say reads every block (as before)
+    assert bundle.kept_blocks(info) == read and f"The model reads {', '.join(read)}" in card
+    dropped = [f["block"] for f in FEATURES if f["block"] not in read]
+    assert (f"dropped {', '.join(dropped)}" in card) == bool(dropped)
+    assert card.count("| no (dropped") == len(dropped)
+    assert bundle.metadata_only(info) is not reads_media
+    assert ("**Warning: this model scores from the prompt/generator only" in card) is not reads_media

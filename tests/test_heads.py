@@ -152,3 +152,31 @@ def test_block_pca_is_reused_only_for_identical_blocks():
     t3 = heads.BlockTransformer(blocks=blocks, pca=5).fit(X[:50])
     assert t3.steps_["a"][2] is not t1.steps_["a"][2]  # other rows: refitted
     assert len(heads._PCA_CACHE) == 4  # blocks a and b, two row sets
+
+
+@pytest.mark.parametrize("params", [{}, {"group_target": "generator", "C": 3.0, "gamma": 0.3},
+                                    {"weights": {"generator": 2.0, "prompt": 0.5}, "epsilon": 0.01}])
+def test_svr_kernel_sum_predicts_what_libsvm_predicts(blocky, params, monkeypatch):
+    """The RBF SVR's predictions as matrix products equal libsvm's own, also across kernel blocks."""
+    import regressors.heads as heads
+
+    X, y, blocks = blocky
+    head = SVRHead(blocks=blocks, **params).fit(X[:300], y[:300])
+    Z = head.transformer_.transform(X[300:])
+    libsvm = head.model_.predict(Z)
+    n_sv = len(head.model_.support_vectors_)
+    assert n_sv > 50
+    monkeypatch.setattr(heads, "RBF_KERNEL_BLOCK_BYTES", 8 * n_sv * 7)  # 7 rows per block: 15 blocks, a short last one
+    fast = heads.rbf_svr_predict(head.model_, Z)
+    np.testing.assert_allclose(fast, libsvm, rtol=0, atol=1e-10)
+    fast_head = head.predict(X[300:])
+    monkeypatch.setattr(SVRHead, "_predict_model", lambda self, Z: self.model_.predict(Z))
+    np.testing.assert_allclose(fast_head, head.predict(X[300:]), rtol=0, atol=1e-10)
+
+
+def test_svr_other_kernels_and_gamma_keep_libsvm(blocky):
+    X, y, blocks = blocky
+    for kw in ({"kernel": "linear"}, {"gamma": "scale"}):
+        head = SVRHead(blocks=blocks, **kw).fit(X[:200], y[:200])
+        Z = head.transformer_.transform(X[200:])
+        np.testing.assert_array_equal(head._predict_model(Z), head.model_.predict(Z))

@@ -19,7 +19,8 @@ from aigcq.score import main as score_main
 REPO = Path(__file__).resolve().parents[1]
 # --no-select-blocks: these models are trained on 10 and 174 items, where nested block selection may keep only the
 # prompt or generator block; new media scored without either would then all get one score, and these tests are
-# about scoring content (selection has its own tests in test_block_selection.py)
+# about scoring content (selection has its own tests in test_block_selection.py, scoring with it in
+# test_score_kept_blocks.py)
 FAST_FIT = ["--trials", "0", "--folds", "3", "--tune-folds", "2", "--bootstrap", "0", "--heads", "svr,enet",
             "--jobs", "1", "--no-select-blocks"]
 

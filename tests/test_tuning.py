@@ -54,6 +54,21 @@ def test_tuning_is_seeded_and_improves_on_defaults(toy):
     assert set(a.params) >= {"C", "epsilon", "gamma", "weights", "blocks"}
 
 
+@pytest.mark.parametrize("kind", ["svr", "enet", "lgbm", "knn"])
+def test_best_trials_predictions_are_what_a_refit_predicts(toy, kind):
+    """The search keeps its best trial's out-of-fold predictions: a refit with the chosen parameters on
+    the same folds gives exactly these, so stacking does not have to refit them."""
+    from regressors.heads import make_head
+
+    X, y, groups, blocks = toy
+    res = tune_head(kind, X, y, groups, base_params={"blocks": blocks}, n_trials=6, n_splits=3, seed=2)
+    assert res.oof is not None
+    refit = np.zeros(len(y))
+    for tr, te in make_folds(len(y), groups, 3, seed=2):
+        refit[te] = make_head(kind, **res.params).fit(X[tr], y[tr]).predict(X[te])
+    np.testing.assert_array_equal(res.oof, refit)
+
+
 def test_pruning_prunes_bad_trials(toy):
     X, y, groups, blocks = toy
     res = tune_head("enet", X, y, groups, base_params={"blocks": blocks}, n_trials=20, n_splits=3, seed=0)
@@ -71,6 +86,8 @@ def test_storage_resumes_a_study(toy, tmp_path):
     second = tune_head("enet", X, y, groups, base_params={"blocks": blocks}, n_trials=5, storage=journal,
                        study_name="s", seed=0)
     assert second.n_trials == 5  # 3 resumed + 2 new, not 5 new
+    # predictions are kept only for a best trial this process ran
+    assert (second.oof is None) == (second.params == first.params and second.best_score == first.best_score)
     db = f"sqlite:///{tmp_path / 'study.db'}"
     assert tune_head("enet", X, y, groups, base_params={"blocks": blocks}, n_trials=2, storage=db,
                      study_name="s").n_trials == 2
