@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .stacking import resolve_jobs, run_tasks
+from .task_pool import resolve_jobs, run_tasks
 
 # rows per task at least this many: below it a task's pickling and start-up cost more than it saves
 MIN_CHUNK_ROWS = 500

@@ -39,7 +39,6 @@ is an error.
 from __future__ import annotations
 
 import logging
-import os
 import time
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -51,6 +50,7 @@ from tqdm.auto import tqdm
 from .block_selection import select_blocks
 from .heads import make_head
 from .metrics import MetricError, main_score
+from .task_pool import MAX_AUTO_WORKERS, resolve_jobs, run_graph, run_tasks, task  # noqa: F401 (re-exported)
 from .tuning import GROUP_BLOCK, make_folds, subsample_groups, tune_head
 
 log = logging.getLogger(__name__)
@@ -199,49 +199,6 @@ def _fit_meta(oof: np.ndarray, y: np.ndarray) -> LinearRegression:
     return meta
 
 
-# "all cores" stops here: each worker holds its own copy of a fold's rows and an SVR kernel cache of
-# up to 1 GB (measured: 1.3 GB per worker at 14,000 x 2,000), so 64 workers on a big server would
-# need ~80 GB for at most ~50 independent tasks. A positive n_jobs is taken as given.
-MAX_AUTO_WORKERS = 8
-
-
-def resolve_jobs(n_jobs: int) -> int:
-    """Worker processes: n_jobs > 0 as given; -1 all usable cores, -2 all but one, ... (at most MAX_AUTO_WORKERS)."""
-    if n_jobs == 0:
-        raise ValueError("n_jobs must be a positive number of workers or negative (-1: all cores)")
-    if n_jobs > 0:
-        return int(n_jobs)
-    try:
-        cores = len(os.sched_getaffinity(0))
-    except AttributeError:  # macOS / Windows
-        cores = os.cpu_count() or 1
-    return max(1, min(MAX_AUTO_WORKERS, cores + 1 + int(n_jobs)))
-
-
-def run_tasks(fn, tasks: list[tuple], n_jobs: int, desc: str, engine: str = "local") -> list:
-    """``[fn(*t) for t in tasks]``, in worker processes when n_jobs allows; results in task order.
-
-    Each task is one head fitted (or tuned) on one set of rows, so the work splits into
-    independent pieces of similar size. joblib's loky backend hands large arrays to the
-    workers as read-only memory maps (one copy of X, not one per task) and caps BLAS
-    threads per worker so that workers x threads fits the cores.
-    """
-    if engine == "ray":
-        from .ray_tasks import run_tasks_ray
-
-        return run_tasks_ray(fn, tasks, desc)
-    if engine != "local":
-        raise ValueError(f"engine must be 'local' or 'ray', got {engine!r}")
-    workers = min(resolve_jobs(n_jobs), len(tasks))
-    if workers <= 1:
-        return [fn(*t) for t in tqdm(tasks, desc=desc, leave=False)]
-    from joblib import Parallel, delayed
-
-    par = Parallel(n_jobs=workers, backend="loky", return_as="generator")
-    return list(tqdm(par(delayed(fn)(*t) for t in tasks), total=len(tasks), desc=f"{desc} ({workers} workers)",
-                     leave=False))
-
-
 # tuned heads from the slowest search to the fastest (measured at 4,000 x 2,000 on one core)
 TUNING_COST_RANK = {"lgbm": 0, "svr": 1, "enet": 2, "knn": 3}
 
@@ -266,32 +223,68 @@ def _tune_one(spec: HeadSpec, X, y, groups, cfg: StackConfig, tag: str) -> tuple
     return params, info, oof
 
 
-def tune_and_meta(X, y, groups, blocks, cfg: StackConfig, tag: str = "final") -> tuple[list[HeadSpec], LinearRegression, dict]:
-    """Select blocks, tune the heads on (X, y) and fit the meta-learner on their out-of-fold predictions there."""
+@dataclass
+class _Tuning:
+    """One tuning set and its heads; each spec's params are filled in when its search ends."""
+    tag: str
+    X: np.ndarray
+    y: np.ndarray
+    groups: Any
+    specs: list[HeadSpec]
+    info: dict
+
+
+def _plan_tuning(X, y, groups, blocks, cfg: StackConfig, tag: str) -> _Tuning:
+    """Select blocks on (X, y) and lay out the heads to tune there."""
     info: dict[str, Any] = {"tuning_items": int(len(y)), "heads": {}}
     keep = None
     if cfg.select_blocks and blocks and len(blocks) > 1:
         keep, info["block_selection"] = select_blocks(X, y, groups, blocks, seed=cfg.seed,
                                                       protocol=cfg.protocol, pca=cfg.pca,
                                                       tolerance=cfg.select_tolerance)
-    specs = base_specs(blocks, cfg, keep)
-    # longest first, so that the cheap heads fill the gaps at the end (with 2 workers, LightGBM's search
-    # started last was the critical path: 364 of 542 s at 14,000 x 2,000)
-    order = sorted(range(len(specs)), key=lambda j: (not specs[j].tune, TUNING_COST_RANK.get(specs[j].kind, 9)))
-    tasks = [(specs[j], X, y, groups, cfg, tag) for j in order]
+    return _Tuning(tag, X, y, groups, base_specs(blocks, cfg, keep), info)
+
+
+def _run_tuning(tunings: list[_Tuning], cfg: StackConfig, desc: str, follow=None):
+    """Tune every head of every tuning set and fit each set's meta-learner on the heads' out-of-fold predictions.
+
+    ``follow(p, spec)``: tasks that may start once that head's search on tuning set ``p`` is done
+    (its refits): they start then, not after the slowest search. Returns ([(specs, meta, info)]
+    per tuning set, {key: result} of every task).
+    """
     tune = _tune_one
     if cfg.engine == "ray" and cfg.trial_workers > 1:  # each search split over Ray tasks on its stored study
         from .ray_tasks import _tune_shared as tune
-    results = run_tasks(tune, tasks, cfg.n_jobs, f"tune {tag}", cfg.engine)
-    oof = np.zeros((len(y), len(specs)))
-    head_info: dict[int, dict] = {}
-    for j, (params, hinfo, col) in zip(order, results):
-        specs[j].params, oof[:, j], head_info[j] = params, col, hinfo
-    info["heads"] = {specs[j].name: head_info[j] for j in range(len(specs))}
-    meta = _fit_meta(oof, y)
-    info["meta_weights"] = {s.name: float(w) for s, w in zip(specs, meta.coef_)}
-    info["meta_oof_main"] = _fold_main(meta.predict(oof), y)
-    return specs, meta, info
+    # longest search first, so that the cheap ones fill the gaps (with 2 workers, LightGBM's search
+    # started last was the critical path: 364 of 542 s at 14,000 x 2,000); searches before refits
+    tasks = [task(("tune", p, j), tune, spec, t.X, t.y, t.groups, cfg, t.tag,
+                  priority=(0, not spec.tune, TUNING_COST_RANK.get(spec.kind, 9), p))
+             for p, t in enumerate(tunings) for j, spec in enumerate(t.specs)]
+
+    def then(key, result):
+        if key[0] != "tune":
+            return []
+        _, p, j = key
+        spec = tunings[p].specs[j]
+        spec.params = result[0]
+        return follow(p, spec) if follow else []
+
+    done = run_graph(tasks, cfg.n_jobs, desc, cfg.engine, then)
+    tuned = []
+    for p, t in enumerate(tunings):
+        res = [done[("tune", p, j)] for j in range(len(t.specs))]
+        t.info["heads"] = {s.name: r[1] for s, r in zip(t.specs, res)}
+        oof = np.column_stack([r[2] for r in res])
+        meta = _fit_meta(oof, t.y)
+        t.info["meta_weights"] = {s.name: float(w) for s, w in zip(t.specs, meta.coef_)}
+        t.info["meta_oof_main"] = _fold_main(meta.predict(oof), t.y)
+        tuned.append((t.specs, meta, t.info))
+    return tuned, done
+
+
+def tune_and_meta(X, y, groups, blocks, cfg: StackConfig, tag: str = "final") -> tuple[list[HeadSpec], LinearRegression, dict]:
+    """Select blocks, tune the heads on (X, y) and fit the meta-learner on their out-of-fold predictions there."""
+    return _run_tuning([_plan_tuning(X, y, groups, blocks, cfg, tag)], cfg, f"tune {tag}")[0][0]
 
 
 def _fit_one(spec: HeadSpec, X, y, train, test=None):
@@ -364,9 +357,16 @@ def fit_stack(X, y, groups, blocks, cfg: StackConfig, tag: str = "final", tuned=
             if g < 2:
                 raise ValueError(f"tuning needs at least 2 distinct groups (prompts), got {g} in {len(sub)} items")
             cfg = StackConfig(**{**cfg.to_dict(), "tune_folds": g})
-        tuned = tune_and_meta(X[sub], y[sub], None if groups is None else np.asarray(groups)[sub], blocks, cfg, tag)
-    specs, meta, info = tuned
-    heads = fit_heads(specs, X, y, desc=f"fit {tag}", n_jobs=cfg.n_jobs, engine=cfg.engine)
+        plan = _plan_tuning(X[sub], y[sub], None if groups is None else np.asarray(groups)[sub], blocks, cfg, tag)
+        rows = np.arange(len(y))
+        # each head is refitted on all rows as soon as its own search is done
+        (tuned,), done = _run_tuning([plan], cfg, f"tune + fit {tag}", follow=lambda p, spec: [
+            task(("fit", spec.name), _fit_one, spec, X, y, rows, priority=(1, FIT_COST_RANK.get(spec.kind, 9)))])
+        specs, meta, info = tuned
+        heads = {s.name: done[("fit", s.name)] for s in specs}
+    else:
+        specs, meta, info = tuned
+        heads = fit_heads(specs, X, y, desc=f"fit {tag}", n_jobs=cfg.n_jobs, engine=cfg.engine)
     info["config"] = cfg.to_dict()
     info["blocks"] = blocks
     return StackedModel(heads, meta, info)
@@ -399,8 +399,9 @@ def cross_validate(X, y, groups, blocks, cfg: StackConfig, final_predict: np.nda
     ``fit_stack`` with the reused tuning gives) in the same pass over the workers as the outer
     folds, and predict these rows with it: adds "final" (the StackedModel),
     "final_predictions" and "final_in_sample" ((rows, predictions) of the training items not
-    scored: split's tuning set). One pass keeps the workers busy to the end where three passes
-    (outer folds, final fit, predictions) each ended with idle workers.
+    scored: split's tuning set). One pass keeps the workers busy to the end where four passes
+    (searches, outer folds, final fit, predictions) each ended with idle workers: a head's refits
+    start as soon as its own search is done (task_pool.run_graph).
     """
     n = len(y)
     cfg_in = cfg
@@ -416,29 +417,32 @@ def cross_validate(X, y, groups, blocks, cfg: StackConfig, final_predict: np.nda
         passes = [(half_a, half_b)]
         if nested == "cross":
             passes.append((half_b[_tuning_subset(g(half_b), len(half_b), cfg, cfg.seed, fraction=False)], half_a))
-        tuned, fold_sets, tasks = [], [], []
-        for p, (tune_idx, rest) in enumerate(passes):
-            tuned.append(tune_and_meta(X[tune_idx], y[tune_idx], g(tune_idx), blocks, cfg, "cv" if p == 0 else f"cv{p}"))
-            folds = make_folds(len(rest), g(rest), cfg.outer_folds, cfg.seed + 1 + p, cfg.protocol)
-            fold_sets.append(folds)
-            # one task per (fold, head): the heads' fits are independent, so they spread over the workers;
-            # each fold's heads train on every item but the fold's own (the tuning rows included)
-            others = np.setdiff1d(np.arange(n), rest)
-            tasks += [(s, X, y, np.concatenate([others, rest[tr]]), rest[te]) for tr, te in folds for s in tuned[p][0]]
+        tunings = [_plan_tuning(X[t], y[t], g(t), blocks, cfg, "cv" if p == 0 else f"cv{p}")
+                   for p, (t, _) in enumerate(passes)]
+        fold_sets = [make_folds(len(rest), g(rest), cfg.outer_folds, cfg.seed + 1 + p, cfg.protocol)
+                     for p, (_, rest) in enumerate(passes)]
         scored = np.concatenate([rest for _, rest in passes])
         unscored = np.setdiff1d(np.arange(n), scored)  # split: the tuning set, predicted in-sample by the final model
-        final_specs = tuned[0][0] if final_predict is not None else []
-        final_rows = np.vstack([X[unscored], final_predict]) if final_specs else None
-        final_tasks = [(s, X, y, np.arange(n), None, final_rows) for s in final_specs]
-        everything = final_tasks + tasks
-        order = sorted(range(len(everything)), key=lambda i: (i >= len(final_tasks),
-                                                               FIT_COST_RANK.get(everything[i][0].kind, 9)))
-        done = run_tasks(_fit_predict, [everything[i] for i in order], cfg.n_jobs,
-                         "final fit + outer folds" if final_tasks else "outer folds", cfg.engine)
-        results = [None] * len(everything)
-        for i, r in zip(order, done):
-            results[i] = r
-        final_results, preds = results[:len(final_tasks)], iter(r[1] for r in results[len(final_tasks):])
+        final_rows = np.vstack([X[unscored], final_predict]) if final_predict is not None else None
+        everything = np.arange(n)
+
+        def refits(p: int, spec: HeadSpec) -> list:
+            """Once a head's search on tuning set p is done: one task per outer fold (each fold's heads train on
+            every item but the fold's own, the tuning rows included), and the final model's head (p = 0)."""
+            rest = passes[p][1]
+            others = np.setdiff1d(everything, rest)
+            rank = FIT_COST_RANK.get(spec.kind, 9)
+            out = [task(("fold", p, k, spec.name), _fit_predict, spec, X, y, np.concatenate([others, rest[tr]]),
+                        rest[te], priority=(1, rank, 1)) for k, (tr, te) in enumerate(fold_sets[p])]
+            if p == 0 and final_rows is not None:
+                out.append(task(("final", spec.name), _fit_predict, spec, X, y, everything, None, final_rows,
+                                priority=(1, rank, 0)))
+            return out
+
+        tuned, done = _run_tuning(tunings, cfg, "tune + final fit + outer folds" if final_rows is not None
+                                  else "tune + outer folds", follow=refits)
+        final_specs = tuned[0][0] if final_rows is not None else []
+        final_results = [done[("final", s.name)] for s in final_specs]
         heads_pred: dict[str, np.ndarray] = {}
         stack, fold_id = np.zeros(len(scored)), np.zeros(len(scored), int)
         at = 0
@@ -446,7 +450,7 @@ def cross_validate(X, y, groups, blocks, cfg: StackConfig, final_predict: np.nda
             part = {s.name: np.zeros(len(rest)) for s in specs}
             for k, (_, te) in enumerate(folds):
                 for s in specs:
-                    part[s.name][te] = next(preds)
+                    part[s.name][te] = done[("fold", p, k, s.name)][1]
                 fold_id[at + te] = k + p * len(fold_sets[0])
             stack[at:at + len(rest)] = meta.predict(np.column_stack(list(part.values())))
             for name, v in part.items():  # a head missing from one pass (e.g. after block selection) scores NaN there
@@ -460,7 +464,7 @@ def cross_validate(X, y, groups, blocks, cfg: StackConfig, final_predict: np.nda
         out = {"scored": scored[by_index], "stack": stack[by_index], "folds": fold_id[by_index],
                "heads": {k: v[by_index] for k, v in heads_pred.items()}, "info": info, "tuned": tuned[0],
                "tuning_rows": [t for t, _ in passes]}
-        if final_tasks:
+        if final_specs:
             specs, meta, tinfo = tuned[0]
             model = StackedModel({s.name: r[0] for s, r in zip(specs, final_results)}, meta,
                                  {**tinfo, "config": cfg_in.to_dict(), "blocks": blocks})
