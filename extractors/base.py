@@ -19,7 +19,6 @@ version and the major.minor versions of the libraries that compute them.
 """
 from __future__ import annotations
 
-import difflib
 import hashlib
 import json
 from dataclasses import dataclass
@@ -27,6 +26,8 @@ from importlib import metadata
 from typing import Any, ClassVar, Sequence
 
 import numpy as np
+
+from features_store.hints import suggest  # one copy, in the lowest room (registry, recipes, aigcq import it from here)
 
 KINDS = ("image", "video", "text", "meta")
 PRECISIONS = ("fp32", "fp16", "bf16")
@@ -52,12 +53,6 @@ class Item:
     path: str | None  # absolute path of the media file; None when the dataset has no media
     prompt: str = ""
     generator: str | None = None
-
-
-def suggest(name: str, choices: Sequence[str]) -> str:
-    """" Did you mean ...?" text for an unknown name (empty when nothing is close)."""
-    close = difflib.get_close_matches(name, list(choices), n=3, cutoff=0.5)
-    return f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
 
 
 def _check_option_type(extractor: str, key: str, value: Any, default: Any) -> None:

@@ -139,19 +139,11 @@ def media_kind(path: str) -> str:
     An animated GIF/WebP/APNG is a video; a one-frame GIF is an image. Reads headers only.
     """
     path = os.fspath(path)
-    if not os.path.exists(path):
-        raise ItemError(f"file not found: {path}")
-    if os.path.isdir(path):
-        raise ItemError(f"a folder, not a media file: {path}")
-    if os.path.getsize(path) == 0:
-        raise ItemError(f"empty file (0 bytes): {path}")
+    _check_file(path, "media")
     from PIL import Image, UnidentifiedImageError
 
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            with Image.open(path) as im:  # reads the header only
-                return "video" if getattr(im, "is_animated", False) else "image"
+        return "video" if _animated(path) else "image"
     except UnidentifiedImageError:
         pass
     except Image.DecompressionBombError:
@@ -165,15 +157,21 @@ def media_kind(path: str) -> str:
 
 def still_image(path: str) -> bool:
     """True when the file's content is a single-frame image (PIL reads it, not animated)."""
-    from PIL import Image
-
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            with Image.open(path) as im:
-                return not getattr(im, "is_animated", False)
+        return not _animated(path)
     except Exception:  # noqa: BLE001 - anything PIL cannot open is not a still image
         return False
+
+
+def _animated(path: str) -> bool:
+    """Whether PIL opens ``path`` as an animated image (GIF, WebP, APNG: a video). Reads the header
+    only; PIL's errors pass through (UnidentifiedImageError: not an image PIL knows)."""
+    from PIL import Image
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # the size is checked when decoding
+        with Image.open(path) as im:
+            return bool(getattr(im, "is_animated", False))
 
 
 def rgb_array(im, rows: int = 1024) -> np.ndarray:

@@ -82,10 +82,10 @@ def plan_shards(manifest, extractors: Sequence[tuple[str, Any]], store, folder: 
                 allow_batch_change: bool = False) -> list[Shard]:
     """Shards of the items each extractor key still needs (pending, or failed when retried).
     ``skipped``, when given, receives per key the number of wanted items left alone. A key with rows
-    already computed keeps the batch size they were computed with (runner.settle_batch_size)."""
-    import sys
-
+    already computed keeps the batch size they were computed with (runner.resume_batch_size)."""
     from features_store.store import DONE, FAILED, FeatureStore
+
+    from .runner import resume_batch_size
 
     df = manifest.df
     wanted = np.flatnonzero(np.ones(len(df), bool) if split is None else (df["split"] == split).to_numpy())
@@ -98,12 +98,7 @@ def plan_shards(manifest, extractors: Sequence[tuple[str, Any]], store, folder: 
             if key in st.keys():
                 status = st.status(key)[rows]
                 todo = wanted[(status != DONE) & ((status != FAILED) | retry_failed)]
-                recorded, done = st.batch_sizes(key), st.counts(key)["done"]
-                if done and recorded and batch_size not in recorded and not allow_batch_change:
-                    bs = recorded[-1] if len(recorded) == 1 else max(recorded)
-                    print(f"note: {key}: {done} rows were computed with batch size {','.join(map(str, recorded))}; "
-                          f"resuming with {bs}, not {batch_size} (--allow-batch-change to use {batch_size})",
-                          file=sys.stderr)
+                bs = resume_batch_size(st, key, batch_size, allow_batch_change)
             key_size = math.ceil(size / bs) * bs
             if skipped is not None:
                 skipped[key] = len(wanted) - len(todo)

@@ -24,12 +24,13 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from features_store.fingerprint import MEDIA_KINDS  # the kinds whose features read the media (one definition)
+
 from .base import Extractor, Item, ItemError, resolve_precision
 from .cpu_runtime import ThreadGovernor
 
 log = logging.getLogger(__name__)
 
-MEDIA_KINDS = ("image", "video")
 #: consecutive batches in which *every* item failed in compute (and nothing ever worked)
 #: after which the run stops: the extractor is broken, not the items
 MAX_BROKEN_BATCHES = 3
@@ -310,13 +311,28 @@ def _check_media(st, manifest, local, rows, extractor: Extractor, on_changed: st
 
 
 def settle_batch_size(st, key: str, given: int, allow_change: bool = False) -> int:
-    """The batch size to compute ``key``'s pending rows with, recorded in the store.
+    """The batch size to compute ``key``'s pending rows with (:func:`resume_batch_size`), recorded in the store.
 
     Batch size changes an extractor's numbers slightly (~1e-5: other kernel blockings) but is not
     part of the key. Making rows batch-independent would mean batches of one (or padding, which
     still leaves a row's position in the batch mattering), so the batch size is recorded per key
     instead: a resume with another one keeps the recorded size (with a note), and the store then
     equals an undisturbed run. ``allow_change`` computes with ``given`` and records both sizes."""
+    use = resume_batch_size(st, key, given, allow_change)
+    if use != given:
+        return use
+    recorded = st.batch_sizes(key)
+    sizes = {*recorded, given} if st.counts(key)["done"] else {given}
+    if set(recorded) != sizes:
+        st.set_batch_sizes(key, sizes)
+        st.checkpoint()  # recorded before the first row with this size (a kill keeps the record)
+    return given
+
+
+def resume_batch_size(st, key: str, given: int, allow_change: bool = False) -> int:
+    """``given``, or, when ``key`` has rows computed with other batch sizes and not ``allow_change``,
+    the recorded one (the largest of several), with a note saying so. Reads only: the Ray engine plans
+    its shards with it from a store opened read-only."""
     recorded = st.batch_sizes(key)
     done = st.counts(key)["done"]
     if done and recorded and given not in recorded and not allow_change:
@@ -325,10 +341,6 @@ def settle_batch_size(st, key: str, given: int, allow_change: bool = False) -> i
               f"with {use}, not {given} (batch size changes the numbers ~1e-5). --allow-batch-change computes with "
               f"{given} and records both", file=sys.stderr)
         return use
-    sizes = {*recorded, given} if done else {given}
-    if set(recorded) != sizes:
-        st.set_batch_sizes(key, sizes)
-        st.checkpoint()  # recorded before the first row with this size (a kill keeps the record)
     return given
 
 

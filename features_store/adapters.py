@@ -13,7 +13,6 @@
 """
 from __future__ import annotations
 
-import difflib
 import inspect
 import os
 import re
@@ -23,6 +22,7 @@ from typing import Any, Callable
 import numpy as np
 import pandas as pd
 
+from .hints import suggest
 from .manifest import Manifest, Note
 from .table_cache import cached_table
 
@@ -335,14 +335,6 @@ ADAPTERS: dict[str, Callable[..., Manifest]] = {
     "fetv": load_fetv,
     "table": load_table,
 }
-
-
-def suggest(name: str, choices) -> str:
-    """" Did you mean ...?" for a misspelt name (empty when nothing is close). Kept here, not
-    imported from extractors: this room is the lowest and imports no higher one."""
-    by_lower = {str(c).lower(): str(c) for c in choices}  # 'MSO' is close to 'mos': case is no evidence
-    close = difflib.get_close_matches(str(name).lower(), list(by_lower), n=3, cutoff=0.5)
-    return f" Did you mean {', '.join(repr(by_lower[c]) for c in close)}?" if close else ""
 
 
 def _refuse_unknown(adapter: str, unused: dict) -> None:

@@ -33,7 +33,7 @@ def resolve_keys(store: FeatureStore, extractors: str | Sequence[str]) -> list[s
         if len(matches) == 1:
             out.append(matches[0])
         elif not matches:
-            from extractors.base import suggest
+            from .hints import suggest
 
             raise KeyError(f"{store.path} holds no features for {e!r}.{suggest(e, keys + sorted({store.config(k)['name'] for k in keys}))} "
                            f"Keys: {', '.join(keys) or '(none)'}")

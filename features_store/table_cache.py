@@ -7,6 +7,11 @@ The parsed table is kept as JSON (no pickle: nothing in the cache runs code) und
 named by a hash of the file's bytes and the read options: an edited label file (even one
 with the old size and time) misses and is read again. ``AIGCQ_CACHE_DIR=off`` turns it off;
 a cache folder that cannot be written is skipped silently (the file is parsed, as before).
+
+The folder holds at most :data:`MAX_ENTRIES` tables and :data:`MAX_BYTES` bytes: each new entry
+evicts the least recently used ones beyond that (a hit sets its entry's mtime, so mtime is the
+time of last use; the entry just written is always kept). Edited label files would otherwise
+leave one stale table each, forever.
 """
 from __future__ import annotations
 
@@ -24,6 +29,8 @@ log = logging.getLogger(__name__)
 
 ENV = "AIGCQ_CACHE_DIR"
 FORMAT = 1  # bump when the stored form changes
+MAX_ENTRIES = 64  # AIGIQA-20K's three tables with a few read options each fit many times over
+MAX_BYTES = 256 * 1024 * 1024  # its train table is ~2 MB as JSON
 
 
 def cache_dir() -> Path | None:
@@ -78,7 +85,9 @@ def cached_table(path: str | os.PathLike, read: Callable[[], pd.DataFrame], **op
     except OSError:  # unreadable: let the reader say why
         return read()
     try:
-        return _from_json(entry.read_text(encoding="utf-8"))
+        df = _from_json(entry.read_text(encoding="utf-8"))
+        _touch(entry)
+        return df
     except FileNotFoundError:
         pass
     except (OSError, ValueError, KeyError, TypeError) as err:  # damaged entry: parse again, replace it
@@ -95,4 +104,41 @@ def cached_table(path: str | os.PathLike, read: Callable[[], pd.DataFrame], **op
         log.debug("table cache %s not writable (%s)", folder, err)
         if tmp is not None and os.path.exists(tmp):
             os.unlink(tmp)
+        return df
+    evict(folder, keep=entry)
     return df
+
+
+def _touch(entry: Path) -> None:
+    """Mark an entry as just used (its mtime orders the eviction)."""
+    try:
+        os.utime(entry)
+    except OSError:  # a read-only cache still serves hits; its entries are never evicted from here
+        pass
+
+
+def evict(folder: Path, keep: Path | None = None) -> list[Path]:
+    """Remove the least recently used entries until at most MAX_ENTRIES remain, holding at most MAX_BYTES
+    (``keep`` is never removed). Returns what was removed; an entry another process removed first is skipped."""
+    entries = []
+    for p in folder.glob("*.json"):
+        if p.name.startswith("."):  # another process's temporary, being written
+            continue
+        try:
+            st = p.stat()
+        except OSError:
+            continue
+        entries.append((st.st_mtime_ns, st.st_size, p))
+    entries.sort(key=lambda e: e[0], reverse=True)  # most recently used first
+    removed, count, total = [], 0, 0
+    for _, size, p in entries:
+        count, total = count + 1, total + size
+        if p == keep or (count <= MAX_ENTRIES and total <= MAX_BYTES):
+            continue
+        try:
+            p.unlink()
+            removed.append(p)
+        except OSError:
+            continue
+        count, total = count - 1, total - size
+    return removed

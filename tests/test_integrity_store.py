@@ -148,6 +148,14 @@ def test_merge_refuses_stores_of_different_datasets(tmp_path):
     line = res.stderr.strip()
     assert "\n" not in line and "different datasets" in line and "a.h5" in line and "b.h5" in line
     assert not (tmp_path / "out.h5").exists()
+    # nor into an output store that holds another dataset (read from its attributes: naming.stored_dataset)
+    before = only_key(tmp_path / "b.h5")
+    res = subprocess.run([sys.executable, "-m", "features_store", "merge", str(tmp_path / "b.h5"),
+                          str(tmp_path / "a.h5")], cwd=tmp_path, env=_env(), capture_output=True, text=True)
+    assert res.returncode == 2 and "refusing to merge into" in res.stderr and "b.h5" in res.stderr
+    after = only_key(tmp_path / "b.h5")
+    np.testing.assert_array_equal(before[1], after[1])
+    assert before[3] == after[3]
     # shards of one dataset still merge
     for k in (0, 1):
         features(a, "--store", tmp_path / "m.h5", "--shard", f"{k}/2", cwd=tmp_path)

@@ -85,3 +85,60 @@ def test_aigiqa20k_cached_equals_parsed(shared_data, tmp_path, monkeypatch):
     cached = load_dataset(shared_data / "aigiqa20k")
     pd.testing.assert_frame_equal(parsed.df, cached.df)
     assert cached.root == parsed.root and len(cached) == 20000
+
+
+def _tables(tmp_path, n):
+    """n label files of different content, and a function caching one of them (True when it was parsed)."""
+    paths = []
+    for i in range(n):
+        paths.append(tmp_path / f"t{i}.xlsx")
+        _write(paths[-1], [f"img{i}.png"], [float(i)])
+
+    def load(i):
+        parsed = []
+        df = table_cache.cached_table(paths[i], lambda: parsed.append(i) or pd.read_excel(paths[i], dtype=str))
+        assert df["name"].tolist() == [f"img{i}.png"]
+        return bool(parsed)
+
+    return load
+
+
+def test_the_cache_keeps_at_most_n_entries_evicting_the_least_recently_used(tmp_path, monkeypatch):
+    # before: every edited label file left one more table in ~/.cache/aigcq/tables, without bound
+    import time
+
+    monkeypatch.setenv("AIGCQ_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setattr(table_cache, "MAX_ENTRIES", 2)
+    load = _tables(tmp_path, 3)
+    for i in (0, 1, 0):  # 0 parsed, 1 parsed, 0 a hit: now 1 is the least recently used
+        load(i)
+        time.sleep(0.05)  # distinct mtimes on coarse file clocks
+    assert load(2)  # a third table: one entry must go
+    assert len(list((tmp_path / "cache").glob("*.json"))) == 2
+    assert not load(0) and not load(2)  # kept: the recently used and the new one
+    assert load(1)  # evicted: parsed again
+
+
+def test_the_cache_keeps_at_most_m_bytes_but_always_the_newest_entry(tmp_path, monkeypatch):
+    monkeypatch.setenv("AIGCQ_CACHE_DIR", str(tmp_path / "cache"))
+    load = _tables(tmp_path, 2)
+    load(0)
+    (entry,) = (tmp_path / "cache").glob("*.json")
+    monkeypatch.setattr(table_cache, "MAX_BYTES", entry.stat().st_size + 10)  # room for one entry
+    load(1)
+    assert len(list((tmp_path / "cache").glob("*.json"))) == 1 and not entry.exists()
+    assert not load(1) and load(0)
+    monkeypatch.setattr(table_cache, "MAX_BYTES", 1)  # smaller than any entry: the one just written stays
+    assert load(1)
+    assert len(list((tmp_path / "cache").glob("*.json"))) == 1 and not load(1)
+
+
+def test_eviction_leaves_other_processes_temporaries_alone(tmp_path, monkeypatch):
+    monkeypatch.setenv("AIGCQ_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setattr(table_cache, "MAX_ENTRIES", 1)
+    load = _tables(tmp_path, 2)
+    load(0)
+    tmp = tmp_path / "cache" / ".tmp-abc.json"
+    tmp.write_text("being written")
+    load(1)
+    assert tmp.exists() and len([p for p in (tmp_path / "cache").glob("*.json") if p.name[0] != "."]) == 1
