@@ -154,7 +154,9 @@ def run_graph(tasks: Iterable[Task], n_jobs: int, desc: str, engine: str = "loca
     queue = list(tasks)
     heapq.heapify(queue)
     results: dict[Hashable, Any] = {}
-    bar = tqdm(total=len(queue), desc=desc, leave=False)
+    workers = resolve_jobs(n_jobs) if engine == "local" else None
+    where = "" if workers == 1 else f" ({workers} workers)" if workers else " (ray)"
+    bar = tqdm(total=len(queue), desc=desc + where, leave=False)  # the total grows as tasks add tasks
 
     def finished(task: Task, result) -> None:
         results[task.key] = result
@@ -164,7 +166,6 @@ def run_graph(tasks: Iterable[Task], n_jobs: int, desc: str, engine: str = "loca
             bar.total += 1
         bar.refresh()
 
-    workers = resolve_jobs(n_jobs) if engine == "local" else None
     if workers == 1:
         while queue:
             task = heapq.heappop(queue)
@@ -172,7 +173,6 @@ def run_graph(tasks: Iterable[Task], n_jobs: int, desc: str, engine: str = "loca
         bar.close()
         return results
     pool = _LocalPool(workers) if engine == "local" else _RayPool()
-    bar.set_description(f"{desc} ({workers} workers)" if workers else f"{desc} (ray)")
     running: dict[Any, Task] = {}
     try:
         while queue or running:

@@ -1,0 +1,80 @@
+"""The worker pool that lets a finished task add tasks (a head's refits start when its search ends)."""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from regressors.task_pool import SHARE_BYTES, run_graph, run_tasks, task
+
+
+def _touch(path: str) -> str:
+    Path(path).touch()
+    return "touched"
+
+
+def _wait_for(path: str, timeout: float = 60.0) -> str:
+    """Returns once ``path`` exists: only possible if another task ran while this one was running."""
+    end = time.monotonic() + timeout
+    while not Path(path).exists():
+        if time.monotonic() > end:
+            raise TimeoutError(f"{path} never appeared")
+        time.sleep(0.05)
+    return "waited"
+
+
+def _describe(a) -> tuple:
+    return type(a).__name__, bool(a.flags.writeable), float(np.asarray(a).sum())
+
+
+def _fail(msg: str):
+    raise ValueError(msg)
+
+
+def test_a_follow_up_task_starts_while_a_slow_task_still_runs(tmp_path):
+    """Two workers: `slow` can only finish once `follow` (added when `quick` ends) has run beside it."""
+    marker = str(tmp_path / "follow-ran")
+    tasks = [task("slow", _wait_for, marker, priority=(0,)), task("quick", _touch, str(tmp_path / "q"), priority=(1,))]
+    added = []
+
+    def then(key, result):
+        if key != "quick":
+            return []
+        added.append(key)
+        return [task("follow", _touch, marker, priority=(2,))]
+
+    done = run_graph(tasks, n_jobs=2, desc="test", then=then)
+    assert done == {"slow": "waited", "quick": "touched", "follow": "touched"}
+    assert added == ["quick"]
+
+
+def test_one_worker_runs_in_priority_order_with_follow_ups_in_between():
+    order = []
+
+    def record(name):
+        order.append(name)
+        return name
+
+    tasks = [task(n, record, n, priority=(p,)) for n, p in (("c", 3), ("a", 1), ("b", 2))]
+    done = run_graph(tasks, n_jobs=1, desc="test",
+                     then=lambda k, r: [task("a2", record, "a2", priority=(1.5,))] if k == "a" else [])
+    assert order == ["a", "a2", "b", "c"] and done["a2"] == "a2"
+
+
+def test_large_arrays_reach_workers_read_only_and_whole():
+    big = np.arange(SHARE_BYTES // 8 + 10, dtype=np.float64)
+    small = np.arange(10.0)
+    out = run_tasks(_describe, [(big,), (small,), (big,)], n_jobs=2, desc="test")
+    assert out[0] == out[2] == ("memmap", False, float(big.sum()))  # mapped, not copied per task
+    assert out[1] == ("ndarray", True, 45.0)
+
+
+def test_results_in_task_order_and_errors_propagate():
+    assert run_tasks(abs, [(-3,), (2,), (-1,)], n_jobs=2, desc="test") == [3, 2, 1]
+    with pytest.raises(ValueError, match="bad head"):
+        run_tasks(_fail, [("bad head",), ("other",)], n_jobs=2, desc="test")
+    with pytest.raises(ValueError, match="engine must be"):
+        run_graph([], n_jobs=1, desc="test", engine="spark")
+
