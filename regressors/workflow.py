@@ -414,7 +414,9 @@ def predict_command(model_path: str, store: str, split: str, out: str, n_boot: i
                     allow_incomplete: bool = False, allow_in_sample: bool = False,
                     trust_pickle: bool = False, media_check: bool = True) -> dict:
     info = read_model_info(model_path)  # nothing is loaded before the store and split checks
-    needed = {f["block"]: f["key"] for f in info["features"]}
+    # only the blocks the model reads: a block nested selection dropped need not be in the store
+    kept = set(bundle_io.kept_blocks(info))
+    needed = {f["block"]: f["key"] for f in info["features"] if f["block"] in kept}
     check_store_has(store, needed)
     _check_media(store, list(needed.values()), split, info["track"], media_check)
     target = info["target"]["name"]
@@ -433,12 +435,13 @@ def predict_command(model_path: str, store: str, split: str, out: str, n_boot: i
     data = load_track(store, list(needed.values()), split=split, target=target if labelled else None,
                       allow_incomplete=allow_incomplete, vocabularies=vocabs, track=info["track"],
                       what="the predictions" if labelled else "the submission")
-    if data.X.shape[1] != info["n_features"]:
-        raise MissingFeaturesError(f"features read have {data.X.shape[1]} columns, the model expects {info['n_features']}")
+    X = _model_columns(data, info)
+    if X.shape[1] != info["n_features"]:
+        raise MissingFeaturesError(f"features read have {X.shape[1]} columns, the model expects {info['n_features']}")
     model, info = load_model_any(model_path, trust_pickle=trust_pickle)
     with staged(out) as out_dir:
         t0 = time.perf_counter()
-        p = model.predict(data.X)
+        p = model.predict(X)
         dt = time.perf_counter() - t0
         df = pd.DataFrame({"item_id": data.ids, "prediction": p})
         result: dict = {"split": split, "n": int(len(p)), "model": str(model_path), "in_sample": in_sample}
@@ -467,6 +470,17 @@ def predict_command(model_path: str, store: str, split: str, out: str, n_boot: i
         raise IncompleteFeaturesError(f"submission NOT written: split {split!r} is incomplete "
                                       f"({len(p)} items scored); predictions.csv in {out} holds the done items")
     return result
+
+
+def _model_columns(data, info: dict) -> np.ndarray:
+    """The model's feature matrix from the blocks read: a dropped block's columns are zeros (no head reads them)."""
+    if len(data.blocks) == len(info["features"]):
+        return data.X
+    parts = []
+    for f in info["features"]:
+        a, b = data.blocks[f["block"]] if f["block"] in data.blocks else (0, 0)
+        parts.append(data.X[:, a:b] if b > a else np.zeros((len(data.X), int(f["dim"]))))
+    return np.hstack(parts)
 
 
 def _is_training_split(info: dict, store, split: str) -> bool:

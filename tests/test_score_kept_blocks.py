@@ -110,6 +110,26 @@ def test_zeros_in_a_dropped_block_change_no_prediction(demo, pixel_run):
     np.testing.assert_array_equal(model.predict(zeroed), model.predict(X))
 
 
+def test_predict_needs_only_the_kept_blocks_in_the_store(demo, pixel_run, tmp_path, capsys):
+    """`aigcq predict` on a store that lacks the dropped block (here: one built with nss only) gives the fit's
+    predictions; a store that lacks a kept block is still refused."""
+    from experiments.demo_data import DemoConfig, build_demo_store
+    from regressors.cli import main
+
+    cfg = DemoConfig(n_sources=6, crops_per_source=2, size=48, test_sources=1)  # the same items as `demo`
+    nss_only = build_demo_store(tmp_path / "nss", cfg, extractors=("nss",))
+    assert main(["predict", "--model", str(pixel_run[0] / "model"), "--store", str(nss_only), "--split", "test",
+                 "--out", str(tmp_path / "pred"), "--bootstrap", "0"]) == 0
+    got = pd.read_csv(tmp_path / "pred" / "predictions.csv").set_index("item_id")
+    fit = pd.read_csv(pixel_run[0] / "predictions.csv").set_index("item_id").loc[got.index]
+    np.testing.assert_allclose(got["prediction"], fit["prediction"], rtol=0, atol=1e-9)
+    prompt_only = build_demo_store(tmp_path / "prompt", cfg, extractors=("prompt_minilm",))
+    capsys.readouterr()
+    assert main(["predict", "--model", str(pixel_run[0] / "model"), "--store", str(prompt_only), "--split", "test",
+                 "--out", str(tmp_path / "pred2"), "--bootstrap", "0"]) == 2
+    assert "nss" in capsys.readouterr().err
+
+
 def test_a_bundle_without_kept_blocks_computes_every_block_as_before(demo, pixel_run, built, tmp_path):
     root, _, labels = demo
     legacy = tmp_path / "legacy"
