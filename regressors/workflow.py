@@ -14,8 +14,7 @@ from .data import (IncompleteFeaturesError, check_media_unchanged, completeness,
                    splits_of)
 from .report import markdown_report, per_group, safe_evaluate, scatter_plot, write_json
 from .rundir import staged
-from .predict_pool import predict_pooled
-from .stacking import StackConfig, cross_validate, fit_stack
+from .stacking import StackConfig, cross_validate
 from .submission import check_names, write_submission
 
 MODEL_DIR = "model"  # the bundle folder inside a run folder
@@ -236,20 +235,12 @@ def _fit_into(out_dir: Path, final_dir: Path, track, store, data, splits, refuse
     metrics["cv_info"] = cv["info"]
 
     t0 = time.perf_counter()
-    if "final" in cv:
-        # split/cross: fitted on the reused tuning (split tuned on exactly the subset the final fit would
-        # tune on; cross reuses its first share's) and predicted in the outer folds' pass
-        model, per_row = cv["final"], cv["final_predict_s_per_row"]
-        in_sample, train_pred = cv["final_in_sample"]  # split: the tuning set, never scored
-        others = cv["final_predictions"]
-    else:  # full: tuned on all items here; every training item is scored
-        model = fit_stack(data.X, data.y, data.groups, data.blocks, cfg, tag="final")
-        in_sample = np.setdiff1d(np.arange(len(data.y)), scored)
-        t1 = time.perf_counter()
-        train_pred = predict_pooled(model, data.X[in_sample], cfg.n_jobs, "predict", cfg.engine)
-        others = predict_pooled(model, np.vstack(other_x) if other_x else data.X[:0], cfg.n_jobs, "predict",
-                                cfg.engine)
-        per_row = (time.perf_counter() - t1) / max(len(in_sample) + len(others), 1)  # wall, over the workers
+    # the final model was fitted in cross-validation's graph of tasks (split/cross: on the reused tuning, split
+    # tuned on exactly the subset the final fit would tune on, cross reuses its first share's; full: tuned on
+    # all items there), and it predicted the other splits and the training items not scored (split's tuning set)
+    model, per_row = cv["final"], cv["final_predict_s_per_row"]
+    in_sample, train_pred = cv["final_in_sample"]
+    others = cv["final_predictions"]
     t_fit = time.perf_counter() - t0
     metrics["meta_weights"] = model.weights()
     metrics["block_selection"] = model.info.get("block_selection")

@@ -1,4 +1,4 @@
-"""The fit's speed changes keep results: pooled predictions, the swapped-halves nesting (cross)."""
+"""The fit's speed changes keep results: the swapped-halves nesting (cross), final models fitted in the CV's graph."""
 from __future__ import annotations
 
 import json
@@ -10,7 +10,6 @@ import pytest
 from regressors.bundle import load_bundle
 from regressors.cli import main
 from regressors.heads import blocks_from_dims
-from regressors.predict_pool import predict_heads_pooled, predict_pooled
 from regressors.stacking import StackConfig, cross_validate, fit_stack, resolve_nested
 from test_regress_cli import _make_store
 
@@ -25,21 +24,6 @@ def toy():
     X = np.hstack([np.eye(4)[gen], emb])
     y = np.array([0.0, 1.0, 2.0, -1.0])[gen] + np.sin(emb[:, 0]) + 0.3 * rng.normal(size=n)
     return X, y, prompt.astype(str), blocks_from_dims({"generator": 4, "prompt": 10})
-
-
-def test_pooled_predictions_equal_the_serial_ones(toy, monkeypatch):
-    X, y, groups, blocks = toy
-    model = fit_stack(X, y, groups, blocks, StackConfig(n_trials=0, tune_folds=3, pca=None, n_jobs=1))
-    monkeypatch.setattr("regressors.predict_pool.MIN_CHUNK_ROWS", 100)  # several row chunks per head
-    serial = model.predict_heads(X)
-    pooled = predict_heads_pooled(model, X, n_jobs=2)
-    assert list(pooled) == list(serial)
-    # equal up to the summation order of BLAS (the RBF SVR predicts as matrix products, whose last bit
-    # depends on how many rows a block holds and on the threads): ~1e-15
-    for name in serial:
-        np.testing.assert_allclose(pooled[name], serial[name], rtol=0, atol=1e-12)
-    np.testing.assert_allclose(predict_pooled(model, X, n_jobs=2), model.predict(X), rtol=0, atol=1e-12)
-    assert predict_pooled(model, X[:0], n_jobs=2).shape == (0,)
 
 
 def test_cross_scores_every_item_with_tuning_from_the_other_half_only(toy):
@@ -118,6 +102,29 @@ def test_final_model_fitted_in_the_outer_folds_pass_is_the_reused_tuning_fit(toy
     if len(rows):
         np.testing.assert_allclose(pred, ref.predict(X[rows]), rtol=1e-12)
     assert cv["final"].weights() == ref.weights() and cv["final_predict_s_per_row"] > 0
+
+
+def test_full_nesting_fits_every_outer_fold_and_the_final_model_as_fit_stack_does(toy):
+    """nested=full runs all outer folds' models and the final model as one graph of tasks: the same models
+    (same predictions) as fit_stack on each outer training fold and on everything."""
+    from regressors.stacking import fit_folds
+    from regressors.tuning import make_folds
+
+    X, y, groups, blocks = toy
+    cfg = StackConfig(n_trials=2, outer_folds=3, tune_folds=3, nested="full", pca=None, heads=("enet", "svr"), n_jobs=2)
+    extra = X[:29] + 0.1
+    cv = cross_validate(X, y, groups, blocks, cfg, final_predict=extra)
+    plain = cross_validate(X, y, groups, blocks, cfg)
+    np.testing.assert_array_equal(cv["stack"], plain["stack"])
+    folded = fit_folds(cfg, groups, len(y), "full")
+    for k, (tr, te) in enumerate(make_folds(len(y), groups, folded.outer_folds, cfg.seed + 1, cfg.protocol)):
+        fold_cfg = StackConfig(**{**folded.to_dict(), "seed": cfg.seed + 100 * (k + 1)})
+        ref = fit_stack(X[tr], y[tr], groups[tr], blocks, fold_cfg, tag=f"outer{k}")
+        np.testing.assert_allclose(cv["stack"][te], ref.predict(X[te]), rtol=0, atol=1e-12)
+        assert cv["info"]["outer"][k]["config"] == ref.info["config"]
+    final = fit_stack(X, y, groups, blocks, cfg)
+    np.testing.assert_allclose(cv["final_predictions"], final.predict(extra), rtol=0, atol=1e-12)
+    assert cv["final"].weights() == final.weights() and cv["final_in_sample"][0].size == 0
 
 
 def test_fit_with_cross_nesting_scores_every_training_item(tmp_path):
