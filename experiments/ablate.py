@@ -25,6 +25,7 @@ import os
 import sys
 import time
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -189,49 +190,90 @@ def _json_default(o):
 
 
 # ------------------------------------------------------------------------ running
-def cross_val_oof(blocks: Blocks, subset: list[str], head: str, folds, *, trials: int, inner_folds: int, seed: int,
-                  protocol: str, cache: ParamCache, select: bool = False,
-                  kept: list | None = None, select_cache: dict | None = None) -> np.ndarray:
-    """Out-of-fold predictions of ``head`` on ``subset``, tuned inside each training fold.
+def _fold_oof(X, y, groups, bmap: dict, subset: list[str], head: str, k: int, tr, te, *, trials: int,
+              inner_folds: int, seed: int, protocol: str, select: bool, select_cache: dict | None,
+              key_parts: dict, known: dict) -> tuple[np.ndarray, list[str], str, dict | None, dict]:
+    """One outer fold of one configuration: (predictions of rows ``te``, blocks read, the tuning cache key,
+    {"params", "inner_score"} tuned here or None when ``known`` (the cache's entries) had them, the fold's
+    block-subset scores).
 
-    ``select``: inside each training fold, first choose which of the subset's blocks the head
-    reads (regressors.block_selection, as the default stack does); ``kept`` collects the
-    choice per fold; ``select_cache`` ({fold: {...}}) lets configurations share the subset scores
-    of one fold (the same rows and seed: a subset scores the same whichever configuration offers it).
+    ``select``: inside the training fold, first choose which of the subset's blocks the head reads
+    (regressors.block_selection, as the default stack does); ``select_cache`` holds subset scores of this
+    fold (same rows and seed) that another configuration computed: a subset scores the same whichever
+    configuration offers it.
     """
     from regressors.block_selection import select_blocks
     from regressors.heads import make_head
     from regressors.tuning import tune_head
 
-    X, bmap = blocks.matrix(subset)
-    oof = np.full(len(blocks.y), np.nan)
-    for k, (tr, te) in enumerate(folds):
-        base: dict[str, Any] = {"blocks": bmap}
-        use = list(subset)
-        if select and len(subset) > 1:
-            use, _ = select_blocks(X[tr], blocks.y[tr], blocks.groups[tr], bmap, seed=seed + k,
-                                   protocol=protocol, pca=128,  # the stack's per-block PCA: fast proxies
-                                   cache=None if select_cache is None else select_cache.setdefault(k, {}))
-            if use != list(subset):
-                base["use"] = use
-        if kept is not None:
-            kept.append("+".join(use))
-        params = dict(base)
-        if trials > 0:
-            ck = ParamCache.key(head=head, feats={n: blocks.keys[n] for n in subset}, fold=k, n_folds=len(folds),
-                                seed=seed, trials=trials, inner=inner_folds, protocol=protocol, target=blocks.target,
-                                n=len(blocks.y), ids=hashlib.sha256("".join(blocks.ids[tr]).encode()).hexdigest()[:12],
-                                **({"use": use} if "use" in base else {}))
-            hit = cache.get(ck)
-            if hit is None:
-                res = tune_head(head, X[tr], blocks.y[tr], blocks.groups[tr], base_params=base, n_trials=trials,
-                                n_splits=inner_folds, seed=seed, protocol=protocol)
-                hit = {k2: v for k2, v in res.params.items() if k2 not in ("blocks", "use")}
-                cache.put(ck, hit, {"head": head, "subset": subset, "fold": k, "inner_score": res.best_score})
-            params.update(hit)
-        model = make_head(head, **params).fit(X[tr], blocks.y[tr])
-        oof[te] = model.predict(X[te])
-    return oof
+    base: dict[str, Any] = {"blocks": bmap}
+    use, scores = list(subset), dict(select_cache or {})
+    if select and len(subset) > 1:
+        use, _ = select_blocks(X[tr], y[tr], groups[tr], bmap, seed=seed + k, protocol=protocol,
+                               pca=128,  # the stack's per-block PCA: fast proxies
+                               cache=scores)
+        if use != list(subset):
+            base["use"] = use
+    ck = ParamCache.key(**key_parts, **({"use": use} if "use" in base else {}))
+    hit = known.get(ck, {}).get("params")
+    tuned = None
+    if trials > 0 and hit is None:
+        res = tune_head(head, X[tr], y[tr], groups[tr], base_params=base, n_trials=trials, n_splits=inner_folds,
+                        seed=seed, protocol=protocol)
+        hit = {k2: v for k2, v in res.params.items() if k2 not in ("blocks", "use")}
+        tuned = {"params": hit, "inner_score": res.best_score}
+    model = make_head(head, **{**base, **(hit or {})}).fit(X[tr], y[tr])
+    return model.predict(X[te]), use, ck, tuned, scores
+
+
+def ablation_oof(blocks: Blocks, confs: list, head: str, folds, *, trials: int, inner_folds: int, seed: int,
+                 protocol: str, cache: ParamCache, select: bool = False, n_jobs: int = -1,
+                 progress: bool = True) -> tuple[dict[str, np.ndarray], dict[str, list[str]]]:
+    """Out-of-fold predictions of ``head`` for every configuration, tuned inside each training fold:
+    ({label: predictions}, {label: blocks read per fold}).
+
+    Every (configuration, fold) is a task on the worker pool (regressors.task_pool). The full set's
+    block selection in a fold scores every subset the smaller configurations score there, so those
+    start when it is done and reuse its scores (the same results as computing them again, once).
+    Tuned parameters are read from ``cache`` by the tasks and written to it here, in this process.
+    """
+    from regressors.task_pool import run_graph, task
+
+    matrices = {label: blocks.matrix(subset) for label, _, subset in confs}
+    subsets = {label: subset for label, _, subset in confs}
+
+    def fold_task(label: str, k: int, select_cache: dict | None):
+        (X, bmap), subset, (tr, te) = matrices[label], subsets[label], folds[k]
+        parts = dict(head=head, feats={n: blocks.keys[n] for n in subset}, fold=k, n_folds=len(folds), seed=seed,
+                     trials=trials, inner=inner_folds, protocol=protocol, target=blocks.target, n=len(blocks.y),
+                     ids=hashlib.sha256("".join(blocks.ids[tr]).encode()).hexdigest()[:12])
+        # the arrays as the task's own arguments (large ones reach the workers as memory maps), the rest bound
+        fn = partial(_fold_oof, trials=trials, inner_folds=inner_folds, seed=seed, protocol=protocol, select=select,
+                     select_cache=select_cache, key_parts=parts, known=cache.data)
+        return task((label, k), fn, X, blocks.y, blocks.groups, bmap, subset, head, k, tr, te,
+                    priority=(0 if label == ALL else 1, -len(subset), k))
+
+    # configurations that select among several blocks wait for the full set's fold: they reuse its subset scores
+    waits = [label for label in subsets if label != ALL and select and len(subsets[label]) > 1]
+    start = [fold_task(label, k, None) for label in subsets if label not in waits for k in range(len(folds))]
+
+    def then(key, result):
+        label, k = key
+        _, _, ck, tuned, scores = result
+        if tuned is not None:
+            cache.put(ck, tuned["params"], {"head": head, "subset": subsets[label], "fold": k,
+                                            "inner_score": tuned["inner_score"]})
+        return [fold_task(other, k, scores) for other in waits] if label == ALL else []
+
+    done = run_graph(start, n_jobs, "ablation", then=then, progress=progress)
+    preds, kept = {}, {}
+    for label in subsets:
+        preds[label], kept[label] = np.full(len(blocks.y), np.nan), []
+        for k, (_, te) in enumerate(folds):
+            p, use, _, _, _ = done[(label, k)]
+            preds[label][te] = p
+            kept[label].append("+".join(use))
+    return preds, kept
 
 
 def _paired_delta(pred: np.ndarray, ref: np.ndarray, y: np.ndarray, n_boot: int, seed: int, level: float = 0.95):
@@ -269,8 +311,11 @@ def run_ablation(store: str | os.PathLike, extractors: Sequence[Any] | None = No
                  target: str | None = None, head: str = "svr", trials: int = 10, folds: int | None = None,
                  inner_folds: int = 3, seed: int | None = None, protocol: str | None = None, n_boot: int = 1000,
                  out: str | os.PathLike | None = None, track: str | None = None, split: str | None = "train",
-                 progress: bool = True, select_blocks: bool = True) -> AblationResult:
+                 progress: bool = True, select_blocks: bool = True, n_jobs: int = -1) -> AblationResult:
     """Run the ablation and (if ``out``) write the table, chart, predictions and cache.
+
+    ``n_jobs``: worker processes for the (configuration, fold) tasks (-1: all cores, at most 8); the
+    results do not depend on it.
 
     ``select_blocks`` (default, as the stack does): in every row with several blocks, the head
     reads the blocks that nested block selection keeps inside each outer training fold, so a row
@@ -279,8 +324,6 @@ def run_ablation(store: str | os.PathLike, extractors: Sequence[Any] | None = No
     """
     from regressors.metrics import MetricError, evaluate
     from regressors.tuning import make_folds
-    from tqdm.auto import tqdm
-
     t0 = time.perf_counter()
     if recipe is not None:
         from .recipes import load
@@ -304,14 +347,8 @@ def run_ablation(store: str | os.PathLike, extractors: Sequence[Any] | None = No
     cache = ParamCache(outdir / "tuned_params.json" if outdir is not None else None)
     fold_list = make_folds(len(blocks.y), blocks.groups, folds, seed, protocol)
     confs = configurations(blocks.names)
-    preds: dict[str, np.ndarray] = {}
-    kept: dict[str, list[str]] = {}
-    select_cache: dict = {}
-    for label, _, subset in tqdm(confs, desc="ablation", unit="config", disable=not progress):
-        kept[label] = []
-        preds[label] = cross_val_oof(blocks, subset, head, fold_list, trials=trials, inner_folds=inner_folds,
-                                     seed=seed, protocol=protocol, cache=cache, select=select_blocks, kept=kept[label],
-                                     select_cache=select_cache)
+    preds, kept = ablation_oof(blocks, confs, head, fold_list, trials=trials, inner_folds=inner_folds, seed=seed,
+                               protocol=protocol, cache=cache, select=select_blocks, n_jobs=n_jobs, progress=progress)
     rows = []
     for label, kind, subset in confs:
         p = preds[label]
@@ -484,6 +521,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--split", default="train")
     ap.add_argument("--no-select-blocks", action="store_true",
                     help="every row reads all its blocks (default: nested block selection per outer fold, as the stack)")
+    ap.add_argument("--jobs", type=int, default=-1, help="worker processes (default -1: all cores, at most 8)")
     args = ap.parse_args(argv)
     exs = [s for s in (args.extractors or "").split(",") if s.strip()] or None
     if args.recipe is None and exs is None:
@@ -491,7 +529,7 @@ def main(argv: list[str] | None = None) -> int:
     res = run_ablation(args.store, exs, recipe=args.recipe, target=args.target, head=args.head, trials=args.trials,
                        folds=args.folds, inner_folds=args.inner_folds, seed=args.seed, protocol=args.protocol,
                        n_boot=args.n_boot, out=args.out, track=args.track, split=args.split,
-                       select_blocks=not args.no_select_blocks)
+                       select_blocks=not args.no_select_blocks, n_jobs=args.jobs)
     print(markdown_table(res.table))
     print(f"\nwrote {res.out}/ablation.md, ablation.csv, ablation.png, per_generator.csv ({res.seconds:.0f} s)")
     return 0

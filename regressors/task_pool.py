@@ -144,7 +144,7 @@ class _RayPool:
 
 
 def run_graph(tasks: Iterable[Task], n_jobs: int, desc: str, engine: str = "local",
-              then: Callable[[Hashable, Any], list[Task]] | None = None) -> dict[Hashable, Any]:
+              then: Callable[[Hashable, Any], list[Task]] | None = None, progress: bool = True) -> dict[Hashable, Any]:
     """Run ``tasks`` and those that ``then(key, result)`` adds as each one finishes: {key: result}.
 
     One worker (n_jobs=1, local) runs everything here, in priority order.
@@ -156,7 +156,7 @@ def run_graph(tasks: Iterable[Task], n_jobs: int, desc: str, engine: str = "loca
     results: dict[Hashable, Any] = {}
     workers = resolve_jobs(n_jobs) if engine == "local" else None
     where = "" if workers == 1 else f" ({workers} workers)" if workers else " (ray)"
-    bar = tqdm(total=len(queue), desc=desc + where, leave=False)  # the total grows as tasks add tasks
+    bar = tqdm(total=len(queue), desc=desc + where, leave=False, disable=not progress)  # the total grows as tasks add tasks
 
     def finished(task: Task, result) -> None:
         results[task.key] = result

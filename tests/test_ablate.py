@@ -73,12 +73,22 @@ def test_tuned_params_are_cached_and_reused(store, tmp_path, monkeypatch):
     def boom(*a, **k):
         raise AssertionError("tuned again although the cache holds these parameters")
 
-    monkeypatch.setattr(regressors.tuning, "tune_head", boom)
-    second = run_ablation(store, ["nss", "generator"], trials=2, folds=3, n_boot=0, out=out, progress=False)
+    monkeypatch.setattr(regressors.tuning, "tune_head", boom)  # in this process: run the tasks here (n_jobs=1)
+    second = run_ablation(store, ["nss", "generator"], trials=2, folds=3, n_boot=0, out=out, progress=False, n_jobs=1)
     pd.testing.assert_frame_equal(first.predictions, second.predictions)
     # another budget is another cache entry: it must tune
     with pytest.raises(AssertionError, match="tuned again"):
-        run_ablation(store, ["nss", "generator"], trials=3, folds=3, n_boot=0, out=out, progress=False)
+        run_ablation(store, ["nss", "generator"], trials=3, folds=3, n_boot=0, out=out, progress=False, n_jobs=1)
+
+
+def test_workers_give_what_one_process_gives(store):
+    """(configuration, fold) tasks on 2 workers, the smaller selecting configurations reusing the full set's
+    subset scores: the same predictions and blocks read as one process."""
+    exs = ["nss", "prompt_minilm", "generator"]
+    one = run_ablation(store, exs, trials=2, folds=3, n_boot=0, progress=False, n_jobs=1)
+    two = run_ablation(store, exs, trials=2, folds=3, n_boot=0, progress=False, n_jobs=2)
+    pd.testing.assert_frame_equal(one.predictions, two.predictions, check_exact=False, rtol=0, atol=1e-12)
+    assert list(one.table["kept"]) == list(two.table["kept"])
 
 
 def test_missing_extractor_is_a_clear_error(store):
