@@ -10,7 +10,7 @@ nothing, a linear head spends its budget on it. Measured before this module exis
 and ElasticNet, averaged) by repeated grouped 5-fold on the rows it is given, and keeps the
 smallest subset whose mean fold score is within one standard error of the paired
 differences (at least ``tolerance``) of the best. The stack calls it on
-its tuning set only (``stacking.tune_and_meta``), so nothing is chosen on a scored item;
+its tuning set only (``stacking._run_tuning``), so nothing is chosen on a scored item;
 the tuned heads and the per-block heads are then built on the kept blocks and a dropped
 block has no say in the model at all.
 

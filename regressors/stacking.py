@@ -300,11 +300,6 @@ def _run_tuning(tunings: list[_Tuning], blocks, cfg: StackConfig, desc: str, fol
     return tuned, done
 
 
-def tune_and_meta(X, y, groups, blocks, cfg: StackConfig, tag: str = "final") -> tuple[list[HeadSpec], LinearRegression, dict]:
-    """Select blocks, tune the heads on (X, y) and fit the meta-learner on their out-of-fold predictions there."""
-    return _run_tuning([_Tuning(tag, X, y, groups, cfg)], blocks, cfg, f"tune {tag}")[0][0]
-
-
 def _fit_one(spec: HeadSpec, X, y, train, test=None):
     """One head fitted on rows ``train``; its predictions on rows ``test``, or the fitted head."""
     head = make_head(spec.kind, **spec.params).fit(X[train], y[train])
@@ -380,7 +375,7 @@ def _stacked(heads: dict[str, Any], tuned, t: _Tuning, blocks) -> StackedModel:
 def fit_stack(X, y, groups, blocks, cfg: StackConfig, tag: str = "final", tuned=None) -> StackedModel:
     """Tune on a subset of whole groups, fit the meta-learner there, refit all heads on everything.
 
-    ``tuned``: (specs, meta, info) from an earlier tune_and_meta on the same subset (the
+    ``tuned``: (specs, meta, info) from an earlier tuning on the same subset (cross_validate's "tuned") (the
     ``split`` cross-validation tunes on exactly the subset this function would pick), to
     avoid tuning twice.
     """
