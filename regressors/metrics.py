@@ -138,6 +138,22 @@ def _rowwise_pearson(a: np.ndarray, b: np.ndarray) -> np.ndarray:
         return np.where(den > 0, (a * b).sum(1) / den, np.nan)
 
 
+def _resampled_ranks(values: np.ndarray, idx: np.ndarray) -> np.ndarray:
+    """``stats.rankdata(values[idx], axis=1)`` (average ranks of ties) without sorting each resample.
+
+    A resample only repeats the items: with each distinct value's count in a row, the rank of that
+    value is the count of smaller values plus (its count + 1) / 2. That is a bincount and a cumulative
+    sum per row, O(n) instead of a sort; the ranks are the same half-integers exactly.
+    """
+    uniq, inverse = np.unique(values, return_inverse=True)
+    codes = inverse[idx]  # [m, n] distinct-value index of each drawn item
+    m, u = codes.shape[0], len(uniq)
+    counts = np.bincount((codes + u * np.arange(m)[:, None]).ravel(), minlength=m * u).reshape(m, u)
+    below = np.cumsum(counts, axis=1) - counts
+    avg = below + (counts + 1) / 2.0
+    return np.take_along_axis(avg, codes, axis=1)
+
+
 def _bootstrap(p: np.ndarray, t: np.ndarray, fit: str, n_boot: int, seed: int, chunk: int = 50) -> np.ndarray:
     """[n_boot, 4] of srcc, plcc, rmse, main on resampled items.
 
@@ -150,7 +166,7 @@ def _bootstrap(p: np.ndarray, t: np.ndarray, fit: str, n_boot: int, seed: int, c
         m = min(chunk, n_boot - start)
         idx = rng.integers(0, p.size, (m, p.size))
         P, T = p[idx], t[idx]
-        s = _rowwise_pearson(stats.rankdata(P, axis=1), stats.rankdata(T, axis=1))
+        s = _rowwise_pearson(_resampled_ranks(p, idx), _resampled_ranks(t, idx))
         if fit == "cubic":
             mu = P.mean(1, keepdims=True)
             sd = P.std(1, keepdims=True)

@@ -93,3 +93,12 @@ def test_evaluate_and_bootstrap(data):
     assert boot[0] == pytest.approx(srcc(p[idx[0]], y[idx[0]]), abs=1e-9)
     assert boot[1] == pytest.approx(plcc(p[idx[0]], y[idx[0]]), abs=1e-7)
     assert evaluate(p, y, n_boot=0).get("ci") is None
+
+
+@pytest.mark.parametrize("ties", [False, True])
+def test_resampled_ranks_are_scipys_average_ranks(ties):
+    """The bootstrap's ranks from counts equal rankdata of each resample, ties averaged, exactly."""
+    rng = np.random.default_rng(3)
+    v = rng.integers(0, 6, 400).astype(float) if ties else rng.normal(size=400)
+    idx = rng.integers(0, len(v), (30, len(v)))
+    np.testing.assert_array_equal(metrics._resampled_ranks(v, idx), stats.rankdata(v[idx], axis=1))
