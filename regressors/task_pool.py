@@ -89,7 +89,12 @@ class _LocalPool:
             return a
         if id(a) not in self.mapped:
             path = self.folder / f"{len(self.mapped)}.npy"
-            np.save(path, a)
+            try:
+                np.save(path, a)
+            except OSError as err:  # e.g. a full /tmp: say where and what to do, not numpy's traceback
+                raise RuntimeError(f"cannot write a {a.nbytes / 2**20:.0f} MB array for the worker processes to "
+                                   f"{self.folder} ({err.strerror or err}): set TMPDIR to a folder with room, "
+                                   "or run in one process (--jobs 1)") from None
             self.mapped[id(a)] = (a, _Mapped(str(path)))
         return self.mapped[id(a)][1]
 

@@ -78,3 +78,15 @@ def test_results_in_task_order_and_errors_propagate():
     with pytest.raises(ValueError, match="engine must be"):
         run_graph([], n_jobs=1, desc="test", engine="spark")
 
+
+
+def test_no_room_for_the_shared_arrays_is_one_clear_line(monkeypatch):
+    import errno
+
+    def full(*a, **k):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(np, "save", full)
+    big = np.zeros(SHARE_BYTES // 8 + 10)
+    with pytest.raises(RuntimeError, match=r"cannot write a 1 MB array .*No space left on device.*TMPDIR.*--jobs 1"):
+        run_tasks(_describe, [(big,), (big,)], n_jobs=2, desc="test")
