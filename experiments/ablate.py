@@ -190,10 +190,11 @@ def _json_default(o):
 
 
 # ------------------------------------------------------------------------ running
-def _fold_oof(X, y, groups, bmap: dict, subset: list[str], head: str, k: int, tr, te, *, trials: int,
+def _fold_oof(X_all, cols, y, groups, bmap: dict, subset: list[str], head: str, k: int, tr, te, *, trials: int,
               inner_folds: int, seed: int, protocol: str, select: bool, select_cache: dict | None,
               key_parts: dict, known: dict) -> tuple[np.ndarray, list[str], str, dict | None, dict]:
-    """One outer fold of one configuration: (predictions of rows ``te``, blocks read, the tuning cache key,
+    """One outer fold of one configuration (its columns ``cols`` of ``X_all``, block map ``bmap``): (predictions
+    of rows ``te``, blocks read, the tuning cache key,
     {"params", "inner_score"} tuned here or None when ``known`` (the cache's entries) had them, the fold's
     block-subset scores).
 
@@ -206,6 +207,7 @@ def _fold_oof(X, y, groups, bmap: dict, subset: list[str], head: str, k: int, tr
     from regressors.heads import make_head
     from regressors.tuning import tune_head
 
+    X = X_all[:, cols]
     base: dict[str, Any] = {"blocks": bmap}
     use, scores = list(subset), dict(select_cache or {})
     if select and len(subset) > 1:
@@ -232,25 +234,31 @@ def ablation_oof(blocks: Blocks, confs: list, head: str, folds, *, trials: int, 
     """Out-of-fold predictions of ``head`` for every configuration, tuned inside each training fold:
     ({label: predictions}, {label: blocks read per fold}).
 
-    Every (configuration, fold) is a task on the worker pool (regressors.task_pool). The full set's
-    block selection in a fold scores every subset the smaller configurations score there, so those
-    start when it is done and reuse its scores (the same results as computing them again, once).
+    Every (configuration, fold) is a task on the worker pool (regressors.task_pool). The smaller
+    configurations that select blocks start when the full set's fold is done and reuse the subset
+    scores it computed (with up to 5 blocks every subset; beyond, backward elimination scores fewer
+    and the rest are computed where needed): the same results as computing them again.
     Tuned parameters are read from ``cache`` by the tasks and written to it here, in this process.
     """
+    from regressors.heads import blocks_from_dims
     from regressors.task_pool import run_graph, task
 
-    matrices = {label: blocks.matrix(subset) for label, _, subset in confs}
+    # one matrix of every block (one memory map for the workers); a configuration is a set of its columns
+    X_all, spans = blocks.matrix(blocks.names)
     subsets = {label: subset for label, _, subset in confs}
+    columns = {label: (np.concatenate([np.arange(*spans[n]) for n in subset]),
+                       blocks_from_dims({n: spans[n][1] - spans[n][0] for n in subset})) for label, subset in subsets.items()}
 
     def fold_task(label: str, k: int, select_cache: dict | None):
-        (X, bmap), subset, (tr, te) = matrices[label], subsets[label], folds[k]
+        (cols, bmap), subset, (tr, te) = columns[label], subsets[label], folds[k]
         parts = dict(head=head, feats={n: blocks.keys[n] for n in subset}, fold=k, n_folds=len(folds), seed=seed,
                      trials=trials, inner=inner_folds, protocol=protocol, target=blocks.target, n=len(blocks.y),
                      ids=hashlib.sha256("".join(blocks.ids[tr]).encode()).hexdigest()[:12])
         # the arrays as the task's own arguments (large ones reach the workers as memory maps), the rest bound
         fn = partial(_fold_oof, trials=trials, inner_folds=inner_folds, seed=seed, protocol=protocol, select=select,
-                     select_cache=select_cache, key_parts=parts, known=cache.data)
-        return task((label, k), fn, X, blocks.y, blocks.groups, bmap, subset, head, k, tr, te,
+                     select_cache=select_cache, key_parts=parts,
+                     known=dict(cache.data))  # a snapshot: `then` adds entries while tasks are being sent
+        return task((label, k), fn, X_all, cols, blocks.y, blocks.groups, bmap, subset, head, k, tr, te,
                     priority=(0 if label == ALL else 1, -len(subset), k))
 
     # configurations that select among several blocks wait for the full set's fold: they reuse its subset scores

@@ -414,13 +414,13 @@ def cross_validate(X, y, groups, blocks, cfg: StackConfig, final_predict: np.nda
     Returns {"scored": indices scored, "stack": preds, "heads": {name: preds}, "folds": fold id,
     "info": ...}; predictions are aligned with ``scored``.
 
-    ``final_predict`` (rows of features, split/cross only): also fit the final model (what
-    ``fit_stack`` with the reused tuning gives) in the same pass over the workers as the outer
-    folds, and predict these rows with it: adds "final" (the StackedModel),
+    ``final_predict`` (rows of features): also fit the final model (split/cross: what ``fit_stack``
+    with the reused tuning gives; full: what ``fit_stack`` on everything gives) in the same graph of
+    tasks as the outer folds, and predict these rows with it: adds "final" (the StackedModel),
     "final_predictions" and "final_in_sample" ((rows, predictions) of the training items not
-    scored: split's tuning set). One pass keeps the workers busy to the end where four passes
-    (searches, outer folds, final fit, predictions) each ended with idle workers: a head's refits
-    start as soon as its own search is done (task_pool.run_graph).
+    scored: split's tuning set; none otherwise). One graph keeps the workers busy to the end where
+    four passes (searches, outer folds, final fit, predictions) each ended with idle workers: a
+    head's refits start as soon as its own search is done (task_pool.run_graph).
     """
     n = len(y)
     cfg_in = cfg

@@ -110,6 +110,11 @@ class _LocalPool:
     def result(future):
         return future.result()
 
+    def abort(self, running: list) -> None:
+        # kill the workers: else the reusable pool runs the other tasks to the end, and the process
+        # waits for them at exit (a failed search beside others: minutes); the next call starts a new pool
+        self.executor.shutdown(wait=False, kill_workers=True)
+
     def close(self):
         shutil.rmtree(self.folder, ignore_errors=True)
 
@@ -143,6 +148,10 @@ class _RayPool:
             return self.ray.get(ref)
         except self.ray.exceptions.RayTaskError as err:  # the head's own error, as a local run raises it
             raise err.as_instanceof_cause() from None
+
+    def abort(self, running: list) -> None:
+        for ref in running:
+            self.ray.cancel(ref, force=True)
 
     def close(self):
         pass
@@ -188,6 +197,9 @@ def run_graph(tasks: Iterable[Task], n_jobs: int, desc: str, engine: str = "loca
                 running[pool.submit(task)] = task
             for fut in pool.wait(list(running)):
                 finished(running.pop(fut), pool.result(fut))
+    except BaseException:  # a task failed, or Ctrl-C: the other tasks' results are not wanted, stop them now
+        pool.abort(list(running))
+        raise
     finally:
         bar.close()
         pool.close()

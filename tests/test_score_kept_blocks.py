@@ -187,3 +187,17 @@ def test_the_blocks_read_are_the_kept_ones_plus_what_a_generator_probe_reads():
     assert _blocks_read(ProbedModel(stack, GeneratorProbe(blocks=blocks)), blocks, 22) == ["generator", "nss", "prompt"]
     only_nss = SimpleNamespace(info={"block_selection": {"kept": ["nss"]}})  # no generator block read: no probe either
     assert _blocks_read(ProbedModel(only_nss, GeneratorProbe(blocks=blocks)), blocks, 22) == ["nss"]
+
+
+def test_predict_places_a_kept_block_by_its_store_key_not_its_name():
+    """Two configurations of one extractor are named by their keys at fit time; loaded alone, the kept one is
+    named by the extractor. Its columns must still land in its place (they were zeros, silently)."""
+    from types import SimpleNamespace
+
+    from regressors.workflow import _model_columns
+
+    X = np.arange(12.0).reshape(4, 3)
+    data = SimpleNamespace(X=X, blocks={"nss": [0, 3]}, keys={"nss": "nss-bbb"})
+    info = {"features": [{"block": "nss-aaa", "key": "nss-aaa", "dim": 2}, {"block": "nss-bbb", "key": "nss-bbb", "dim": 3}],
+            "kept_blocks": ["nss-bbb"]}
+    np.testing.assert_array_equal(_model_columns(data, info), np.hstack([np.zeros((4, 2)), X]))

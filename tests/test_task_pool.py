@@ -90,3 +90,40 @@ def test_no_room_for_the_shared_arrays_is_one_clear_line(monkeypatch):
     big = np.zeros(SHARE_BYTES // 8 + 10)
     with pytest.raises(RuntimeError, match=r"cannot write a 1 MB array .*No space left on device.*TMPDIR.*--jobs 1"):
         run_tasks(_describe, [(big,), (big,)], n_jobs=2, desc="test")
+
+
+def _write_pid_then_sleep(path: str) -> None:
+    import os
+
+    Path(path).write_text(str(os.getpid()))
+    time.sleep(120)
+
+
+def _fail_when(path: str):
+    _wait_for(path)  # the slow task is running
+    raise ValueError("search failed")
+
+
+def _alive(pid: int) -> bool:
+    import os
+
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    with open(f"/proc/{pid}/stat") as fh:  # a zombie awaiting its parent counts as gone
+        return fh.read().split(")")[-1].split()[0] != "Z"
+
+
+def test_a_failing_task_stops_the_others_and_the_pool_works_again(tmp_path):
+    """The reusable pool ran the other tasks to the end (and the process waited for them at exit)."""
+    pid_file = str(tmp_path / "pid")
+    with pytest.raises(ValueError, match="search failed"):
+        run_graph([task("slow", _write_pid_then_sleep, pid_file, priority=(0,)),
+                   task("bad", _fail_when, pid_file, priority=(1,))], n_jobs=2, desc="test")
+    pid = int(Path(pid_file).read_text())
+    end = time.monotonic() + 30
+    while _alive(pid) and time.monotonic() < end:
+        time.sleep(0.1)
+    assert not _alive(pid), "the slow task's worker is still running"
+    assert run_tasks(abs, [(-1,), (-2,)], n_jobs=2, desc="test") == [1, 2]
