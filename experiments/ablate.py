@@ -173,6 +173,12 @@ class ParamCache:
         hit = self.data.get(key)
         return None if hit is None else hit["params"]
 
+    def snapshot(self) -> "ParamCache":
+        """A copy of the entries, with no file: what a task reads while this one is still being written to."""
+        copy = ParamCache(None)
+        copy.data = dict(self.data)
+        return copy
+
     def put(self, key: str, params: dict, meta: dict) -> None:
         self.data[key] = {"params": params, **meta}
         if self.path is not None:
@@ -192,7 +198,7 @@ def _json_default(o):
 # ------------------------------------------------------------------------ running
 def _fold_oof(X_all, cols, y, groups, bmap: dict, subset: list[str], head: str, k: int, tr, te, *, trials: int,
               inner_folds: int, seed: int, protocol: str, select: bool, select_cache: dict | None,
-              key_parts: dict, known: dict) -> tuple[np.ndarray, list[str], str, dict | None, dict]:
+              key_parts: dict, known: ParamCache) -> tuple[np.ndarray, list[str], str, dict | None, dict]:
     """One outer fold of one configuration (its columns ``cols`` of ``X_all``, block map ``bmap``): (predictions
     of rows ``te``, blocks read, the tuning cache key,
     {"params", "inner_score"} tuned here or None when ``known`` (the cache's entries) had them, the fold's
@@ -217,7 +223,7 @@ def _fold_oof(X_all, cols, y, groups, bmap: dict, subset: list[str], head: str, 
         if use != list(subset):
             base["use"] = use
     ck = ParamCache.key(**key_parts, **({"use": use} if "use" in base else {}))
-    hit = known.get(ck, {}).get("params")
+    hit = known.get(ck)
     tuned = None
     if trials > 0 and hit is None:
         res = tune_head(head, X[tr], y[tr], groups[tr], base_params=base, n_trials=trials, n_splits=inner_folds,
@@ -257,7 +263,7 @@ def ablation_oof(blocks: Blocks, confs: list, head: str, folds, *, trials: int, 
         # the arrays as the task's own arguments (large ones reach the workers as memory maps), the rest bound
         fn = partial(_fold_oof, trials=trials, inner_folds=inner_folds, seed=seed, protocol=protocol, select=select,
                      select_cache=select_cache, key_parts=parts,
-                     known=dict(cache.data))  # a snapshot: `then` adds entries while tasks are being sent
+                     known=cache.snapshot())  # `then` adds entries while tasks are being sent
         return task((label, k), fn, X_all, cols, blocks.y, blocks.groups, bmap, subset, head, k, tr, te,
                     priority=(0 if label == ALL else 1, -len(subset), k))
 

@@ -300,10 +300,9 @@ def _run_tuning(tunings: list[_Tuning], blocks, cfg: StackConfig, desc: str, fol
     return tuned, done
 
 
-def _fit_one(spec: HeadSpec, X, y, train, test=None):
-    """One head fitted on rows ``train``; its predictions on rows ``test``, or the fitted head."""
-    head = make_head(spec.kind, **spec.params).fit(X[train], y[train])
-    return head if test is None else head.predict(X[test])
+def _fit_one(spec: HeadSpec, X, y, train):
+    """One head fitted on rows ``train``."""
+    return make_head(spec.kind, **spec.params).fit(X[train], y[train])
 
 
 def fit_heads(specs: list[HeadSpec], X, y, desc: str = "fit", n_jobs: int = 1, engine: str = "local") -> dict[str, Any]:
@@ -375,9 +374,8 @@ def _stacked(heads: dict[str, Any], tuned, t: _Tuning, blocks) -> StackedModel:
 def fit_stack(X, y, groups, blocks, cfg: StackConfig, tag: str = "final", tuned=None) -> StackedModel:
     """Tune on a subset of whole groups, fit the meta-learner there, refit all heads on everything.
 
-    ``tuned``: (specs, meta, info) from an earlier tuning on the same subset (cross_validate's "tuned") (the
-    ``split`` cross-validation tunes on exactly the subset this function would pick), to
-    avoid tuning twice.
+    ``tuned``: (specs, meta, info) from an earlier tuning on the same subset, to avoid tuning twice
+    (cross_validate's "tuned": ``split`` tunes on exactly the subset this function would pick).
     """
     if tuned is not None:
         specs, meta, info = tuned
@@ -425,10 +423,11 @@ def cross_validate(X, y, groups, blocks, cfg: StackConfig, final_predict: np.nda
     n = len(y)
     cfg_in = cfg
     groups_arr = None if groups is None else np.asarray(groups)
+    g = (lambda idx: None if groups_arr is None else groups_arr[idx])
+    everything = np.arange(n)
     nested = resolve_nested(cfg, n)
     cfg = fit_folds(cfg, groups_arr, n, nested)
     if nested in ("split", "cross"):
-        g = (lambda idx: None if groups_arr is None else groups_arr[idx])
         half_a = _tuning_subset(groups_arr, n, cfg, cfg.seed)
         half_b = np.setdiff1d(np.arange(n), half_a)
         # (tuning rows, scored rows): split scores the rest once; cross also swaps the roles, so that
@@ -442,7 +441,6 @@ def cross_validate(X, y, groups, blocks, cfg: StackConfig, final_predict: np.nda
         scored = np.concatenate([rest for _, rest in passes])
         unscored = np.setdiff1d(np.arange(n), scored)  # split: the tuning set, predicted in-sample by the final model
         final_rows = np.vstack([X[unscored], final_predict]) if final_predict is not None else None
-        everything = np.arange(n)
 
         def refits(p: int, spec: HeadSpec) -> list:
             """Once a head's search on tuning set p is done: one task per outer fold (each fold's heads train on
@@ -496,8 +494,6 @@ def cross_validate(X, y, groups, blocks, cfg: StackConfig, final_predict: np.nda
     # full: every outer fold's model tuned inside its training fold, as fit_stack would (its own seed), and
     # the final model (when asked) tuned on everything: all of them one graph of tasks on the pool
     folds = make_folds(n, groups_arr, cfg.outer_folds, cfg.seed + 1, cfg.protocol)
-    everything = np.arange(n)
-    g = (lambda idx: None if groups_arr is None else groups_arr[idx])
     tunings = [_model_tuning(X[tr], y[tr], g(tr), StackConfig(**{**cfg.to_dict(), "seed": cfg.seed + 100 * (k + 1)}),
                              f"outer{k}") for k, (tr, _) in enumerate(folds)]
     if final_predict is not None:

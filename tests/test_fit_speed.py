@@ -62,12 +62,18 @@ def test_auto_nesting_by_size():
     assert resolve_nested(cfg, 14000) == "split"
 
 
-def test_fit_keeps_in_sample_predictions_of_the_tuning_set_only(tmp_path):
+def _fit_toy(tmp_path, nested: str, heads: str):
+    """`regressors fit` on the toy store with a small budget; (store, run folder)."""
     store = _make_store(tmp_path / "toy.h5")
     out = tmp_path / "out"
     assert main(["fit", "--track", "image", "--store", str(store), "--extractors", "generator,prompt_minilm",
                  "--out", str(out), "--trials", "0", "--folds", "3", "--tune-folds", "2", "--pca", "0",
-                 "--bootstrap", "0", "--nested", "split", "--heads", "svr,knn", "--jobs", "2"]) == 0
+                 "--bootstrap", "0", "--nested", nested, "--heads", heads, "--jobs", "2"]) == 0
+    return store, out
+
+
+def test_fit_keeps_in_sample_predictions_of_the_tuning_set_only(tmp_path):
+    store, out = _fit_toy(tmp_path, "split", "svr,knn")
     pred = pd.read_csv(out / "predictions.csv")
     m = json.loads((out / "metrics.json").read_text())
     assert m["timing"]["final_fit_s"] < m["timing"]["cross_validation_s"]  # split: fitted in the outer folds' pass
@@ -128,11 +134,7 @@ def test_full_nesting_fits_every_outer_fold_and_the_final_model_as_fit_stack_doe
 
 
 def test_fit_with_cross_nesting_scores_every_training_item(tmp_path):
-    store = _make_store(tmp_path / "toy.h5")
-    out = tmp_path / "out"
-    assert main(["fit", "--track", "image", "--store", str(store), "--extractors", "generator,prompt_minilm",
-                 "--out", str(out), "--trials", "0", "--folds", "3", "--tune-folds", "2", "--pca", "0",
-                 "--bootstrap", "0", "--nested", "cross", "--heads", "enet,knn", "--jobs", "2"]) == 0
+    store, out = _fit_toy(tmp_path, "cross", "enet,knn")
     m = json.loads((out / "metrics.json").read_text())
     assert m["nested"] == "cross" and m["n"] == 240 and "other share" in m["nested_note"]
     pred = pd.read_csv(out / "predictions.csv")
