@@ -91,3 +91,30 @@ def test_a_shared_cache_scores_each_subset_once(data, monkeypatch):
     # a configuration offering fewer blocks (an ablation's "all - noise" row) reuses the scores
     sub = {"generator": blocks["generator"], "prompt": blocks["prompt"]}
     assert select_blocks(X, y, groups, sub, pca=None, cache=cache)[0] == kept
+
+
+def test_a_drop_the_tuned_heads_do_not_confirm_is_not_made(data, monkeypatch):
+    """The proxies only propose: when they would drop a block the tuned stack needs (on label sets the untuned
+    proxies rated the prompt block useless where the tuned heads gained 0.02-0.09 from it), every block stays
+    and the stack is the very one fitted without selection."""
+    import regressors.stacking as stacking
+
+    X, y, groups, blocks = data
+    cfg = StackConfig(n_trials=2, outer_folds=3, tune_folds=3, nested="split", pca=None, heads=("svr", "enet"),
+                      n_jobs=1, tune_fraction=0.4)
+
+    def proxies_drop_the_prompt(X, y, groups, blocks, **kw):
+        return ["generator", "noise"], {"kept": ["generator", "noise"], "dropped": ["prompt"], "scores": {}}
+
+    monkeypatch.setattr(stacking, "select_blocks", proxies_drop_the_prompt)
+    cv = cross_validate(X, y, groups, blocks, cfg)
+    sel = cv["info"]["tuning_set"]["block_selection"]
+    assert sel["proposed"] == ["generator", "noise"] and sel["kept"] == ["generator", "prompt", "noise"]
+    assert sel["confirm"]["kept"] == "all blocks" and sel["confirm"]["all_blocks"] > sel["confirm"]["proposed"] + 0.05
+    off = cross_validate(X, y, groups, blocks, StackConfig(**{**cfg.to_dict(), "select_blocks": False}))
+    np.testing.assert_allclose(cv["stack"], off["stack"], rtol=1e-12, atol=1e-12)
+    # without the confirmation (the rule before issue 20) the proxies' drop is made, and costs
+    blind = cross_validate(X, y, groups, blocks, StackConfig(**{**cfg.to_dict(), "select_confirm": False}))
+    s = cv["scored"]
+    assert blind["info"]["tuning_set"]["block_selection"]["kept"] == ["generator", "noise"]
+    assert main_score(blind["stack"], y[s]) < main_score(cv["stack"], y[s]) - 0.05
