@@ -143,7 +143,7 @@ def run_fit(ps, data, cfg, cache: Path | None, code: str, holdout: float = 0.0) 
         out["rows"], out["pred"] = np.asarray(out["rows"], int), np.asarray(out["pred"], float)
         out["reused"] = True
         return out
-    t0 = time.perf_counter()
+    t0, cpu0 = time.perf_counter(), cpu_seconds()
     if holdout:
         train, test = holdout_split(data.groups, holdout, seed=1000 + cfg.seed)
         cv = cross_validate(data.X[train], data.y[train], data.groups[train], data.blocks, cfg,
@@ -153,6 +153,7 @@ def run_fit(ps, data, cfg, cache: Path | None, code: str, holdout: float = 0.0) 
         cv = cross_validate(data.X, data.y, data.groups, data.blocks, cfg)
         rows, pred = cv["scored"], cv["stack"]
     out = {"rows": np.asarray(rows, int), "pred": np.asarray(pred, float), "seconds": time.perf_counter() - t0,
+           "cpu_seconds": cpu_seconds() - cpu0,
            "nested": cv["info"]["nested"], "kept": _kept(cv["info"]),
            "selections": _selections(cv["info"]), "load": os.getloadavg()[0], "reused": False}
     if path is not None:
@@ -161,6 +162,23 @@ def run_fit(ps, data, cfg, cache: Path | None, code: str, holdout: float = 0.0) 
         tmp.write_text(json.dumps({**out, "rows": out["rows"].tolist(), "pred": out["pred"].tolist()}))
         tmp.replace(path)
     return out
+
+
+def cpu_seconds() -> float:
+    """CPU time (user + system) of this process and its worker processes so far; NaN without psutil. On a shared
+    machine this, not the wall time, says what the panel costs: 2 idle cores do ~2 CPU-seconds per second."""
+    try:
+        import psutil
+    except ImportError:
+        return float("nan")
+    me = psutil.Process()
+    total = sum(me.cpu_times()[:2])
+    for child in me.children(recursive=True):
+        try:
+            total += sum(child.cpu_times()[:2])
+        except psutil.Error:  # a worker that just ended
+            pass
+    return total
 
 
 def holdout_split(groups: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -216,7 +234,9 @@ def summarise(rows: list[dict]) -> dict:
                       "ties": sum(r["outcome"] == "tie" for r in rs),
                       "below_minus_tolerance": [r["set"] for r in rs if r["delta"] < -TOLERANCE],
                       "seconds_default": float(sum(r["seconds_default"] for r in rs)),
-                      "seconds_alt": float(sum(r["seconds_alt"] for r in rs))}
+                      "seconds_alt": float(sum(r["seconds_alt"] for r in rs)),
+                      "cpu_seconds_default": float(sum(r.get("cpu_seconds_default") or np.nan for r in rs)),
+                      "cpu_seconds_alt": float(sum(r.get("cpu_seconds_alt") or np.nan for r in rs))}
     return out
 
 
@@ -242,7 +262,8 @@ def render(result: dict) -> str:
                       f"worst {s['worst_delta']:+.4f} ({s['worst_set']}), best {s['best_delta']:+.4f}; "
                       f"wins / losses / ties {s['wins']} / {s['losses']} / {s['ties']}; "
                       f"sets with Δ < −{TOLERANCE}: {below}. Fit time default {s['seconds_default'] / 60:.1f} min, "
-                      f"alternative {s['seconds_alt'] / 60:.1f} min.", ""]
+                      f"alternative {s['seconds_alt'] / 60:.1f} min (CPU {s.get('cpu_seconds_default', np.nan) / 60:.1f} "
+                      f"and {s.get('cpu_seconds_alt', np.nan) / 60:.1f} min).", ""]
     return "\n".join(lines)
 
 
@@ -346,6 +367,7 @@ def run_panel(args) -> int:
                    "nested_alt": alt["nested"], "main_default": ma, "main_alt": mb, "delta": ma - mb,
                    "delta_lo": lo, "delta_hi": hi, "outcome": outcome(lo, hi),
                    "seconds_default": ref["seconds"], "seconds_alt": alt["seconds"],
+                   "cpu_seconds_default": ref.get("cpu_seconds"), "cpu_seconds_alt": alt.get("cpu_seconds"),
                    "kept_default": ref["kept"], "kept_alt": alt["kept"], "reused": [ref["reused"], alt["reused"]]}
             rows.append(row)
             print(f"{ps.name:22s} {alt_label(ov):28s} n {len(common):5d}  default {ma:.4f}  alt {mb:.4f}  "

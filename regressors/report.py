@@ -84,8 +84,8 @@ def markdown_report(metrics: dict) -> str:
         if confirm:  # the proxies proposed a drop; the tuned stacks on both layouts decided
             lines.append(f"\nThe proxies proposed {', '.join(sel.get('proposed', []))}; tuned stacks on the tuning set "
                          f"(out-of-fold main): all blocks {confirm['all_blocks']:.3f}, proposed "
-                         f"{confirm['proposed']:.3f} (kept: {confirm['kept']}; a drop needs the proposed subset within "
-                         f"{confirm['margin']} of all blocks).")
+                         f"{confirm['proposed']:.3f} (kept: {confirm['kept']}; a drop needs the proposed subset "
+                         f"{confirm['margin']} above all blocks).")
     w = metrics.get("meta_weights", {})
     if w:
         lines += ["", "## Meta-learner weights (non-negative)", "", "| head | weight |", "|---|---|"]

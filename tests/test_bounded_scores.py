@@ -72,7 +72,7 @@ def test_the_meta_learner_is_fitted_on_bounded_out_of_fold_predictions():
 
     lay.specs = [HeadSpec("a", "enet", {}, False), HeadSpec("b", "enet", {}, False)]
     lay.results = {0: ({}, {}, good), 1: ({}, {}, wild)}
-    _, meta, _, pred = _stack_layout(t, lay)
+    _, meta, _, pred, _ = _stack_layout(t, lay)
     expected = _fit_meta(np.clip(np.column_stack([good, wild]), y.min(), y.max()), y)
     np.testing.assert_allclose(meta.coef_, expected.coef_)
     assert meta.coef_[1] > 0.1  # bounded, the head that is right on 195 items keeps its say
