@@ -303,6 +303,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--code", default=None, help="import regressors from this checkout (e.g. an older commit "
                     "unpacked with git archive) instead of this one")
     ap.add_argument("--code-label", default=None, help="what --code is (e.g. main@014f738), for the JSON")
+    ap.add_argument("--hindsight", default=None, metavar="SET",
+                    help="instead: every non-empty subset of SET's blocks without selection, and the default on all "
+                         "of them (the best subset in hindsight is the bar for block selection)")
     ap.add_argument("--list", action="store_true", help="list the sets and exit")
     ap.add_argument("--render", nargs="+", default=None, help="print the markdown of these panel JSON files")
     args = ap.parse_args(argv)
@@ -343,6 +346,8 @@ def run_panel(args) -> int:
     code = code_hash()
     base = StackConfig(**{**StackConfig().to_dict(), **parse_alt(args.base), "n_trials": args.trials,
                           "n_jobs": args.jobs})
+    if args.hindsight:
+        return hindsight(args, base, code)
     alts = [parse_alt(a) for a in (args.alt or ["select_blocks=false"])]
     sets = select_sets(args.sets)
     started, load0 = time.strftime("%Y-%m-%dT%H:%M:%S%z"), [round(x, 2) for x in os.getloadavg()]
@@ -391,6 +396,46 @@ def run_panel(args) -> int:
     Path(args.md or out.with_suffix(".md")).write_text(md + "\n")
     print("\n" + md)
     print(f"wrote {out} and {args.md or out.with_suffix('.md')} ({meta['seconds'] / 60:.1f} min)")
+    return 0
+
+
+def hindsight(args, base, code: str) -> int:
+    """Every non-empty subset of one set's blocks, fitted without selection, against the default on all blocks."""
+    import itertools
+
+    from panel_sets import CACHE, load_set
+    from regressors.metrics import main_score
+
+    (ps,) = select_sets(args.hindsight)
+    data = load_set(ps)
+    cache = None if args.no_reuse else CACHE / "fits"
+    names = [b for b in data.blocks if not (ps.noise and b == "noise")]
+    ref = run_fit(ps, data, base, cache, code)
+    off = dataclasses.replace(base, select_blocks=False)
+    rows = []
+    for r in range(1, len(names) + 1):
+        for sub in itertools.combinations(names, r):
+            sp = dataclasses.replace(ps, keep=sub, noise=False)
+            fit = run_fit(sp, load_set(sp), off, cache, code)
+            common, ia, ib = np.intersect1d(ref["rows"], fit["rows"], return_indices=True)
+            y, g = data.y[common], data.groups[common]
+            lo, hi = paired_bootstrap(ref["pred"][ia], fit["pred"][ib], y, g, args.n_boot, seed=0)
+            rows.append({"subset": "+".join(sub), "main": main_score(fit["pred"][ib], y),
+                         "default_minus_subset": main_score(ref["pred"][ia], y) - main_score(fit["pred"][ib], y),
+                         "ci": [lo, hi], "seconds": fit["seconds"]})
+            print(f"{'+'.join(sub):50s} main {rows[-1]['main']:.4f}  default − subset "
+                  f"{rows[-1]['default_minus_subset']:+.4f} [{lo:+.4f}, {hi:+.4f}]", flush=True)
+    best = max(rows, key=lambda r: r["main"])
+    main_default = main_score(ref["pred"], data.y[ref["rows"]])
+    summary = {"set": ps.name, "default": main_default, "default_kept": ref["kept"], "best_subset": best["subset"],
+               "best_main": best["main"], "default_minus_best": main_default - best["main"]}
+    print(json.dumps(summary, indent=1))
+    meta = {"date": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "commit": _git("rev-parse", "HEAD"),
+            "code_label": args.code_label, "code_hash": code, "machine": f"{platform.node()} {_cpu_model()}",
+            "cpu_count": os.cpu_count(), "load_avg": [round(x, 2) for x in os.getloadavg()],
+            "command": " ".join(["python", *sys.argv]), "trials": args.trials}
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps({"meta": meta, "rows": rows, "summary": summary}, indent=1) + "\n")
     return 0
 
 

@@ -58,6 +58,7 @@ class PanelSet:
     gens: int | None = None  # generators drawn (None: all)
     seed: int = 0
     noise: bool = False  # add a 1,000-column standard-normal block
+    keep: tuple[str, ...] | None = None  # only these blocks (panel.py --hindsight: every subset of a set's blocks)
 
     @property
     def family(self) -> str:
@@ -217,6 +218,11 @@ def load_set(ps: PanelSet) -> SetData:
     if ps.n is not None:
         rows = recipe_rows(base.generators, base.prompts, ps.n, ps.gens, ps.seed)
         X, blocks = _restrict_generator(base.X, base.blocks, rows)
+    if ps.keep is not None:
+        from regressors.heads import blocks_from_dims
+
+        X = np.hstack([X[:, blocks[b][0]:blocks[b][1]] for b in ps.keep])
+        blocks = blocks_from_dims({b: blocks[b][1] - blocks[b][0] for b in ps.keep})
     if ps.noise:
         from regressors.heads import blocks_from_dims
 
