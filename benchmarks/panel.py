@@ -172,7 +172,9 @@ def cpu_seconds() -> float:
     except ImportError:
         return float("nan")
     me = psutil.Process()
-    total = sum(me.cpu_times()[:2])
+    t = me.cpu_times()
+    # this process, its ended (reaped) worker processes, and the live ones (loky replaces idle workers)
+    total = t.user + t.system + t.children_user + t.children_system
     for child in me.children(recursive=True):
         try:
             total += sum(child.cpu_times()[:2])
@@ -249,22 +251,32 @@ def render(result: dict) -> str:
              f"{m['trials']} trials per tuned head; `{m['command']}`", ""]
     for label, s in result["summary"].items():
         lines += [f"**default − `{label}`** (main; Δ = default − alternative, 95% paired bootstrap over groups)", "",
-                  "| set | items (scored) | nesting | default | alternative | Δ [95% CI] | | blocks kept (default; alt) |",
+                  "| set | items (scored) | nesting | default | alternative | Δ [95% CI] | | blocks read: default / alternative |",
                   "|---|---|---|---|---|---|---|---|"]
         for r in (r for r in result["rows"] if r["alt"] == label):
-            kept = "; ".join(sorted(set(r["kept_default"]))) or "all (no selection)"
-            kept_alt = "; ".join(sorted(set(r["kept_alt"]))) or "all (no selection)"
             lines.append(f"| {r['set']} | {r['n']} ({r['n_scored']}) | {r['nested']} | {r['main_default']:.3f} | "
                          f"{r['main_alt']:.3f} | {r['delta']:+.3f} [{r['delta_lo']:+.3f}, {r['delta_hi']:+.3f}] | "
-                         f"{r['outcome']} | {kept}; {kept_alt} |")
+                         f"{r['outcome']} | {_kept_cell(r['kept_default'])} / {_kept_cell(r['kept_alt'])} |")
         below = ", ".join(s["below_minus_tolerance"]) or "none"
+        cpu = (s.get("cpu_seconds_default"), s.get("cpu_seconds_alt"))
+        cpu_note = (f" (CPU {cpu[0] / 60:.1f} and {cpu[1] / 60:.1f} min)"
+                    if all(c is not None and c == c and c > 0 for c in cpu) else "")
         lines += ["", f"Summary: {s['sets']} sets, mean Δ {s['mean_delta']:+.4f}, median {s['median_delta']:+.4f}, "
                       f"worst {s['worst_delta']:+.4f} ({s['worst_set']}), best {s['best_delta']:+.4f}; "
                       f"wins / losses / ties {s['wins']} / {s['losses']} / {s['ties']}; "
                       f"sets with Δ < −{TOLERANCE}: {below}. Fit time default {s['seconds_default'] / 60:.1f} min, "
-                      f"alternative {s['seconds_alt'] / 60:.1f} min (CPU {s.get('cpu_seconds_default', np.nan) / 60:.1f} "
-                      f"and {s.get('cpu_seconds_alt', np.nan) / 60:.1f} min).", ""]
+                      f"alternative {s['seconds_alt'] / 60:.1f} min{cpu_note}.", ""]
     return "\n".join(lines)
+
+
+def _kept_cell(kept: list[str]) -> str:
+    """'generator+prompt_minilm (3/5), generator (2/5)': the blocks each tuning set kept, counted."""
+    if not kept:
+        return "all"
+    counts = {k: kept.count(k) for k in dict.fromkeys(kept)}
+    if len(counts) == 1:
+        return next(iter(counts)) + (f" ({len(kept)}/{len(kept)})" if len(kept) > 1 else "")
+    return ", ".join(f"{k} ({c}/{len(kept)})" for k, c in sorted(counts.items(), key=lambda kv: -kv[1]))
 
 
 def _git(*args: str, cwd: Path = REPO) -> str:
