@@ -16,6 +16,7 @@ from .report import markdown_report, per_group, safe_evaluate, scatter_plot, wri
 from .rundir import staged
 from .stacking import StackConfig, cross_validate
 from .submission import check_names, write_submission
+from .trust import fit_trust
 
 MODEL_DIR = "model"  # the bundle folder inside a run folder
 NESTED_NOTE = {
@@ -249,6 +250,9 @@ def _fit_into(out_dir: Path, final_dir: Path, track, store, data, splits, refuse
     if probe_info is not None:
         metrics["generator_probe"] = probe_info
     info = _bundle_info(track, target, store, data, cfg, metrics, model)
+    # in_domain and score_lo/score_hi: calibrated on the cross-validated items, saved with the model
+    info["trust"] = metrics["trust"] = fit_trust(model, data.X, data.y, data.groups, info, cv, seed=cfg.seed,
+                                                 protocol=cfg.protocol)
     bundle_io.save_bundle(out_dir / MODEL_DIR, model, info)
     metrics["kept_blocks"] = info["kept_blocks"]
     warning = bundle_io.metadata_only_warning(info)

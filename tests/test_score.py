@@ -57,9 +57,10 @@ def test_a_folder_is_scored_then_cached_and_an_edited_file_recomputed(model, tmp
     df = pd.read_csv(io.StringIO(out))
     names = sorted(p.name for p in folder.glob("*.png"))
     assert [Path(p).name for p in df["path"]] == names  # one row per image, in (sorted) input order
-    assert (df["status"] == "ok").all() and np.isfinite(df["score"]).all() and df["score"].nunique() > 1
+    # the model reads the prompt and none was given: scored with an empty one, and every row says so
+    assert (df["status"] == "no_prompt").all() and np.isfinite(df["score"]).all() and df["score"].nunique() > 1
     assert "skipped 1 file(s) that are not media: notes.md" in err
-    assert "without a prompt" in err and "generator_unknown" in err
+    assert "scored without a prompt (status no_prompt)" in err and "generator_unknown" in err
     assert f"features computed for {len(names) + 1} item-block(s)" in err  # nss per image + one (empty) prompt
 
     rc, out2, err = _score(capsys, bundle, folder, "--cache", cache)
@@ -131,7 +132,7 @@ def test_wrong_media_kind_and_unknown_generator(model, tmp_path, capsys):
                           "--cache", tmp_path / "c.h5")
     assert rc == 1
     df = pd.read_csv(io.StringIO(out), keep_default_na=False)
-    assert df["status"].tolist() == ["ok", "failed", "failed"]
+    assert df["status"].tolist() == ["no_prompt", "failed", "failed"]  # scored (with an empty prompt), two failed
     assert "a video, but this model scores images" in df["error"][1] and "clip.gif" in df["error"][1]
     assert "file not found" in df["error"][2]
     assert "generator_unknown flag" in err
@@ -145,7 +146,10 @@ def test_predictor_api(model, tmp_path):
     assert p.track == "image" and p.target == "mos" and "fakegen-blur" in p.vocabulary
     paths = [str(heldout / x) for x in listing["path"][:4]]
     df = p.score(paths, prompts=listing["prompt"][:4].tolist(), generators=listing["generator"][:4].tolist())
-    assert list(df.columns) == ["path", "score", "status", "error"] and (df["status"] == "ok").all()
+    assert list(df.columns) == ["path", "score", "score_lo", "score_hi", "in_domain", "domain_score", "status",
+                                "error"] and (df["status"] == "ok").all()
+    assert (df["score_lo"] <= df["score"]).all() and (df["score"] <= df["score_hi"]).all()
+    assert df["in_domain"].map(type).eq(bool).all() and np.isfinite(df["domain_score"]).all()
     assert {"load_s", "extraction_s", "prediction_s"} <= set(p.timings)
     ims = [Image.open(x) for x in paths]
     df2 = p.score_images(ims, listing["prompt"][:4].tolist(), listing["generator"][:4].tolist())

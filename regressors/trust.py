@@ -1,0 +1,137 @@
+"""How far to trust each score: the applicability domain and the prediction interval, fitted with the model.
+
+``fit_trust`` (training time) fits a :class:`~regressors.domain.DomainDetector` on the blocks the model
+reads and a :class:`~regressors.conformal.ConformalIntervals` on the cross-validated residuals, and keeps
+both on the fitted model (``model.domain_``, ``model.intervals_``): they are saved inside ``model.skops``
+as plain scikit-learn objects and arrays. ``assess`` (scoring time: ``aigcq score``, ``Predictor.score``,
+``aigcq predict``) gives per item ``score_lo``, ``score_hi``, ``in_domain`` and ``domain_score``.
+A bundle saved before these existed gives NaN / NA in those columns.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from .conformal import DEFAULT_LEVEL, ConformalIntervals, fit_intervals, head_spread
+from .domain import DomainDetector, measured_blocks
+
+TRUST_COLUMNS = ("score_lo", "score_hi", "in_domain", "domain_score")
+
+
+def _spread_heads(model) -> list[str]:
+    """The heads whose disagreement is the ``spread`` difficulty: those the meta-learner weighs."""
+    try:
+        weights = model.weights()
+    except AttributeError:
+        return []
+    return [n for n, w in weights.items() if w > 0]
+
+
+def fit_trust(model, X, y, groups, info: dict, cv: dict, seed: int = 0, protocol: str = "grouped",
+              false_flag_rate: float = 0.01, level: float = DEFAULT_LEVEL) -> dict:
+    """Fit the domain detector and the intervals, attach them to ``model``; returns what bundle.json records."""
+    from .bundle import kept_blocks
+
+    y = np.asarray(y, float)
+    y_min, y_max = float(np.min(y)), float(np.max(y))
+    kept = kept_blocks(info)
+    blocks = measured_blocks(info["features"], kept)
+    kinds = {f["block"]: f.get("kind") for f in info["features"]}
+    out: dict = {}
+    oof_distance = None
+    if blocks:
+        det = DomainDetector(blocks, false_flag_rate=false_flag_rate, seed=seed, protocol=protocol,
+                             label_only=all(kinds.get(b) == "text" for b in blocks)).fit(X, groups)
+        oof_distance = det.oof_scores_
+        del det.oof_scores_  # calibration data, not needed to score
+        model.domain_ = det
+        out["domain"] = det.summary()
+    else:
+        model.domain_ = None
+        out["domain"] = {"blocks": [], "label_only": True,
+                         "note": f"the model reads only {', '.join(kept)}: no distance to measure"}
+    scored = np.asarray(cv["scored"])
+    pred = np.clip(np.asarray(cv["stack"], float), y_min, y_max)  # the scores are bounded to the same range
+    residuals = y[scored] - pred
+    difficulties: dict = {"standard": None}
+    heads = [h for h in _spread_heads(model) if h in cv["heads"]]
+    if len(heads) > 1:
+        difficulties["spread"] = head_spread({h: cv["heads"][h] for h in heads}, y_min, y_max)
+    if oof_distance is not None:
+        difficulties["distance"] = oof_distance[scored]
+    g = None if groups is None or protocol != "grouped" else np.asarray(groups)[scored]
+    ci, summary = fit_intervals(residuals, difficulties, g, y_min, y_max, level=level, seed=seed)
+    ci.heads_ = heads if ci.mode_ == "spread" else []
+    model.intervals_ = ci
+    out["intervals"] = summary
+    return out
+
+
+def assess(model, X, pred, level: float | None = None) -> dict[str, np.ndarray]:
+    """Per row of ``X`` (whose scores are ``pred``): score_lo, score_hi, in_domain (True/False, or None
+    when the model has no detector), domain_score."""
+    n = len(pred)
+    out = {"score_lo": np.full(n, np.nan), "score_hi": np.full(n, np.nan),
+           "in_domain": np.full(n, None, dtype=object), "domain_score": np.full(n, np.nan)}
+    if n == 0:
+        return out
+    det: DomainDetector | None = getattr(model, "domain_", None)
+    if det is not None:
+        out["domain_score"] = det.score(X)
+        out["in_domain"] = (out["domain_score"] <= 1.0).astype(object)
+    ci: ConformalIntervals | None = getattr(model, "intervals_", None)
+    if ci is not None:
+        difficulty = None
+        if ci.mode_ == "spread":
+            heads = model.predict_heads(X)
+            difficulty = head_spread({h: heads[h] for h in ci.heads_}, ci.y_min_, ci.y_max_)
+        elif ci.mode_ == "distance":
+            difficulty = out["domain_score"]
+        out["score_lo"], out["score_hi"] = ci.interval(pred, difficulty, level)
+    return out
+
+
+def has_trust(model) -> tuple[bool, bool]:
+    """(has a domain detector, has intervals)."""
+    return getattr(model, "domain_", None) is not None, getattr(model, "intervals_", None) is not None
+
+
+def card_lines(info: dict) -> list[str]:
+    """MODEL.md's section on in_domain, domain_score, score_lo and score_hi."""
+    t = info.get("trust")
+    if not t:
+        return ["## Trust", "", "This bundle predates `in_domain` and prediction intervals: those columns are empty "
+                "when scoring; train again to get them.", ""]
+    target = info.get("target", {})
+    lines = ["## Trust in each score", ""]
+    lo, hi = target.get("min"), target.get("max")
+    if lo is not None and hi is not None:
+        lines += [f"Prediction intervals are bounded to the training target range {lo:.3f} – {hi:.3f}.", ""]
+    d = t.get("domain", {})
+    if d.get("blocks"):
+        judged = ", ".join(d["blocks"])
+        lines += [f"`in_domain` says whether an item's features ({judged}) lie as close to the training items as "
+                  f"held-out training items do: `domain_score` is its mean distance to its {d.get('n_neighbors')} "
+                  f"nearest training items, per block over that block's typical held-out distance, largest block "
+                  f"first, and over the boundary; above 1 is `in_domain` False. The boundary was set on out-of-fold "
+                  f"training items (new prompts) so that {100 * d.get('false_flag_rate', 0):.0f}% of them would be "
+                  f"flagged ({100 * d.get('oof_flag_rate', 0):.1f}% were, of {d.get('calibration_items')}). A score "
+                  "out of domain is an extrapolation: treat it as unknown.", ""]
+        if d.get("label_only"):
+            lines += ["**This model reads no feature of the media itself** (only the prompt and the generator "
+                      "name): `in_domain` judges only whether the prompt is like the training prompts; a text page "
+                      "or noise with a familiar prompt is in domain to it.", ""]
+    else:
+        lines += ["**`in_domain` is empty**: the model reads only the generator name, which has no distance to "
+                  "measure; it cannot tell a foreign input from a familiar one.", ""]
+    iv = t.get("intervals", {})
+    if iv:
+        check = iv.get("cross_conformal", {}).get(iv.get("mode"), {})
+        how = {"standard": "one width for every item",
+               "spread": "wider where the stack's heads disagree on the item",
+               "distance": "wider the farther the item lies from the training items"}.get(iv.get("mode"), "")
+        lines += [f"`score_lo` – `score_hi`: a {100 * iv.get('level', DEFAULT_LEVEL):.0f}% prediction interval "
+                  f"(conformal, on {iv.get('calibration_items')} cross-validated residuals; {how}; "
+                  f"`--level` changes it). Checked on held-out folds of those residuals: coverage "
+                  f"{100 * check.get('coverage', float('nan')):.1f}%, mean width {check.get('mean_width', float('nan')):.3f}.",
+                  ""]
+    return lines
