@@ -51,6 +51,18 @@ def _text_hash(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()[:20]
 
 
+def _storable(path: str, scratch: Path, j: int) -> str:
+    """``path``, or a link to it in ``scratch`` when its name is not valid UTF-8 (a store records paths as UTF-8:
+    the scratch store would refuse the name, and the run with it)."""
+    try:
+        path.encode("utf-8")
+        return path
+    except UnicodeEncodeError:
+        link = Path(scratch) / f"input-{j}{Path(path).suffix.encode('ascii', 'replace').decode()}"
+        link.symlink_to(path)
+        return str(link)
+
+
 def _identity_diff(a: Any, b: Any, where: str = "") -> list[str]:
     """Paths at which two JSON-like identities differ (``libraries.torch: 2.3 -> 2.4``)."""
     if isinstance(a, dict) and isinstance(b, dict):
@@ -177,6 +189,7 @@ class Predictor:
         for pos, cid in enumerate(ids):
             first.setdefault(cid, pos)
         uniq = list(first)
+        self._cache.touch(uniq)  # used now: the most recent rows when this run's write bounds the cache
         values, done = self._cache.read(key, uniq)
         pending = [cid for cid, ok in zip(uniq, done) if not ok]
         self.computed[f["block"]] = len(pending)
@@ -190,7 +203,6 @@ class Predictor:
                 at = {cid: j for j, cid in enumerate(uniq)}
                 values[[at[cid] for cid in got]] = rows
                 self._cache.keep(key, ex, list(got), rows)
-        self._cache.touch(uniq)
         if values is None:  # nothing cached, nothing computed
             values = np.full((len(uniq), 1), np.nan, np.float32)
         # each unique row spread over the inputs sharing it (same file or prompt)
@@ -211,14 +223,14 @@ class Predictor:
         from features_store import FeatureStore
         from features_store.store import DONE
 
-        items = [Item(index=j, item_id=cid, path=None if ex.kind == "text" else it.abspath,
-                      prompt=it.prompt or "", generator=it.generator) for j, (cid, it) in enumerate(todo)]
-        workers = self.workers if self.workers is not None else (0 if len(items) < 64 else 2)
+        workers = self.workers if self.workers is not None else (0 if len(todo) < 64 else 2)
         if self.threads:
             import torch
 
             torch.set_num_threads(self.threads)
         with self._cache.scratch() as tmp:
+            items = [Item(index=j, item_id=cid, path=None if ex.kind == "text" else _storable(it.abspath, tmp, j),
+                          prompt=it.prompt or "", generator=it.generator) for j, (cid, it) in enumerate(todo)]
             summary = run_extraction(items, ex, Path(tmp) / "scratch.h5", device=self.device,
                                      precision=ex.precision, batch_size=self.batch_size, workers=workers,
                                      progress=self.progress)

@@ -111,9 +111,9 @@ class ScoreCache:
     def writable(self) -> bool:
         return self._unwritable is None
 
-    def _cannot_keep(self, why: str) -> None:
+    def _cannot_keep(self, why: str | None) -> None:
         if self._unwritable is None:
-            self._unwritable = why
+            self._unwritable = why or "not writable"
         self.notes.append(f"the cache {self.path} cannot be written ({why}): features computed now are not kept "
                           "(--cache FILE in a writable folder keeps them)")
 
@@ -207,7 +207,11 @@ class ScoreCache:
         from features_store import Manifest
         from features_store.store import StoreError
 
-        if not len(ids) or not self.writable:
+        if not len(ids):
+            return
+        if not self.writable:
+            if not any("cannot be written" in n for n in self.notes):
+                self._cannot_keep(self._unwritable)
             return
         try:
             with self._open_for_write() as st:
@@ -261,10 +265,17 @@ class ScoreCache:
         used = self._last_used()
         ids = st.item_ids()
         last = np.array([used.get(str(i), 0.0) for i in ids])
-        per_item = size / len(ids)
-        n_keep = int(KEEP_FRACTION * self.max_bytes / per_item)
-        keep = np.sort(np.argsort(-last, kind="stable")[:n_keep])
-        self._rewrite_with(st, keep)
+        by_recency = np.argsort(-last, kind="stable")
+        # the average row (file overhead included) over-estimates a row's share, so this keeps too few rather
+        # than too many; a file still over the bound (a small bound, mostly overhead) is rewritten with fewer
+        n_keep = min(len(ids) - 1, int(len(ids) * KEEP_FRACTION * self.max_bytes / size))
+        while True:
+            keep = np.sort(by_recency[:n_keep])
+            self._rewrite_with(st, keep)
+            now = self.size()
+            if now <= self.max_bytes or n_keep == 0:
+                break
+            n_keep = max(0, min(n_keep - 1, int(n_keep * self.max_bytes / now)))
         self._write_used({str(ids[i]): last[i] for i in keep if last[i] > 0})
         self.notes.append(f"the cache {self.path} reached {size / (1 << 20):.0f} MiB (bound "
                           f"{self.max_bytes / (1 << 20):.0f} MiB): kept the {len(keep)} most recently used of "

@@ -90,9 +90,20 @@ def assess(model, X, pred, level: float | None = None) -> dict[str, np.ndarray]:
     return out
 
 
-def has_trust(model) -> tuple[bool, bool]:
-    """(has a domain detector, has intervals)."""
-    return getattr(model, "domain_", None) is not None, getattr(model, "intervals_", None) is not None
+def trust_summary(trust: dict[str, np.ndarray], y=None) -> dict:
+    """metrics.json of a scored split: how many items are out of domain, the mean interval width, and (labelled)
+    the share of targets inside their interval."""
+    out: dict = {}
+    judged = np.array([v is not None for v in trust["in_domain"]], bool)
+    if judged.any():
+        out["out_of_domain"] = int(sum(1 for v in trust["in_domain"] if v is False))
+    width = trust["score_hi"] - trust["score_lo"]
+    if np.isfinite(width).any():
+        out["interval_mean_width"] = float(np.nanmean(width))
+        if y is not None:
+            y = np.asarray(y, float)
+            out["interval_coverage"] = float(np.mean((y >= trust["score_lo"]) & (y <= trust["score_hi"])))
+    return out
 
 
 def card_lines(info: dict) -> list[str]:

@@ -16,7 +16,8 @@ from .report import markdown_report, per_group, safe_evaluate, scatter_plot, wri
 from .rundir import staged
 from .stacking import StackConfig, cross_validate
 from .submission import check_names, write_submission
-from .trust import fit_trust
+from .in_sample import REFUSE_FROM, overlap, training_items
+from .trust import assess, fit_trust, trust_summary
 
 MODEL_DIR = "model"  # the bundle folder inside a run folder
 NESTED_NOTE = {
@@ -155,7 +156,8 @@ def _bundle_info(track: str, target: str, store, data, cfg: StackConfig, metrics
         "config": cfg.to_dict(),
         "training": {**_store_meta(store), "store": str(store), "split": "train", "items": int(len(y)),
                      "protocol": cfg.protocol, "nested": metrics.get("nested"), "folds": metrics.get("folds"),
-                     "cv": cv, "items_missing_features": data.incomplete or None},
+                     "cv": cv, "items_missing_features": data.incomplete or None,
+                     "item_keys": training_items(store, data.ids)},  # predict's in-sample check (in_sample.py)
     }
 
 
@@ -406,7 +408,9 @@ def legacy_info(meta: dict, where="the legacy model's .json") -> dict:
 
 def predict_command(model_path: str, store: str, split: str, out: str, n_boot: int = 1000,
                     allow_incomplete: bool = False, allow_in_sample: bool = False,
-                    trust_pickle: bool = False, media_check: bool = True) -> dict:
+                    trust_pickle: bool = False, media_check: bool = True, level: float | None = None) -> dict:
+    """Score split ``split`` of ``store``; predictions.csv has per item the prediction, its interval at ``level``
+    (score_lo, score_hi; default the bundle's 90%), in_domain and domain_score (regressors.trust)."""
     info = read_model_info(model_path)  # nothing is loaded before the store and split checks
     # only the blocks the model reads: a block nested selection dropped need not be in the store
     kept = set(bundle_io.kept_blocks(info))
@@ -418,13 +422,19 @@ def predict_command(model_path: str, store: str, split: str, out: str, n_boot: i
     labelled = splits.get(split)
     if labelled is None:
         raise ValueError(f"{store} has no split {split!r}; splits: {sorted(splits)}")
-    in_sample = _is_training_split(info, store, split)
+    in_sample, n_train, n_split = _in_sample(info, store, split)
     if in_sample and not allow_in_sample:
+        what = (f"{n_train} of its {n_split} items are items this model was trained on (same media content, or same "
+                "item id where no content is recorded)" if n_train is not None else
+                "it is the split this model was trained on")
         raise InSampleError(
-            f"split {split!r} of {store} is the split this model was trained on: its score would be in-sample "
+            f"split {split!r} of {store}: {what}: its score would be in-sample "
             f"(optimistic), not a test score; the honest cross-validated score is in the model's card "
             f"(main {info.get('training', {}).get('cv', {}).get('main', float('nan')):.3f}). Score another split, "
             "or pass --allow-in-sample to see the in-sample fit (no submission is written for it)")
+    if n_train:
+        print(f"warning: {n_train} of the {n_split} items of split {split!r} are training items of this model "
+              "(same media content or item id): their predictions are in-sample", file=sys.stderr)
     vocabs = {f["key"]: f["vocabulary"] for f in info["features"] if f.get("vocabulary") is not None}
     data = load_track(store, list(needed.values()), split=split, target=target if labelled else None,
                       allow_incomplete=allow_incomplete, vocabularies=vocabs, track=info["track"],
@@ -437,8 +447,10 @@ def predict_command(model_path: str, store: str, split: str, out: str, n_boot: i
         t0 = time.perf_counter()
         p = model.predict(X)
         dt = time.perf_counter() - t0
-        df = pd.DataFrame({"item_id": data.ids, "prediction": p})
-        result: dict = {"split": split, "n": int(len(p)), "model": str(model_path), "in_sample": in_sample}
+        trust = assess(model, X, p, level)
+        df = pd.DataFrame({"item_id": data.ids, "prediction": p, **trust})
+        result: dict = {"split": split, "n": int(len(p)), "model": str(model_path), "in_sample": in_sample,
+                        "training_items_in_split": n_train, **trust_summary(trust, data.y if labelled else None)}
         if data.incomplete:
             result["items_missing_features"] = data.incomplete
         if labelled:
@@ -483,6 +495,21 @@ def _model_columns(data, info: dict) -> np.ndarray:
         else:
             parts.append(np.zeros((len(data.X), int(f["dim"]))))
     return np.hstack(parts)
+
+
+def _in_sample(info: dict, store, split: str) -> tuple[bool, int | None, int]:
+    """(whether scoring ``split`` would be in-sample, how many of its items are training items (None: the bundle
+    records no training items), how many items it has). Compares item keys (media sha256, else item id), so
+    a copy of the training data elsewhere is recognised; a bundle without them falls back to dataset + split."""
+    from features_store import FeatureStore
+
+    with FeatureStore(os.fspath(store), mode="r") as st:
+        df = st.columns(["item_id", "split"])
+        ids = df.loc[df["split"] == split, "item_id"].astype(str).tolist()
+    n_train = overlap(info, store, ids)
+    if n_train is None:
+        return _is_training_split(info, store, split), None, len(ids)
+    return bool(n_train and n_train >= REFUSE_FROM * len(ids)), n_train, len(ids)
 
 
 def _is_training_split(info: dict, store, split: str) -> bool:

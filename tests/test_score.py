@@ -26,17 +26,9 @@ FAST_FIT = ["--trials", "0", "--folds", "3", "--tune-folds", "2", "--bootstrap",
 
 
 @pytest.fixture(scope="module")
-def model(tmp_path_factory):
+def model(score_model):
     """A bundle trained on the tiny demo dataset (nss, prompt_minilm, generator), and the held-out images."""
-    from experiments.demo_data import DemoConfig, build_demo_store
-    from regressors.cli import main
-
-    root = tmp_path_factory.mktemp("score")
-    cfg = DemoConfig(n_sources=5, crops_per_source=2, size=48, heldout_sources=1)
-    store = build_demo_store(root / "demo", cfg, extractors=("nss", "prompt_minilm", "generator"))
-    run = root / "run"
-    assert main(["fit", "--track", "image", "--store", str(store), "--out", str(run), *FAST_FIT]) == 0
-    return run / "model", root / "demo" / "data" / "heldout"
+    return score_model
 
 
 def _score(capsys, *args):
