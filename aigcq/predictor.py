@@ -92,7 +92,6 @@ class Predictor:
         # the bound of the cache's size (None: unbounded); CacheError when its folder cannot be created
         self._cache = ScoreCache(self.cache, parse_size(cache_max if cache_max is not None
                                                         else os.environ.get(MAX_ENV)))
-        self._cache.prepare()
         self.level = level  # prediction interval level (None: the bundle's, 90%)
         # whether the model reads a prompt embedding: items without a prompt then get status no_prompt
         self.reads_prompt = any(f["block"] in self.kept and (f.get("kind") == "text" or f["key"].startswith("prompt"))
@@ -275,6 +274,7 @@ class Predictor:
         t_start = time.perf_counter()
         self.notes, self.computed = [], {}
         self._cache.notes = []
+        self._cache.prepare()  # CacheError (one line) when the cache's folder cannot be created
         items = [p if isinstance(p, Input) else Input(str(p), os.path.abspath(p)) for p in paths]
         for name, vals in (("prompts", prompts), ("generators", generators)):
             if vals is not None and not isinstance(vals, str) and len(vals) != len(items):
@@ -352,6 +352,9 @@ class Predictor:
         elif getattr(self.model, "domain_", None) is None and ok:
             self.notes.append(f"in_domain is empty: the model reads only {', '.join(self.kept)}, which has no "
                               "distance to measure (see its card)")
+        elif getattr(self.model.domain_, "label_only", False) and ok:
+            self.notes.append("in_domain judges only the prompt: the model reads no feature of the media itself, so "
+                              "any file with a familiar prompt is in domain to it (see its card)")
         for i, msg in errors.items():
             out.loc[i, ["status", "error"]] = ["failed", msg]
         t_end = time.perf_counter()

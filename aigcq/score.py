@@ -29,10 +29,14 @@ def parser() -> argparse.ArgumentParser:
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("model", help="model bundle folder (runs/<run>/model) or the run folder holding it")
     ap.add_argument("inputs", nargs="+", metavar="INPUT",
-                    help="media files, folders (recursive), lists (.csv/.tsv/.json/.jsonl/.txt with a path and "
-                         "optional prompt, generator), or - for a list on stdin")
+                    help="media files, folders (recursive; symlinked folders followed), lists (JSON, JSONL, CSV/TSV "
+                         "with a path column and optional prompt, generator, or one path per line, taken exactly as "
+                         "written: no comments, no stripping; decided by content, not extension), or - for a list "
+                         "on stdin")
     ap.add_argument("--prompts", default=None,
-                    help="table (csv/tsv/json/jsonl) of path or file name -> prompt, for inputs without one")
+                    help="table (csv/tsv/json/jsonl) of path -> prompt for inputs without one; paths relative to the "
+                         "table's folder (a bare file name matches that name anywhere); a path given twice with "
+                         "different prompts is refused")
     ap.add_argument("--generator", default=None, help="generator name for inputs without one (default: unknown)")
     ap.add_argument("-o", "--out", default=None, help="write here (.csv, .json or .jsonl); default: CSV on stdout")
     ap.add_argument("--format", choices=("csv", "json", "jsonl"), default=None,
@@ -125,7 +129,7 @@ def main(argv: list[str] | None = None) -> int:
         with warnings.catch_warnings():  # the no_prompt warning is printed below with the other notes
             warnings.simplefilter("ignore", UserWarning)
             df = predictor.score(items)
-    except (BundleError, ValueError, RuntimeError) as err:
+    except (BundleError, CacheError, ValueError, RuntimeError) as err:
         print(f"error: {err}", file=sys.stderr)
         return EXIT_USAGE
     _write(df, args.out, args.format)
