@@ -19,6 +19,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from .item import Item
+
 #: the standard columns, in order
 COLUMNS = ("item_id", "path", "prompt", "generator", "mos", "split", "group")
 #: columns whose values feed extractors: a store refuses to change them for an existing item
@@ -175,10 +177,8 @@ class Manifest:
     def abspath(self, rel: str) -> str | None:
         return media_path(self.root, rel)
 
-    def items(self, split: str | None = None) -> list["Item"]:  # noqa: F821
-        """Items (``extractors.base.Item``) with absolute media paths; ``index`` = row here."""
-        from extractors.base import Item
-
+    def items(self, split: str | None = None) -> list[Item]:
+        """Items (:class:`features_store.item.Item`) with absolute media paths; ``index`` = row here."""
         df = self.df
         rows = np.arange(len(df)) if split is None else np.flatnonzero((df["split"] == split).to_numpy())
         return [
