@@ -29,11 +29,9 @@ def _spread_heads(model) -> list[str]:
 def fit_trust(model, X, y, groups, info: dict, cv: dict, seed: int = 0, protocol: str = "grouped",
               false_flag_rate: float = 0.01, level: float = DEFAULT_LEVEL) -> dict:
     """Fit the domain detector and the intervals, attach them to ``model``; returns what bundle.json records."""
-    from .bundle import kept_blocks
-
     y = np.asarray(y, float)
     y_min, y_max = float(np.min(y)), float(np.max(y))
-    kept = kept_blocks(info)
+    kept = info.get("kept_blocks") or [f["block"] for f in info["features"]]
     blocks = measured_blocks(info["features"], kept)
     kinds = {f["block"]: f.get("kind") for f in info["features"]}
     out: dict = {}
