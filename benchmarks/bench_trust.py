@@ -25,7 +25,7 @@ on the model's quality, only their width does). The real data come from ../share
 whose data is absent is skipped with a note.
 
     nice -n 10 .venv/bin/python benchmarks/bench_trust.py                      # all four, JSON + tables
-    .venv/bin/python benchmarks/bench_trust.py --only demo --folds 5
+    .venv/bin/python benchmarks/bench_trust.py --only demo --repeats 3 --append   # one set, pooled over 3 splits
 """
 from __future__ import annotations
 
@@ -63,7 +63,8 @@ def _store_data(store, target: str):
     with FeatureStore(os.fspath(store), mode="r") as st:
         for b, k in data.keys.items():
             c = st.config(k)
-            feats.append({"block": b, "key": k, "kind": c["kind"], "columns": data.blocks[b], "dim": c["dim"]})
+            feats.append({"block": b, "key": k, "kind": c["kind"], "columns": data.blocks[b], "dim": c["dim"],
+                          "identity": c["identity"]})
     return data.X, data.y, np.asarray(data.groups), data.blocks, feats
 
 
@@ -136,7 +137,6 @@ def foreign_rows(feats, track: str | None, work: Path, n_features: int) -> tuple
     """(names, X): foreign inputs with the measured blocks filled in (other blocks zeros: not read by the
     detector)."""
     from extractors.base import Item
-    from extractors.registry import for_track
     from extractors.runner import run_extraction
     from features_store import FeatureStore
 
@@ -162,8 +162,10 @@ def foreign_rows(feats, track: str | None, work: Path, n_features: int) -> tuple
     for f in feats:
         if f["kind"] == "meta":
             continue
-        spec = f["key"].rsplit("-", 1)[0]
-        ex = for_track(spec, track)
+        from extractors.registry import get_extractor, options_from_identity
+
+        ident = f["identity"]  # rebuilt from the store's record, as `aigcq score` rebuilds a bundle's blocks
+        ex = get_extractor({"name": ident["name"], **options_from_identity(ident)})
         scratch = work / f"foreign-{track}-{f['block']}.h5"
         for p in (scratch, Path(f"{scratch}.journal")):
             if p.exists():
@@ -177,7 +179,8 @@ def foreign_rows(feats, track: str | None, work: Path, n_features: int) -> tuple
 
 
 # ------------------------------------------------------------------ one dataset
-def run_dataset(name: str, X, y, groups, blocks, feats, track, cfg, n_folds: int, work: Path) -> list[dict]:
+def run_dataset(name: str, X, y, groups, blocks, feats, track, cfg, n_folds: int, work: Path,
+                repeats: int = 1) -> list[dict]:
     from regressors.conformal import ConformalIntervals, head_spread
     from regressors.stacking import cross_validate
     from regressors.trust import assess, fit_trust
@@ -192,7 +195,9 @@ def run_dataset(name: str, X, y, groups, blocks, feats, track, cfg, n_folds: int
         foreign_names, X_foreign = [], np.zeros((0, X.shape[1]))
     per_fold = []
     t0 = time.perf_counter()
-    for k, (tr, te) in enumerate(make_folds(len(y), groups, n_folds, seed=123, protocol="grouped")):
+    splits = [fold for r in range(repeats) for fold in make_folds(len(y), groups, n_folds, seed=123 + r,
+                                                                    protocol="grouped")]
+    for k, (tr, te) in enumerate(splits):
         cv = cross_validate(X[tr], y[tr], groups[tr], blocks, cfg, final_predict=np.vstack([X[te], X_foreign]))
         model = cv["final"]
         info = {"features": feats, "kept_blocks": _blocks_read(model, blocks, X.shape[1]),
@@ -229,10 +234,10 @@ def run_dataset(name: str, X, y, groups, blocks, feats, track, cfg, n_folds: int
                 fold["foreign"] = dict(zip(foreign_names, det.score(X_foreign).tolist()))
         fold["foreign_scores"] = dict(zip(foreign_names, pred_f.tolist()))
         per_fold.append(fold)
-        print(f"{name} fold {k + 1}/{n_folds}: mode {fold['mode']}, 90% coverage "
+        print(f"{name} fold {k + 1}/{len(splits)}: mode {fold['mode']}, 90% coverage "
               f"{np.mean(fold['levels'][0.9]['covered']):.3f}, flagged {np.mean(fold.get('flagged', [np.nan])):.3f}, "
               f"{time.perf_counter() - t0:.0f} s", flush=True)
-    n = int(sum(f["n_test"] for f in per_fold))
+    n = int(sum(f["n_test"] for f in per_fold))  # every item once per repeat
     modes = [f["mode"] for f in per_fold]
     for level in LEVELS:
         cov = np.concatenate([f["levels"][level]["covered"] for f in per_fold])
@@ -316,6 +321,11 @@ def main() -> None:
     ap.add_argument("--work", default="/tmp/aigcq_bench_trust", help="stores and foreign inputs (reused)")
     ap.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "trust.json"))
     ap.add_argument("--jobs", type=int, default=2)
+    ap.add_argument("--repeats", type=int, default=1,
+                    help="repeat the held-out split with other seeds and pool (small sets: the coverage of a few "
+                         "photos or prompts per fold is noisy)")
+    ap.add_argument("--append", action="store_true",
+                    help="keep the rows of other datasets already in --out (each row records its command)")
     args = ap.parse_args()
     from threadpoolctl import threadpool_limits
 
@@ -326,8 +336,11 @@ def main() -> None:
     work.mkdir(parents=True, exist_ok=True)
     media_cfg = StackConfig(heads=("svr", "enet"), n_trials=8, n_jobs=args.jobs)  # `make demo`'s fit
     label_cfg = StackConfig(heads=("enet", "lgbm"), n_trials=0, n_jobs=args.jobs)
+    names = args.only.split(",")
     rows: list[dict] = []
-    for name in args.only.split(","):
+    if args.append and Path(args.out).is_file():
+        rows = [r for r in json.loads(Path(args.out).read_text())["rows"] if r["dataset"] not in names]
+    for name in names:
         t0 = time.perf_counter()
         try:
             if name == "demo":
@@ -341,17 +354,28 @@ def main() -> None:
             continue
         cfg = media_cfg if track else label_cfg
         folds = args.folds if track else min(args.folds, 3)
-        got = run_dataset(name, X, y, g, blocks, feats, track, cfg, folds, work)
+        got = run_dataset(name, X, y, g, blocks, feats, track, cfg, folds, work, args.repeats)
         for r in got:
             r["seconds"] = round(time.perf_counter() - t0, 1)
-            r["config"] = {"heads": list(cfg.heads), "n_trials": cfg.n_trials, "held_out_folds": folds}
+            r["config"] = {"heads": list(cfg.heads), "n_trials": cfg.n_trials, "held_out_folds": folds,
+                           "repeats": args.repeats}
+            r["command"] = _command()
         rows += got
         print(markdown(got), flush=True)
-    command = "python " + shlex.join(["benchmarks/bench_trust.py", *sys.argv[1:]])
-    out = Path(args.out)
+        _write(args.out, rows)  # after each dataset: a long run that stops keeps what it measured
+    print(f"\nwrote {args.out}\n\n{markdown(rows)}")
+
+
+def _command() -> str:
+    return "python " + shlex.join(["benchmarks/bench_trust.py", *sys.argv[1:]])
+
+
+def _write(path: str, rows: list[dict]) -> None:
+    commands = list(dict.fromkeys(r.get("command", _command()) for r in rows)) or [_command()]
+    command = " && ".join(commands)  # --append: the runs the rows come from
+    out = Path(path)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({"meta": meta(command), "rows": rows}, indent=1) + "\n")
-    print(f"\nwrote {out}\n\n{markdown(rows)}")
 
 
 if __name__ == "__main__":
