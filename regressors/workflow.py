@@ -424,9 +424,10 @@ def predict_command(model_path: str, store: str, split: str, out: str, n_boot: i
         raise ValueError(f"{store} has no split {split!r}; splits: {sorted(splits)}")
     in_sample, n_train, n_split = _in_sample(info, store, split)
     if in_sample and not allow_in_sample:
-        what = (f"{n_train} of its {n_split} items are items this model was trained on (same media content, or same "
-                "item id where no content is recorded)" if n_train is not None else
-                "it is the split this model was trained on")
+        how = "same media content, or the same item id, prompt and generator where no media is recorded"
+        what = ("it is the split this model was trained on" if n_train is None else
+                f"it is the split this model was trained on (all {n_split} items: {how})" if n_train == n_split else
+                f"{n_train} of its {n_split} items are items this model was trained on ({how})")
         raise InSampleError(
             f"split {split!r} of {store}: {what}: its score would be in-sample "
             f"(optimistic), not a test score; the honest cross-validated score is in the model's card "
@@ -434,7 +435,7 @@ def predict_command(model_path: str, store: str, split: str, out: str, n_boot: i
             "or pass --allow-in-sample to see the in-sample fit (no submission is written for it)")
     if n_train:
         print(f"warning: {n_train} of the {n_split} items of split {split!r} are training items of this model "
-              "(same media content or item id): their predictions are in-sample", file=sys.stderr)
+              "(same media content, or id, prompt and generator): their predictions are in-sample", file=sys.stderr)
     vocabs = {f["key"]: f["vocabulary"] for f in info["features"] if f.get("vocabulary") is not None}
     data = load_track(store, list(needed.values()), split=split, target=target if labelled else None,
                       allow_incomplete=allow_incomplete, vocabularies=vocabs, track=info["track"],

@@ -365,4 +365,4 @@ def test_predict_refuses_a_copy_of_the_training_data_in_another_folder(tmp_path,
     rc = main(["predict", "--model", str(run / "model"), "--store", str(copy_store), "--split", "train",
                "--out", str(tmp_path / "pred"), "--bootstrap", "0"])
     err = capsys.readouterr().err
-    assert rc == 2 and "items this model was trained on" in err and not (tmp_path / "pred").exists()
+    assert rc == 2 and "the split this model was trained on (all 24 items" in err and not (tmp_path / "pred").exists()
