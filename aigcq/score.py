@@ -59,7 +59,8 @@ def parser() -> argparse.ArgumentParser:
     ap.add_argument("--trust-pickle", action="store_true",
                     help="accept a legacy model.pkl (a pickle runs code when loaded: only files you produced)")
     ap.add_argument("--no-progress", action="store_true")
-    ap.add_argument("--quiet", action="store_true", help="no summary on stderr")
+    ap.add_argument("--quiet", action="store_true",
+                    help="no progress bar, notes or summary on stderr (failed items are still listed)")
     return ap
 
 
@@ -99,7 +100,11 @@ def _write(df, out: str | None, fmt: str | None) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
-    from regressors.bundle import BundleError
+    from regressors.bundle import BundleError, skops_io
+
+    # skops first: at import it looks up hundreds of scipy ufuncs by scanning every loaded module, so it
+    # costs least before pandas and the rest load (measured: 0.3 s less at load 18 on 2 cores)
+    skops_io()
     from regressors.conformal import parse_level
 
     from .inputs import InputError, attach_prompts, collect, read_prompt_table
@@ -114,7 +119,7 @@ def main(argv: list[str] | None = None) -> int:
             predictor = Predictor.load(args.model, trust_pickle=args.trust_pickle, cache=args.cache,
                                        cache_max=cache_max, device=args.device, precision=args.precision,
                                        batch_size=args.batch_size, workers=args.workers, threads=args.threads,
-                                       progress=not args.no_progress, level=level)
+                                       progress=not (args.no_progress or args.quiet), level=level)
         for w in load_warnings:
             print(f"warning: {w.message}", file=sys.stderr)
         items, notes = collect(args.inputs)
@@ -149,10 +154,10 @@ def main(argv: list[str] | None = None) -> int:
             print(f"warning: {outside} item(s) out of the model's domain (in_domain False): their features lie "
                   "farther from the training items than held-out training items do; treat those scores as "
                   "extrapolations", file=sys.stderr)
-        for r in failed.itertuples():
-            print(f"failed: {r.path}: {r.error}", file=sys.stderr)
         if args.out:
             print(f"wrote {args.out}", file=sys.stderr)
+    for r in failed.itertuples():  # errors, not summary: listed under --quiet too (the line below says so)
+        print(f"failed: {r.path}: {r.error}", file=sys.stderr)
     if len(failed) and not args.allow_failures:
         print(f"error: {len(failed)} of {len(df)} item(s) failed (listed above; --allow-failures to exit 0)",
               file=sys.stderr)

@@ -183,7 +183,8 @@ def run_dataset(name: str, X, y, groups, blocks, feats, track, cfg, n_folds: int
                 repeats: int = 1) -> list[dict]:
     from regressors.conformal import ConformalIntervals, head_spread
     from regressors.stacking import cross_validate
-    from regressors.trust import assess, fit_trust
+    from regressors.trust import assess
+    from regressors.trust_fit import fit_trust
     from regressors.tuning import make_folds
     from regressors.workflow import _blocks_read
 
@@ -272,8 +273,10 @@ class DomainOOF:
     def scores(det, X, groups) -> np.ndarray:
         from regressors.domain import DomainDetector
 
-        again = DomainDetector(det.blocks, false_flag_rate=det.false_flag_rate, seed=det.seed,
-                               protocol=det.protocol).fit(X, groups)
+        from regressors.trust_fit import _folds
+
+        again = DomainDetector(det.blocks, false_flag_rate=det.false_flag_rate, seed=det.seed).fit(
+            X, _folds(len(X), groups, det.seed, "grouped"))
         return again.oof_scores_
 
 

@@ -17,9 +17,9 @@ on the wide side.
   extrapolate apart on an unfamiliar item widen its interval;
 * ``distance``: the item's domain score (:mod:`regressors.domain`) plus its median.
 
-:func:`fit_intervals` keeps the one with the narrowest mean interval at the default level in a
-grouped cross-conformal check on the calibration items (all three have the coverage by
-construction); the bundle records the widths and coverages of each.
+:func:`regressors.trust_fit.fit_intervals` keeps the one with the narrowest mean interval at the
+default level in a grouped cross-conformal check on the calibration items (all three have the
+coverage by construction); the bundle records the widths and coverages of each.
 
 Intervals are bounded to the training target range (as the scores are), and always hold the
 score itself: ``score_lo <= score <= score_hi``.
@@ -101,36 +101,3 @@ class ConformalIntervals:
         lo = np.clip(pred - half, self.y_min_, self.y_max_)
         hi = np.clip(pred + half, self.y_min_, self.y_max_)
         return np.minimum(lo, pred), np.maximum(hi, pred)
-
-
-def cross_conformal_check(residuals, difficulties: dict[str, np.ndarray | None], groups, level: float,
-                          folds: int = 5, seed: int = 0) -> dict[str, dict]:
-    """Per mode: coverage and mean width of intervals calibrated on the other grouped folds of the items."""
-    from .tuning import make_folds
-
-    residuals = np.asarray(residuals, float)
-    n = len(residuals)
-    g = None if groups is None else np.asarray(groups)
-    k = min(folds, len(np.unique(g)) if g is not None else n)
-    out = {}
-    for mode, diff in difficulties.items():
-        covered, widths = np.zeros(n, bool), np.zeros(n)
-        for tr, te in make_folds(n, g, k, seed, "grouped" if g is not None else "random"):
-            ci = ConformalIntervals(mode, level).fit(residuals[tr], None if diff is None else diff[tr])
-            half = alpha_at(ci.alphas_, level) * ci.sigma(None if diff is None else diff[te])
-            covered[te] = np.abs(residuals[te]) <= half
-            widths[te] = 2 * half
-        out[mode] = {"coverage": float(covered.mean()), "mean_width": float(np.mean(widths))}
-    return out
-
-
-def fit_intervals(residuals, difficulties: dict[str, np.ndarray | None], groups, y_min: float, y_max: float,
-                  level: float = DEFAULT_LEVEL, seed: int = 0) -> tuple[ConformalIntervals, dict]:
-    """The interval model whose mode gives the narrowest intervals in the cross-conformal check, and the check."""
-    usable = {m: d for m, d in difficulties.items() if d is None or np.all(np.isfinite(d))}
-    check = cross_conformal_check(residuals, usable, groups, level, seed=seed)
-    finite = {m: c for m, c in check.items() if np.isfinite(c["mean_width"])}
-    mode = min(finite, key=lambda m: finite[m]["mean_width"]) if finite else "standard"
-    ci = ConformalIntervals(mode, level).fit(residuals, usable.get(mode), y_min, y_max)
-    return ci, {"mode": mode, "level": level, "calibration_items": int(len(residuals)),
-                "cross_conformal": check}

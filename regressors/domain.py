@@ -81,22 +81,20 @@ class DomainDetector:
     """Distances of items to the training items, per block, and the calibrated in/out decision.
 
     ``blocks``: {block name: [first column, end column)} of the blocks measured (the model's
-    feature matrix is passed whole). ``fit(X, groups)`` calibrates on grouped out-of-fold items
-    (see the module doc); ``score(X)`` is the domain score (1 = the boundary), ``in_domain(X)``
+    feature matrix is passed whole). ``fit(X, folds)`` calibrates on out-of-fold items of the
+    given (grouped) folds (see the module doc); ``score(X)`` is the domain score (1 = the boundary), ``in_domain(X)``
     whether it is at most 1.
     """
 
-    def __init__(self, blocks: dict[str, list[int]] | None = None, false_flag_rate: float = 0.01, folds: int = 5,
+    def __init__(self, blocks: dict[str, list[int]] | None = None, false_flag_rate: float = 0.01,
                  n_neighbors: int = 5, n_components: int = N_COMPONENTS, max_reference: int = 2000, seed: int = 0,
-                 protocol: str = "grouped", label_only: bool = False):
+                 label_only: bool = False):
         self.blocks = blocks
         self.false_flag_rate = false_flag_rate
-        self.folds = folds
         self.n_neighbors = n_neighbors
         self.n_components = n_components
         self.max_reference = max_reference
         self.seed = seed
-        self.protocol = protocol
         self.label_only = label_only  # every measured block is the prompt: nothing of the media is judged
 
     # ------------------------------------------------------------ fitting (training time only)
@@ -110,19 +108,20 @@ class DomainDetector:
         return {b: _block_fit(X[ref, a:e], self.n_components, self.n_neighbors, self.seed)
                 for b, (a, e) in self.blocks.items()}
 
-    def fit(self, X, groups=None) -> "DomainDetector":
-        from .tuning import make_folds
-
+    def fit(self, X, folds) -> "DomainDetector":
+        """Calibrate on ``folds`` ([(train rows, test rows)], grouped by prompt: regressors.trust_fit makes them),
+        then fit each block on every row. The folds are given, not made here: scoring loads this class, and
+        nothing of the fit (regressors.tuning) may come with it."""
         X = np.asarray(X, dtype=np.float64)
         if not self.blocks:
             raise ValueError("DomainDetector needs at least one block to measure")
         n = len(X)
-        n_groups = len(np.unique(groups)) if groups is not None and self.protocol == "grouped" else n
-        k = min(self.folds, n_groups)
+        folds = list(folds)
+        k = len(folds)
         if k < 2:
-            raise ValueError(f"calibrating the domain needs at least 2 groups, got {n_groups}")
+            raise ValueError(f"calibrating the domain needs at least 2 folds, got {k}")
         oof = np.zeros((n, len(self.blocks)))
-        for f, (tr, te) in enumerate(make_folds(n, groups, k, self.seed, self.protocol)):
+        for f, (tr, te) in enumerate(folds):
             fitted = self._fit_blocks(X, tr, self.seed + f)
             for j, (b, (a, e)) in enumerate(self.blocks.items()):
                 oof[te, j] = _block_distance(X[te, a:e], *fitted[b])

@@ -1,67 +1,21 @@
 """How far to trust each score: the applicability domain and the prediction interval, fitted with the model.
 
-``fit_trust`` (training time) fits a :class:`~regressors.domain.DomainDetector` on the blocks the model
-reads and a :class:`~regressors.conformal.ConformalIntervals` on the cross-validated residuals, and keeps
-both on the fitted model (``model.domain_``, ``model.intervals_``): they are saved inside ``model.skops``
-as plain scikit-learn objects and arrays. ``assess`` (scoring time: ``aigcq score``, ``Predictor.score``,
-``aigcq predict``) gives per item ``score_lo``, ``score_hi``, ``in_domain`` and ``domain_score``.
+``regressors.trust_fit.fit_trust`` (training time) fits a :class:`~regressors.domain.DomainDetector` on
+the blocks the model reads and a :class:`~regressors.conformal.ConformalIntervals` on the cross-validated
+residuals, and keeps both on the fitted model (``model.domain_``, ``model.intervals_``): they are saved
+inside ``model.skops`` as plain scikit-learn objects and arrays. ``assess`` (scoring time: ``aigcq score``,
+``Predictor.score``, ``aigcq predict``) gives per item ``score_lo``, ``score_hi``, ``in_domain`` and
+``domain_score``; this module imports nothing of the fit.
 A bundle saved before these existed gives NaN / NA in those columns.
 """
 from __future__ import annotations
 
 import numpy as np
 
-from .conformal import DEFAULT_LEVEL, ConformalIntervals, fit_intervals, head_spread
-from .domain import DomainDetector, measured_blocks
+from .conformal import DEFAULT_LEVEL, ConformalIntervals, head_spread
+from .domain import DomainDetector
 
 TRUST_COLUMNS = ("score_lo", "score_hi", "in_domain", "domain_score")
-
-
-def _spread_heads(model) -> list[str]:
-    """The heads whose disagreement is the ``spread`` difficulty: those the meta-learner weighs."""
-    try:
-        weights = model.weights()
-    except AttributeError:
-        return []
-    return [n for n, w in weights.items() if w > 0]
-
-
-def fit_trust(model, X, y, groups, info: dict, cv: dict, seed: int = 0, protocol: str = "grouped",
-              false_flag_rate: float = 0.01, level: float = DEFAULT_LEVEL) -> dict:
-    """Fit the domain detector and the intervals, attach them to ``model``; returns what bundle.json records."""
-    y = np.asarray(y, float)
-    y_min, y_max = float(np.min(y)), float(np.max(y))
-    kept = info.get("kept_blocks") or [f["block"] for f in info["features"]]
-    blocks = measured_blocks(info["features"], kept)
-    kinds = {f["block"]: f.get("kind") for f in info["features"]}
-    out: dict = {}
-    oof_distance = None
-    if blocks:
-        det = DomainDetector(blocks, false_flag_rate=false_flag_rate, seed=seed, protocol=protocol,
-                             label_only=all(kinds.get(b) == "text" for b in blocks)).fit(X, groups)
-        oof_distance = det.oof_scores_
-        del det.oof_scores_  # calibration data, not needed to score
-        model.domain_ = det
-        out["domain"] = det.summary()
-    else:
-        model.domain_ = None
-        out["domain"] = {"blocks": [], "label_only": True,
-                         "note": f"the model reads only {', '.join(kept)}: no distance to measure"}
-    scored = np.asarray(cv["scored"])
-    pred = np.clip(np.asarray(cv["stack"], float), y_min, y_max)  # the scores are bounded to the same range
-    residuals = y[scored] - pred
-    difficulties: dict = {"standard": None}
-    heads = [h for h in _spread_heads(model) if h in cv["heads"]]
-    if len(heads) > 1:
-        difficulties["spread"] = head_spread({h: cv["heads"][h] for h in heads}, y_min, y_max)
-    if oof_distance is not None:
-        difficulties["distance"] = oof_distance[scored]
-    g = None if groups is None or protocol != "grouped" else np.asarray(groups)[scored]
-    ci, summary = fit_intervals(residuals, difficulties, g, y_min, y_max, level=level, seed=seed)
-    ci.heads_ = heads if ci.mode_ == "spread" else []
-    model.intervals_ = ci
-    out["intervals"] = summary
-    return out
 
 
 def assess(model, X, pred, level: float | None = None) -> dict[str, np.ndarray]:

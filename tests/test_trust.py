@@ -12,8 +12,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from regressors.conformal import ConformalIntervals, alpha_at, fit_intervals, parse_level
+from regressors.conformal import ConformalIntervals, alpha_at, parse_level
 from regressors.domain import DomainDetector, conformal_threshold
+from regressors.trust_fit import _folds, fit_intervals
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -29,7 +30,7 @@ def _clusters(n: int, rng, d: int = 12):
 def test_the_false_flag_rate_on_new_groups_is_the_calibrated_one():
     rng = np.random.default_rng(0)
     X, g = _clusters(3000, rng)
-    det = DomainDetector({"b": [0, X.shape[1]]}, false_flag_rate=0.05, seed=0).fit(X, g)
+    det = DomainDetector({"b": [0, X.shape[1]]}, false_flag_rate=0.05, seed=0).fit(X, _folds(len(X), g, 0, "grouped"))
     assert det.oof_flag_rate_ == pytest.approx(0.05, abs=0.01)
     Xn, _ = _clusters(3000, np.random.default_rng(1))  # new items from new groups of the same distribution
     assert np.mean(~det.in_domain(Xn)) < 0.1
@@ -41,7 +42,7 @@ def test_an_item_off_the_training_subspace_is_flagged_even_where_its_projection_
     rng = np.random.default_rng(0)
     base = rng.normal(size=(600, 3))
     X = np.hstack([base, base @ rng.normal(size=(3, 20)) + 0.01 * rng.normal(size=(600, 20))])  # rank ~3
-    det = DomainDetector({"b": [0, 23]}, n_components=3, seed=0).fit(X, np.arange(600) % 60)
+    det = DomainDetector({"b": [0, 23]}, n_components=3, seed=0).fit(X, _folds(600, np.arange(600) % 60, 0, "grouped"))
     scaler, pca, _, _ = det.models_["b"]
     v = rng.normal(size=(20, 23))
     v -= (v @ pca.components_.T) @ pca.components_  # orthogonal to the components: the same PCA scores
@@ -55,7 +56,7 @@ def test_blocks_are_judged_each_on_its_own_scale():
     rng = np.random.default_rng(0)
     X, g = _clusters(1000, rng, d=8)
     X = np.hstack([X, 1000 * X])  # a block of far larger numbers
-    det = DomainDetector({"small": [0, 8], "large": [8, 16]}, seed=0).fit(X, g)
+    det = DomainDetector({"small": [0, 8], "large": [8, 16]}, seed=0).fit(X, _folds(len(X), g, 0, "grouped"))
     bad = X[:10].copy()
     bad[:, :8] += 30  # only the small block is foreign
     assert not det.in_domain(bad).any()
