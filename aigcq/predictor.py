@@ -2,7 +2,8 @@
 
     from aigcq import Predictor
     p = Predictor.load("runs/demo/regress/model")
-    df = p.score(["a.png", "b.png"], prompts=["a cat", "a dog"])   # path, score, status, error
+    df = p.score(["a.png", "b.png"], prompts=["a cat", "a dog"])
+    # path, score, score_lo, score_hi (90% interval), in_domain, domain_score, status, error
     print(p.card)
 
 Only the features the model reads are computed (the bundle's ``kept_blocks``: a block that nested
@@ -10,8 +11,11 @@ block selection dropped is never built; its columns are zeros, which no head rea
 rebuilt from the spec the bundle records (and checked to give the same store key), and cached
 in a feature store keyed by each file's content hash (plus the prompt, for features that read
 it): scoring the same files again computes nothing; an edited file has another hash and is
-computed anew. The ``generator`` block is built from the model's own vocabulary (a generator it
-never saw, or none, sets the unknown flag).
+computed anew (a file rewritten while it is scored fails rather than cache its new content under
+its old hash). The cache is read without a lock, written when it can be, and bounded in size
+(aigcq/score_cache.py). The ``generator`` block is built from the model's own vocabulary (a
+generator it never saw, or none, sets the unknown flag). ``score_lo``/``score_hi`` and
+``in_domain``/``domain_score`` come from the bundle (regressors/trust.py; docs/trust.md).
 """
 from __future__ import annotations
 

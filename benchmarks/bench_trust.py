@@ -18,7 +18,9 @@ the held-out fold, as `aigcq score` / `aigcq predict` would:
 
 Datasets: ``demo`` (`make demo`'s embedded photos, synthetic labels: nss, effnet_lite0,
 prompt_minilm, generator; the demo's fit: SVR + ElasticNet, 8 trials), ``fetv`` (174 real GIF
-clips, static_quality; the same extractors over 8 frames and the same fit), ``aigiqa20k`` and
+clips, static_quality; the same extractors over 8 frames and the same fit, whose nested block
+selection keeps only the prompt there; ``fetv_media``: the same with every block read, so that the
+clips' features are judged), ``aigiqa20k`` and
 ``t2vqa`` (label-only: generator + MiniLM prompt embedding; ElasticNet + LightGBM, untuned, to keep
 the 14,000- and 7,000-item fits within minutes on 2 cores: the intervals' coverage does not depend
 on the model's quality, only their width does). The real data come from ../shared/data; a dataset
@@ -348,7 +350,7 @@ def main() -> None:
         try:
             if name == "demo":
                 X, y, g, blocks, feats, track = demo_data(work)
-            elif name == "fetv":
+            elif name in ("fetv", "fetv_media"):
                 X, y, g, blocks, feats, track = fetv_data(work)
             else:
                 X, y, g, blocks, feats, track = label_only_data(name)
@@ -356,12 +358,14 @@ def main() -> None:
             print(f"{name}: skipped (data absent: {err})")
             continue
         cfg = media_cfg if track else label_cfg
+        if name == "fetv_media":  # the default fit keeps only the prompt on FETV; this one reads the clips too
+            cfg = StackConfig(**{**cfg.to_dict(), "select_blocks": False})
         folds = args.folds if track else min(args.folds, 3)
         got = run_dataset(name, X, y, g, blocks, feats, track, cfg, folds, work, args.repeats)
         for r in got:
             r["seconds"] = round(time.perf_counter() - t0, 1)
             r["config"] = {"heads": list(cfg.heads), "n_trials": cfg.n_trials, "held_out_folds": folds,
-                           "repeats": args.repeats}
+                           "repeats": args.repeats, "select_blocks": cfg.select_blocks}
             r["command"] = _command()
         rows += got
         print(markdown(got), flush=True)
