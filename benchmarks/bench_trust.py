@@ -208,7 +208,7 @@ def run_dataset(name: str, X, y, groups, blocks, feats, track, cfg, n_folds: int
         summary = fit_trust(model, X[tr], y[tr], groups[tr], info, cv, seed=cfg.seed, protocol="grouped")
         pred_all = np.clip(cv["final_predictions"], y[tr].min(), y[tr].max())  # the bounded score (issue 21 part 1)
         pred, pred_f = pred_all[:len(te)], pred_all[len(te):]
-        fold = {"fold": k, "n_test": int(len(te)), "mode": summary["intervals"]["mode"],
+        fold = {"fold": k, "n_test": int(len(te)), "mode": summary["intervals"]["mode"], "groups": groups[te].tolist(),
                 "kept": info["kept_blocks"], "domain_blocks": summary["domain"]["blocks"], "levels": {}}
         for level in LEVELS:
             a = assess(model, X[te], pred, level)
@@ -242,10 +242,12 @@ def run_dataset(name: str, X, y, groups, blocks, feats, track, cfg, n_folds: int
               f"{time.perf_counter() - t0:.0f} s", flush=True)
     n = int(sum(f["n_test"] for f in per_fold))  # every item once per repeat
     modes = [f["mode"] for f in per_fold]
+    test_groups = np.concatenate([f["groups"] for f in per_fold])
     for level in LEVELS:
         cov = np.concatenate([f["levels"][level]["covered"] for f in per_fold])
         width = np.concatenate([f["levels"][level]["width"] for f in per_fold])
         rows.append({"table": "coverage", "dataset": name, "level": level, "n": n, "coverage": float(cov.mean()),
+                     "se_by_group": _se_by_group(cov, test_groups), "groups": int(len(np.unique(test_groups))),
                      "mean_width": float(width.mean()), "target_sd": float(np.std(y)),
                      "mode": max(set(modes), key=modes.count), "modes_chosen": modes})
     for mode in ("standard", "spread", "distance"):
@@ -266,6 +268,15 @@ def run_dataset(name: str, X, y, groups, blocks, feats, track, cfg, n_folds: int
                      if scores else None,
                      "median_score": float(np.median([f["foreign_scores"][fname] for f in per_fold]))})
     return rows
+
+
+def _se_by_group(covered: np.ndarray, groups: np.ndarray) -> float:
+    """Standard error of the coverage with the prompt (photo) as the unit: items of one prompt share its errors,
+    so on a set of a few dozen prompts the pooled share moves far more than a binomial error says."""
+    import pandas as pd
+
+    per = pd.Series(covered.astype(float)).groupby(pd.Series(groups).astype(str).to_numpy()).mean()
+    return float(per.std(ddof=1) / np.sqrt(len(per))) if len(per) > 1 else float("nan")
 
 
 class DomainOOF:
@@ -294,11 +305,14 @@ def meta(command: str) -> dict:
 
 
 def markdown(rows: list[dict]) -> str:
-    out = ["| dataset | level | n | coverage | mean width | target sd | mode chosen |", "|---|---|---|---|---|---|---|"]
+    out = ["| dataset | level | held-out items (prompts) | coverage ± s.e. by prompt | mean width | target sd | "
+           "mode chosen |", "|---|---|---|---|---|---|---|"]
     for r in rows:
         if r["table"] == "coverage":
-            out.append(f"| {r['dataset']} | {100 * r['level']:.0f}% | {r['n']} | {100 * r['coverage']:.1f}% | "
-                       f"{r['mean_width']:.3f} | {r['target_sd']:.3f} | {r['mode']} |")
+            se = r.get("se_by_group")
+            se = "" if se is None or se != se else f" ± {100 * se:.1f}"
+            out.append(f"| {r['dataset']} | {100 * r['level']:.0f}% | {r['n']} ({r.get('groups', '?')}) | "
+                       f"{100 * r['coverage']:.1f}%{se} | {r['mean_width']:.3f} | {r['target_sd']:.3f} | {r['mode']} |")
     out += ["", "| dataset | mode | 90% coverage | mean width |", "|---|---|---|---|"]
     for r in rows:
         if r["table"] == "modes":
