@@ -22,17 +22,10 @@ from __future__ import annotations
 
 from typing import Callable
 
-INSTALL_HINT = "--engine ray needs Ray: pip install 'aigc-quality[ray]' (or: pip install 'ray>=2.9')"
-#: a task whose worker process dies (node lost, OOM kill) runs again, this many times
+from extractors.ray_cluster import INSTALL_HINT, import_ray  # noqa: F401 (re-exported)
+
+#: a task whose worker process or node is lost runs again, this many times (task_pool._RayPool says so)
 MAX_RETRIES = 3
-
-
-def import_ray():
-    try:
-        import ray
-    except ImportError:
-        raise RuntimeError(INSTALL_HINT) from None
-    return ray
 
 
 def _call(fn: Callable, blas_threads: int, *args):

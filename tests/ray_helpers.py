@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import os
 import signal
+import time
 import zlib
 from pathlib import Path
 
@@ -38,6 +39,70 @@ class KillOnce(Extractor):
 register_extractor(KillOnce, dim="4")
 
 
+def _claim(marker: Path, text: str) -> bool:
+    """Create ``marker`` holding ``text`` unless it exists: True for the one process that made it."""
+    try:
+        fd = os.open(marker, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    except FileExistsError:
+        return False
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+    return True
+
+
+def _node_id() -> str | None:
+    import ray
+
+    return ray.get_runtime_context().get_node_id() if ray.is_initialized() else None
+
+
+class StallOnce(Extractor):
+    """Values from the item id, under real feature names, ``sleep`` seconds per batch (so every worker
+    gets shards). The first Ray worker on a node other than ``avoid`` (the head) to compute a batch
+    writes its node id to ``marker`` and stalls, so that the test can take its node away mid-shard;
+    with ``marker`` present nothing stalls."""
+
+    name = "stall_once"
+    kind = "meta"
+    defaults = {"dim": 4, "marker": "", "avoid": "", "sleep": 0.0}
+
+    def prepare(self, item: Item):
+        return item.item_id
+
+    def collate(self, prepared):
+        return list(prepared)
+
+    def feature_names(self, dim: int) -> list[str]:
+        return [f"crc_normal_{i}" for i in range(dim)]
+
+    def compute(self, batch, items):
+        node, marker = _node_id(), self.options["marker"]
+        if marker and node not in (None, self.options["avoid"]) and not Path(marker).exists() and \
+                _claim(Path(marker), node):
+            time.sleep(600)  # until the node is removed
+        time.sleep(float(self.options["sleep"]))
+        rng = [np.random.default_rng(zlib.crc32(i.encode())) for i in batch]
+        return np.stack([r.standard_normal(self.options["dim"]) for r in rng]).astype(np.float32)
+
+
+register_extractor(StallOnce, dim="4")
+
+
+def stall_then_call(fn, blas_threads, *args):
+    """``regressors.ray_tasks._call`` as the tests' Ray pool runs it: the first task on a node other
+    than the head (``STALL_AVOID``) writes its node id to ``STALL_MARKER`` and stalls until the test
+    removes that node; the task runs again elsewhere, where it calls the real ``_call``."""
+    from regressors.ray_tasks import _call
+
+    marker, node = os.environ.get("STALL_MARKER", ""), _node_id()
+    if marker and not Path(marker).exists():
+        if node == os.environ.get("STALL_AVOID"):
+            time.sleep(1.0)  # Ray keeps short tasks on the driver's node while it has room: make it full
+        elif node is not None and _claim(Path(marker), node):
+            time.sleep(600)
+    return _call(fn, blas_threads, *args)
+
+
 def store_content(path) -> dict:
     """What two stores must share to hold the same features (timestamps and timings aside)."""
     from features_store.store import FeatureStore
@@ -53,3 +118,8 @@ def store_content(path) -> dict:
                         "names": st.feature_names(key), "status": st.status(key).tolist(),
                         "errors": st.errors(key).to_dict("list"), "bytes": vals.tobytes()}
     return out
+
+
+def cwd() -> str:
+    """The working folder of the process running this (a Ray task, in tests/test_ray_cluster.py)."""
+    return os.getcwd()

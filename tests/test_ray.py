@@ -62,12 +62,12 @@ def test_demo_features_on_ray_equal_a_single_process_run(cluster, demo_data, tmp
     assert "0 computed, 0 failed, 24 already in the store" in capsys.readouterr().out
 
 
-def test_worker_killed_mid_shard_is_restarted_and_resumes(cluster, demo_data, tmp_path, capsys):
+def test_worker_killed_mid_shard_has_its_shard_requeued(cluster, demo_data, tmp_path, capsys):
     from features_store import load_dataset
 
     ids = load_dataset(demo_data).df["item_id"].tolist()
     marker = tmp_path / "killed.pid"
-    # shard 1 holds items 8..15 in batches of 4: the kill comes after its first batch is journaled
+    # shard 2 of 3 holds items 8..15 in batches of 4: its worker dies after its first batch
     spec = f"kill_once:kill_at={ids[13]}:marker={marker}"
     marker.write_text("reference run: do not kill")
     assert _features(demo_data, tmp_path / "single.h5", spec, "--plugins", "ray_helpers") == 0
@@ -75,10 +75,14 @@ def test_worker_killed_mid_shard_is_restarted_and_resumes(cluster, demo_data, tm
     capsys.readouterr()
     assert _features(demo_data, tmp_path / "ray.h5", spec, "--plugins", "ray_helpers", "--engine", "ray",
                      "--shard-size", "8") == 0
-    out = capsys.readouterr().out
+    out, err = capsys.readouterr()
+    print(out, err)
     assert marker.exists()  # a worker did die
-    # the retried shard found its first batch in its journal: 4 items were not computed again
-    assert "20 computed, 0 failed, 4 already in the store" in out
+    # the lost shard went back to the queue and was computed whole by another worker
+    assert "24 computed, 0 failed, 0 already in the store" in out and "1 requeued after a lost worker" in out
+    pid = marker.read_text()
+    assert f"worker process {pid} on " in err and "shard 2/3 (8 items) back in the queue (try 2 of 4)" in err
+    assert "1 worker process(es) lost: 1 shard(s) requeued" in err
     assert store_content(tmp_path / "ray.h5") == store_content(tmp_path / "single.h5")
 
 
