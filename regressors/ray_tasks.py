@@ -10,6 +10,13 @@ machine does. The arrays go into Ray's object store once and reach the tasks as 
 With ``--storage`` (a journal file on a file system every node sees, or an RDB URL) the studies
 live there: a stopped run resumes them, and their trials can be read back by any machine.
 
+A task whose worker process or node is lost runs again on a live worker (``task_pool._RayPool``,
+``MAX_RETRIES`` times, a line on stderr each time). Without ``--storage`` a search starts over
+from its first trial, so the result equals an undisturbed run (tested on a simulated cluster).
+With ``--storage`` it resumes from the trials its study holds finished; the trial that was
+running stays RUNNING in the study, and the trials drawn after the resume come from a fresh
+sampler state, so the tuned parameters may differ from an undisturbed run.
+
 ``--trial-workers K`` (needs ``--storage``) spreads each search's trials over K Ray tasks that
 share its study, each with its own sampler seed. TPE proposes a trial from the trials finished
 before it, so the result then depends on timing and differs from run to run (and from the local
