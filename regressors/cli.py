@@ -121,6 +121,9 @@ def main(argv: list[str] | None = None, prog: str | None = None, job_progs: dict
                 import_ray()  # without ray: one line saying how to install it, before any work
                 if args.address:
                     os.environ["RAY_ADDRESS"] = args.address  # ray.init() joins this cluster
+                from .ray_tasks import shared_storage
+
+                cfg.storage = shared_storage(cfg.storage)  # the same file on every node, checked before any work
             exts = [e for e in args.extractors.split(",") if e.strip()] or None
             fit_command(args.track, args.store, exts, args.target, args.out, cfg, n_boot=args.bootstrap,
                         submit_split=args.submit_split, allow_incomplete=args.allow_incomplete,

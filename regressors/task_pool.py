@@ -126,11 +126,9 @@ class _Lost(Exception):
 
 class _RayPool:
     def __init__(self):
-        from .ray_tasks import MAX_RETRIES, _call, import_ray
+        from .ray_tasks import MAX_RETRIES, _call, start_ray
 
-        self.ray = import_ray()
-        if not self.ray.is_initialized():
-            self.ray.init(log_to_driver=False)  # RAY_ADDRESS, when set, names the cluster to join
+        self.ray = start_ray()
         # one BLAS thread per task (one CPU each), as a loky worker on a fully used machine has. Retries
         # are run_graph's (max_retries=0 here), so that a lost node or worker is said, not silent
         self.remote = self.ray.remote(num_cpus=1, max_retries=0)(_call)

@@ -123,3 +123,8 @@ def store_content(path) -> dict:
 def cwd() -> str:
     """The working folder of the process running this (a Ray task, in tests/test_ray_cluster.py)."""
     return os.getcwd()
+
+
+def sees_on_the_head_only(path: str) -> bool:
+    """``regressors.ray_tasks._sees`` as on a cluster whose worker nodes do not share the driver's disk."""
+    return os.environ.get("STALL_AVOID") == _node_id() and os.path.isfile(path)
