@@ -360,7 +360,8 @@ class _Pool:
             pass
         record = self.nodes.get(node) or next((n for n in self.ray.nodes() if n["NodeID"] == node), None)
         if node in self.lost_nodes or (record is not None and gone(self.ray, {node: record})):
-            self.lost_nodes.setdefault(node, describe(record))
+            if node not in self.lost_nodes:
+                self.lost_nodes[node] = describe(record)
             return f"node {self.lost_nodes[node]} lost"
         self.died += 1
         where = f" on {info['ip']} (id {info['node'][:8]})" if info else ""
@@ -385,9 +386,9 @@ def _first_line(err: BaseException) -> str:
 def _probe_paths(manifest, shards: list[Shard], extractors: Sequence[tuple[str, Any]]) -> list[str]:
     """Up to PROBE_ITEMS media files of the planned shards (first, middle, last) that the driver can read."""
     media_keys = {ex.key() for _, ex in extractors if ex.kind in ("image", "video")}
-    pos = np.concatenate([s.positions for s in shards if s.key in media_keys] or [np.zeros(0, int)])
-    paths = []
-    for p in np.unique(pos)[np.linspace(0, len(np.unique(pos)) - 1, PROBE_ITEMS).astype(int)] if len(pos) else []:
+    pos = np.unique(np.concatenate([s.positions for s in shards if s.key in media_keys] or [np.zeros(0, int)]))
+    paths: list[str] = []
+    for p in pos[np.linspace(0, len(pos) - 1, PROBE_ITEMS).astype(int)] if len(pos) else []:
         path = manifest.abspath(manifest.df["path"].iat[int(p)])
         if path and os.path.isfile(path) and path not in paths:
             paths.append(path)
