@@ -44,6 +44,15 @@ sys.path.insert(0, str(REPO))
 LOAD_START = os.getloadavg()
 
 
+def _git(*args: str) -> str:
+    return subprocess.run(["git", "-C", str(REPO), *args], capture_output=True, text=True).stdout.strip()
+
+
+# the code measured is the code of the start: later edits to the tree do not count
+COMMIT = _git("rev-parse", "--short=12", "HEAD") + (
+    "+dirty" if _git("status", "--porcelain", "--untracked-files=no", "--", ".", ":!benchmarks/results") else "")
+
+
 def load_avg() -> list[float]:
     return [round(x, 2) for x in os.getloadavg()]
 
@@ -191,10 +200,7 @@ def main() -> int:
                "all_identical_to_local": all(r.get("identical_to_local", True) for r in rows),
                "cluster_start_s": round(cluster_start_s, 1), "shard_size": args.shard_size,
                "image_px": args.size}
-    git = lambda *a: subprocess.run(["git", "-C", str(REPO), *a], capture_output=True, text=True).stdout.strip()  # noqa: E731
-    dirty = git("status", "--porcelain", "--untracked-files=no", "--", ".", ":!benchmarks/results")
-    meta = {"date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-            "commit": git("rev-parse", "--short=12", "HEAD") + ("+dirty" if dirty else ""),
+    meta = {"date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), "commit": COMMIT,
             "machine": f"{platform.system()} {platform.machine()}, Python {platform.python_version()}",
             "cpu_count": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
             "load_avg": load_avg(), "load_avg_start": [round(x, 2) for x in LOAD_START],
