@@ -7,7 +7,9 @@ raylet and object store. The work is the same CPU work on both sides: ``nss`` ov
 demo images (``--crops`` crops of 16 photos x 6 items, ``--size`` px), batch 8, one thread per
 process, fixed shards of ``--shard-size`` items. Per round, interleaved:
 
-* ``local``: the local runner, one process;
+* ``local``: the local runner, one process (in this process: no start-up cost);
+* ``local_2_processes``: two local runner processes at once (``--shard 0/2``, ``1/2``), merged:
+  ``ray_2``'s parallelism without Ray, start-up and merge included;
 * ``ray_1``, ``ray_2``: the Ray engine with 1 and 2 shard workers (``--actors``);
 * ``ray_2_node_lost``: 2 workers, and after ``--lose-at`` of the ``ray_2`` wall time of the same
   round the node of one of them is removed (kill -9, no replacement; the third node is free, so
@@ -72,6 +74,28 @@ def _extract(data: Path, store: Path, extra: list[str]) -> tuple[float, str, str
     if rc != 0:
         raise SystemExit(f"extraction failed ({rc}): {out.getvalue()}\n{err.getvalue()[-3000:]}")
     return wall, out.getvalue(), err.getvalue()
+
+
+def _extract_two_processes(data: Path, store: Path) -> float:
+    """The same items by two local runner processes at once (``--shard 0/2`` and ``1/2``), then merged:
+    the parallelism of ``ray_2`` without Ray (process start and merge included, as Ray's are)."""
+    from features_store.merge import merge
+
+    shards = [store.with_name(f"{store.stem}.shard-{k}-of-2.h5") for k in range(2)]
+    for p in (store, *shards):
+        shutil.rmtree(f"{p}.journal", ignore_errors=True)
+        p.unlink(missing_ok=True)
+    cmd = [sys.executable, "-m", "extractors", "run", "--track", "image", "--data", str(data), "--extractors", "nss",
+           "--store", str(store), "--batch-size", "8", "--workers", "0", "--threads", "1", "--no-progress"]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
+    t0 = time.perf_counter()
+    procs = [subprocess.Popen([*cmd, "--shard", f"{k}/2"], env=env, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.PIPE, text=True) for k in range(2)]
+    for p in procs:
+        if p.wait() != 0:
+            raise SystemExit(f"a local shard failed: {p.stderr.read()[-3000:]}")
+    merge(store, shards)
+    return time.perf_counter() - t0
 
 
 def _busy_worker_node(cluster):
@@ -150,7 +174,7 @@ def main() -> int:
     cluster_start_s = time.perf_counter() - t0
     print(f"cluster (head + 3 x 1 CPU) up in {cluster_start_s:.1f} s", flush=True)
 
-    cases = {"local": [], "ray_1": ["--engine", "ray", "--actors", "1", *shard],
+    cases = {"local": [], "local_2_processes": None, "ray_1": ["--engine", "ray", "--actors", "1", *shard],
              "ray_2": ["--engine", "ray", "--actors", "2", *shard],
              "ray_2_node_lost": ["--engine", "ray", "--actors", "2", *shard]}
     rows = []
@@ -163,7 +187,10 @@ def main() -> int:
                 if case == "ray_2_node_lost":
                     thread = _lose_a_node(cluster, args.lose_at * wall_ray2, removed)
                 t_start = time.perf_counter()
-                wall, out, err = _extract(data, tmp / f"{case}.h5", extra)
+                if extra is None:
+                    wall, out, err = _extract_two_processes(data, tmp / f"{case}.h5"), "", ""
+                else:
+                    wall, out, err = _extract(data, tmp / f"{case}.h5", extra)
                 if thread is not None:
                     thread.join()
                 m = re.search(r"([\d.]+) items/s", out)
@@ -172,7 +199,7 @@ def main() -> int:
                        "items_per_s": round(n / wall, 2), "rate_per_worker": rate, "load_1min": load_avg()[0]}
                 if case == "ray_2":
                     wall_ray2 = wall
-                if case != "local":
+                if case.startswith("ray"):
                     row["identical_to_local"] = _same(tmp / f"{case}.h5", tmp / "local.h5")
                 if case == "ray_2_node_lost":
                     req = re.search(r"(\d+) shard\(s\) requeued", err)
@@ -195,6 +222,7 @@ def main() -> int:
     lost = [r for r in rows if r["case"] == "ray_2_node_lost"]
     summary = {"median_wall_s": med,
                "throughput_vs_local": {c: round(med["local"] / med[c], 3) for c in cases if c != "local"},
+               "ray_2_vs_local_2_processes": round(med["local_2_processes"] / med["ray_2"], 3),
                "median_time_lost_s": statistics.median(r["time_lost_s"] for r in lost),
                "median_one_shard_s": statistics.median(r["one_shard_s"] for r in lost if r["one_shard_s"]),
                "all_identical_to_local": all(r.get("identical_to_local", True) for r in rows),

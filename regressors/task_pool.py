@@ -22,6 +22,7 @@ import os
 import shutil
 import sys
 import tempfile
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Hashable, Iterable
@@ -35,6 +36,8 @@ from tqdm.auto import tqdm
 MAX_AUTO_WORKERS = 8
 #: arrays larger than this reach the workers as a memory map (Ray: the object store); smaller ones are pickled
 SHARE_BYTES = 1 << 20
+#: Ray: a task lost this many seconds after a node was found lost is taken as lost with that node
+RECENT_LOSS_S = 60.0
 
 
 def usable_cores() -> int:
@@ -137,6 +140,7 @@ class _RayPool:
         from extractors.ray_cluster import alive_nodes
 
         self.nodes = alive_nodes(self.ray)  # the nodes a lost task may have run on
+        self.lost: dict[str, tuple[str, float]] = {}  # node id -> (what it was, when it was found lost)
         self.put: dict[int, tuple[np.ndarray, Any]] = {}  # id(array) -> (array kept alive, ObjectRef)
 
     def _arg(self, a):
@@ -168,10 +172,14 @@ class _RayPool:
 
         self.nodes.update(alive_nodes(self.ray))
         lost = gone(self.ray, self.nodes)  # Ray's record lags: ask each node's raylet
-        for node in lost:
+        now = time.monotonic()
+        for node, what in lost.items():
             del self.nodes[node]
-        if lost:
-            return ", ".join(f"node {what}" for what in lost.values()) + " lost"
+            self.lost[node] = (what, now)
+        # a node lost a moment ago takes several tasks with it: the later ones find it gone already
+        recent = lost or {n: w for n, (w, t) in self.lost.items() if now - t < RECENT_LOSS_S}
+        if recent:
+            return ", ".join(f"node {what}" for what in recent.values()) + " lost"
         return f"a worker process was lost ({type(err).__name__})"
 
     def again(self, task: Task, what: str):

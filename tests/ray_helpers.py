@@ -1,6 +1,8 @@
-"""Helpers for tests/test_ray.py, importable by Ray worker processes (tests/ is on their PYTHONPATH)."""
+"""Helpers for tests/test_ray.py and tests/test_ray_cluster.py, importable by Ray worker processes
+(tests/ is on their PYTHONPATH)."""
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import time
@@ -37,6 +39,33 @@ class KillOnce(Extractor):
 
 
 register_extractor(KillOnce, dim="4")
+
+TESTS = Path(__file__).resolve().parent
+REPO = TESTS.parent
+
+
+@contextlib.contextmanager
+def ray_worker_env(**extra: str):
+    """The environment variables of the tests' Ray workers (for ``runtime_env``), with Ray starting
+    them at nice 0, not 15: on a busy CI machine they would crawl behind every other job."""
+    before = os.environ.get("RAY_worker_niceness")
+    os.environ["RAY_worker_niceness"] = "0"
+    try:
+        yield {"PYTHONPATH": os.pathsep.join([str(REPO), str(TESTS)]), "HF_HUB_OFFLINE": "1",
+               "TRANSFORMERS_OFFLINE": "1", "OMP_NUM_THREADS": "1", **extra}
+    finally:
+        if before is None:
+            os.environ.pop("RAY_worker_niceness", None)
+        else:
+            os.environ["RAY_worker_niceness"] = before
+
+
+def features(data, store, extractors, *extra) -> int:
+    """``python -m extractors run`` on the demo data, small batches, one thread, no progress bar."""
+    from extractors.__main__ import main as ex_main
+
+    return ex_main(["run", "--track", "image", "--data", str(data), "--extractors", extractors, "--store", str(store),
+                    "--batch-size", "4", "--workers", "0", "--threads", "1", "--no-progress", *extra])
 
 
 def _claim(marker: Path, text: str) -> bool:

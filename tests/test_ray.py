@@ -11,11 +11,9 @@ import sys
 import numpy as np
 import pytest
 
-from extractors.__main__ import main as ex_main
-from ray_helpers import store_content
+from ray_helpers import features as _features
+from ray_helpers import ray_worker_env, store_content
 
-TESTS = Path(__file__).resolve().parent
-REPO = TESTS.parent
 DEMO_EXTRACTORS = "nss,effnet_lite0,prompt_minilm,generator"
 
 
@@ -23,18 +21,10 @@ DEMO_EXTRACTORS = "nss,effnet_lite0,prompt_minilm,generator"
 def cluster():
     """One local cluster for the module (starting one costs ~7 s)."""
     ray = pytest.importorskip("ray", reason="the Ray engine's tests need ray (pip install 'aigc-quality[ray]')")
-    env = {"PYTHONPATH": os.pathsep.join([str(REPO), str(TESTS)]), "HF_HUB_OFFLINE": "1",
-           "TRANSFORMERS_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
-    # Ray starts workers at nice 15: on a busy CI machine they would crawl behind every other job
-    before = os.environ.get("RAY_worker_niceness")
-    os.environ["RAY_worker_niceness"] = "0"
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, runtime_env={"env_vars": env})
-    yield
-    ray.shutdown()
-    if before is None:
-        os.environ.pop("RAY_worker_niceness", None)
-    else:
-        os.environ["RAY_worker_niceness"] = before
+    with ray_worker_env() as env:
+        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, runtime_env={"env_vars": env})
+        yield
+        ray.shutdown()
 
 
 @pytest.fixture(scope="module")
@@ -42,11 +32,6 @@ def demo_data(tmp_path_factory):
     from experiments.demo_data import DemoConfig, build_demo_dataset
 
     return build_demo_dataset(tmp_path_factory.mktemp("demo") / "data", DemoConfig(n_sources=2, size=64))
-
-
-def _features(data, store, extractors, *extra) -> int:
-    return ex_main(["run", "--track", "image", "--data", str(data), "--extractors", extractors, "--store", str(store),
-                    "--batch-size", "4", "--workers", "0", "--threads", "1", "--no-progress", *extra])
 
 
 @pytest.mark.slow  # 24 s (load 12, 2 cores): two demo extractions, 2 actors loading 4 models
@@ -106,6 +91,16 @@ def test_rerun_after_the_driver_died_keeps_what_its_shards_computed(cluster, dem
     assert "16 computed, 0 failed, 8 already in the store, dim 7, 2 shards" in capsys.readouterr().out
     assert store_content(tmp_path / "ray.h5") == store_content(tmp_path / "single.h5")
     assert not left.exists()
+
+
+def test_a_worker_that_cannot_start_stops_the_run_in_one_line(cluster, demo_data, tmp_path, capsys, monkeypatch):
+    """A plugin this process imports but the workers cannot (it is not on their path): said, not retried."""
+    (tmp_path / "driver_only_plugin.py").write_text("from ray_helpers import KillOnce  # noqa: F401\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    assert _features(demo_data, tmp_path / "ray.h5", "kill_once", "--plugins", "driver_only_plugin",
+                     "--engine", "ray") == 2
+    err = capsys.readouterr().err
+    assert "error: a shard worker could not start: ModuleNotFoundError: No module named 'driver_only_plugin'" in err
 
 
 def test_engine_ray_refuses_hand_made_shards(demo_data, tmp_path, capsys):

@@ -6,16 +6,12 @@ from __future__ import annotations
 
 import os
 import threading
-import time
 from pathlib import Path
 
 import pytest
 
-from extractors.__main__ import main as ex_main
-from ray_helpers import store_content
-
-TESTS = Path(__file__).resolve().parent
-REPO = TESTS.parent
+from ray_helpers import REPO, ray_worker_env, store_content
+from ray_helpers import features as _features
 
 
 @pytest.fixture(scope="module")
@@ -25,23 +21,17 @@ def cluster(tmp_path_factory):
     from ray.cluster_utils import Cluster
 
     markers = tmp_path_factory.mktemp("markers")
-    before = os.environ.get("RAY_worker_niceness")
-    os.environ["RAY_worker_niceness"] = "0"  # as tests/test_ray.py: workers at nice 15 crawl on a busy CI machine
-    c = Cluster(initialize_head=True, head_node_args={"num_cpus": 1})
-    for _ in range(2):
-        c.add_node(num_cpus=1)
-    env = {"PYTHONPATH": os.pathsep.join([str(REPO), str(TESTS)]), "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1",
-           "STALL_MARKER": str(markers / "regress.node"), "STALL_AVOID": c.head_node.node_id}
-    ray.init(address=c.address, include_dashboard=False, log_to_driver=False, runtime_env={"env_vars": env})
-    c.wait_for_nodes()
-    c.markers = markers
-    yield c
-    ray.shutdown()
-    c.shutdown()
-    if before is None:
-        os.environ.pop("RAY_worker_niceness", None)
-    else:
-        os.environ["RAY_worker_niceness"] = before
+    with ray_worker_env() as env:
+        c = Cluster(initialize_head=True, head_node_args={"num_cpus": 1})
+        for _ in range(2):
+            c.add_node(num_cpus=1)
+        env.update(STALL_MARKER=str(markers / "regress.node"), STALL_AVOID=c.head_node.node_id)
+        ray.init(address=c.address, include_dashboard=False, log_to_driver=False, runtime_env={"env_vars": env})
+        c.wait_for_nodes()
+        c.markers = markers
+        yield c
+        ray.shutdown()
+        c.shutdown()
 
 
 @pytest.fixture(scope="module")
@@ -49,11 +39,6 @@ def demo_data(tmp_path_factory):
     from experiments.demo_data import DemoConfig, build_demo_dataset
 
     return build_demo_dataset(tmp_path_factory.mktemp("demo") / "data", DemoConfig(n_sources=2, size=64))
-
-
-def _features(data, store, extractors, *extra) -> int:
-    return ex_main(["run", "--track", "image", "--data", str(data), "--extractors", extractors, "--store", str(store),
-                    "--batch-size", "4", "--workers", "0", "--threads", "1", "--no-progress", *extra])
 
 
 class NodeRemover(threading.Thread):
