@@ -60,9 +60,11 @@ class NodeRemover(threading.Thread):
 
 def test_a_node_lost_mid_run_with_a_relative_store_finishes_identical(cluster, demo_data, tmp_path, monkeypatch,
                                                                       capsys):
-    """The issue's "done when": a relative --store, a worker node lost mid-run for good: exit 0, the
-    store equal to a single-process run (values, status, errors, feature names)."""
+    """The issue's "done when": `aigcq features --engine ray` with a relative --store, a worker node lost
+    mid-run for good: exit 0, the store equal to a single-process run (values, status, errors, names)."""
     import ray
+
+    from aigcq.cli import main as aigcq
 
     marker = tmp_path / "stall.node"
     spec = f"stall_once:marker={marker}:avoid={cluster.head_node.node_id}:sleep=0.3,nss"
@@ -75,8 +77,9 @@ def test_a_node_lost_mid_run_with_a_relative_store_finishes_identical(cluster, d
     remover.start()
     capsys.readouterr()
     try:
-        rc = _features(demo_data, "rel/ray.h5", spec, "--plugins", "ray_helpers", "--engine", "ray",
-                       "--shard-size", "4")
+        rc = aigcq(["features", "--track", "image", "--data", str(demo_data), "--extractors", spec, "--store",
+                    "rel/ray.h5", "--batch-size", "4", "--workers", "0", "--threads", "1", "--no-progress",
+                    "--plugins", "ray_helpers", "--engine", "ray", "--shard-size", "4"])
     finally:
         remover.stop.set()
         remover.join()
