@@ -130,7 +130,28 @@ def test_media_the_workers_cannot_read_is_refused_before_any_shard(cluster, demo
         assert st.keys() == []  # no shard ran
 
 
-@pytest.mark.slow  # 27-31 s (load 18, 2 cores): two fits, one of them waiting for a node to be removed
+def test_regress_refuses_a_storage_file_some_node_does_not_see(cluster, tmp_path, monkeypatch, capsys):
+    from regressors.cli import main as reg_main
+    from test_regress_cli import _make_store
+
+    store = _make_store(tmp_path / "toy.h5")
+    monkeypatch.setattr("regressors.ray_tasks._sees", __import__("ray_helpers").sees_on_the_head_only)
+    argv = ["fit", "--track", "image", "--store", str(store), "--extractors", "generator", "--out", str(tmp_path / "o"),
+            "--engine", "ray", "--storage", str(tmp_path / "studies.journal")]
+    node = None if cluster.worker_nodes else cluster.add_node(num_cpus=1)  # a worker node to be blind
+    cluster.wait_for_nodes()
+    try:
+        assert reg_main(argv) == 2
+    finally:
+        if node is not None:
+            cluster.remove_node(node)
+    err = capsys.readouterr().err
+    assert f"error: --storage {tmp_path / 'studies.journal'}: {tmp_path / 'studies.journal'} is not seen by Ray node(s) " in err
+    assert "every node shares (or use an RDB URL" in err
+    assert not (tmp_path / "o").exists() and not list(tmp_path.glob(".studies.journal.seen-*"))
+
+
+@pytest.mark.slow  # 17-31 s (load 13-18, 2 cores): two fits, one of them waiting for a node to be removed
 def test_regress_with_a_node_lost_mid_run_predicts_what_the_local_pool_predicts(cluster, tmp_path, monkeypatch,
                                                                                capsys):
     import pandas as pd
@@ -164,23 +185,3 @@ def test_regress_with_a_node_lost_mid_run_predicts_what_the_local_pool_predicts(
     local, on_ray = (pd.read_csv(tmp_path / d / "predictions.csv") for d in ("local", "ray"))
     pd.testing.assert_frame_equal(on_ray, local, check_exact=True)
     assert (tmp_path / "studies.journal").stat().st_size > 0 and not (REPO / "studies.journal").exists()
-
-
-def test_regress_refuses_a_storage_file_some_node_does_not_see(cluster, tmp_path, monkeypatch, capsys):
-    from regressors.cli import main as reg_main
-    from test_regress_cli import _make_store
-
-    store = _make_store(tmp_path / "toy.h5")
-    monkeypatch.setattr("regressors.ray_tasks._sees", __import__("ray_helpers").sees_on_the_head_only)
-    argv = ["fit", "--track", "image", "--store", str(store), "--extractors", "generator", "--out", str(tmp_path / "o"),
-            "--engine", "ray", "--storage", str(tmp_path / "studies.journal")]
-    node = cluster.add_node(num_cpus=1)  # a worker node, whatever the tests before took away
-    cluster.wait_for_nodes()
-    try:
-        assert reg_main(argv) == 2
-    finally:
-        cluster.remove_node(node)
-    err = capsys.readouterr().err
-    assert f"error: --storage {tmp_path / 'studies.journal'}: {tmp_path / 'studies.journal'} is not seen by Ray node(s) " in err
-    assert "every node shares (or use an RDB URL" in err
-    assert not (tmp_path / "o").exists() and not list(tmp_path.glob(".studies.journal.seen-*"))
