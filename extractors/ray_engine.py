@@ -219,10 +219,14 @@ def shard_rows(st, key: str) -> dict[str, Any]:
 def record_rows(st, key: str, rows: dict[str, Any]) -> None:
     """Write a shard's rows into the driver's store: one journal entry, as a batch of a single run."""
     st.ensure_config(key, rows["identity"], feature_names=rows["names"] or None, name=rows["name"], kind=rows["kind"])
-    if rows["names"]:
-        st.set_feature_names(key, rows["names"])  # as the runner does at its first computed batch
+    names = rows["names"]
+    new_names = bool(names) and not (st.config(key)["dim"] == len(names) and st.feature_names(key) == names)
+    if names:
+        st.set_feature_names(key, names)  # as the runner does at its first computed batch
     st.set_batch_sizes(key, {*st.batch_sizes(key), *rows["batch_sizes"]})
     st.record(key, st.index_of(rows["done_ids"]), rows["values"], st.index_of(rows["failed_ids"]), rows["messages"])
+    if new_names:  # the file takes names once it knows the width: now, not at the next checkpoint, so that a
+        st.checkpoint()  # driver killed in between does not leave journaled rows named nss_0 ... (one copy per key)
 
 
 def _setup_once(ex) -> None:

@@ -103,6 +103,31 @@ def test_a_worker_that_cannot_start_stops_the_run_in_one_line(cluster, demo_data
     assert "error: a shard worker could not start: ModuleNotFoundError: No module named 'driver_only_plugin'" in err
 
 
+def test_a_driver_killed_after_recording_a_shard_keeps_its_feature_names(tmp_path):
+    """The driver writes each shard's rows to the store's journal; a key's first rows are checkpointed at
+    once with its feature names, so a driver killed before its next periodic checkpoint leaves rows with
+    their names, not nss_0 ... placeholders (the file takes names only once it knows the width)."""
+    import pandas as pd
+
+    from extractors.ray_engine import record_rows
+    from features_store import FeatureStore
+    from features_store.manifest import Manifest
+
+    df = pd.DataFrame({"item_id": ["a", "b", "c"], "path": "", "prompt": "p", "generator": "g"})
+    names = ["mscn_mean", "mscn_var"]
+    rows = {"identity": {"name": "nss"}, "name": "nss", "kind": "image", "names": names, "batch_sizes": [4],
+            "done_ids": np.array(["a", "c"]), "values": np.ones((2, 2), np.float32), "failed_ids": np.array(["b"]),
+            "messages": ["ItemError: unreadable"]}
+    st = FeatureStore(tmp_path / "s.h5", mode="a")
+    st.set_manifest(Manifest(df, tmp_path, "toy"))
+    record_rows(st, "nss-0123456789ab", rows)
+    st.close(checkpoint=False)  # killed: the journal holds the rows, no final checkpoint
+    with FeatureStore(tmp_path / "s.h5", mode="r") as st:
+        assert st.feature_names("nss-0123456789ab") == names
+        assert st.status("nss-0123456789ab").tolist() == [1, 2, 1]
+        assert st.errors("nss-0123456789ab")["error"].tolist() == ["ItemError: unreadable"]
+
+
 def test_engine_ray_refuses_hand_made_shards(demo_data, tmp_path, capsys):
     assert _features(demo_data, tmp_path / "x.h5", "generator", "--engine", "ray", "--shard", "0/2") == 2
     assert "--shard-size" in capsys.readouterr().err
