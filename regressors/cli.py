@@ -121,6 +121,13 @@ def main(argv: list[str] | None = None, prog: str | None = None, job_progs: dict
                 import_ray()  # without ray: one line saying how to install it, before any work
                 if args.address:
                     os.environ["RAY_ADDRESS"] = args.address  # ray.init() joins this cluster
+            if os.path.isfile(args.store):  # TARGET may be the file's name of a mapped column (mos_quality -> mos)
+                from features_store.api import resolve_target
+
+                args.target, note = resolve_target(args.store, args.target)
+                if note:
+                    print(f"note: {note}", file=sys.stderr)
+            if args.engine == "ray":
                 from .ray_tasks import shared_storage
 
                 cfg.storage = shared_storage(cfg.storage)  # the same file on every node, checked before any work
