@@ -523,9 +523,9 @@ def _run_shards(ray, st, shards: list[Shard], manifest, summaries, n_actors: int
                 raise RuntimeError(f"no shard worker ({_resources(opts)}) could start on the cluster for "
                                    f"{NO_WORKER_WAIT_S:.0f} s with {len(queue)} shard(s) left; the rows computed so "
                                    "far are in the store (rerun to continue)")
+            if queue and time.monotonic() - pool.resized > RESIZE_EVERY_S:
+                pool.resize(len(queue) + len(inflight))  # nodes that joined get workers
             if not done:
-                if time.monotonic() - pool.resized > RESIZE_EVERY_S:
-                    pool.resize(len(queue) + len(inflight))  # nodes that joined get workers
                 continue
             ref = done[0]
             if ref in pool.starting:
