@@ -471,8 +471,9 @@ def run_ray(manifest, specs: Sequence[str], track: str, store: str | os.PathLike
                 kwargs = dict(track=track, device=device, precision=resolved, batch_size=batch_size, workers=workers,
                               retry_failed=retry_failed, checkpoint_every_s=checkpoint_every_s, dtype=dtype,
                               plugins=plugins, threads=threads, run_options=run_options)
-                _run_shards(ray, st, shards, manifest, summaries, n_actors, opts, max_restarts, kwargs, progress,
-                            _probe_paths(manifest, shards, extractors), checkpoint_every_s)
+                # without --actors the pool grows with the cluster (a node that joins gets workers)
+                _run_shards(ray, st, shards, manifest, summaries, actors or sys.maxsize, opts, max_restarts, kwargs,
+                            progress, _probe_paths(manifest, shards, extractors), checkpoint_every_s)
                 for key, s in summaries.items():
                     if s["done"]:  # extraction wall time summed over the workers (the submission's per-item cost)
                         st.add_timing(key, s["seconds"], s["done"], device)
@@ -489,7 +490,7 @@ def run_ray(manifest, specs: Sequence[str], track: str, store: str | os.PathLike
             ray.shutdown()
 
 
-def _run_shards(ray, st, shards: list[Shard], manifest, summaries, n_actors: int, opts, max_restarts: int,
+def _run_shards(ray, st, shards: list[Shard], manifest, summaries, limit: int, opts, max_restarts: int,
                 kwargs: dict[str, Any], progress: bool, probe_paths: list[str], checkpoint_every_s: float) -> None:
     """The queue: a free worker takes the next shard; a lost worker's shard goes back to the front."""
     from tqdm.auto import tqdm
@@ -497,13 +498,13 @@ def _run_shards(ray, st, shards: list[Shard], manifest, summaries, n_actors: int
     # restarts are ours, not Ray's: a restarted actor waits for room the survivors hold (a hang), and
     # its calls' retries were spent on "temporarily unavailable" before Ray declared the node dead
     cls = ray.remote(max_restarts=0, max_task_retries=0, **opts)(ShardWorker)
-    pool = _Pool(ray, cls, kwargs, opts, n_actors, probe_paths, ray.put(manifest))
+    pool = _Pool(ray, cls, kwargs, opts, limit, probe_paths, ray.put(manifest))
     queue, inflight = deque(shards), {}  # ObjectRef -> (actor, shard)
     requeued, last_ckpt = 0, time.monotonic()
     idle_since = time.monotonic()
     bar = tqdm(total=sum(len(s.positions) for s in shards), desc=f"ray: {len(shards)} shards", unit="item",
                disable=not progress, dynamic_ncols=True)
-    pool.resize(min(n_actors, len(shards)))
+    pool.resize(len(shards))
     try:
         while queue or inflight:
             busy = {actor for actor, _ in inflight.values()}
