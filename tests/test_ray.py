@@ -71,8 +71,10 @@ def test_worker_killed_mid_shard_has_its_shard_requeued(cluster, demo_data, tmp_
     assert store_content(tmp_path / "ray.h5") == store_content(tmp_path / "single.h5")
 
 
-def test_rerun_after_the_driver_died_keeps_what_its_shards_computed(cluster, demo_data, tmp_path, capsys):
-    """A driver killed mid-run leaves <store>.ray/ with shard stores: the next run merges them first."""
+def test_shard_stores_an_earlier_engine_left_are_merged_first(cluster, demo_data, tmp_path, capsys):
+    """The engine of earlier versions wrote shard stores under <store>.ray/, and a killed driver left
+    them there: a run of this one merges them first and plans only the rest. (A driver of this engine
+    keeps what it received in the store's journal: test_a_driver_killed_after_recording_...)"""
     from extractors.registry import for_track
     from extractors.runner import run_extraction
     from features_store import load_dataset
