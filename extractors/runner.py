@@ -373,7 +373,7 @@ def _loop(st, key, ex, items, summary, batch_size, workers, progress, every_s, e
 
     bar = tqdm(total=len(items), desc=key, unit="item", disable=not progress, dynamic_ncols=True)
     last_ckpt, batches_since, broken = time.monotonic(), 0, 0
-    names_set = False
+    names_set = new_names = False
     id_of = {it.index: it.item_id for it in items}
     try:
         for positions, batch, failures, singles in _batches(ex, items, batch_size, workers, stall_s):
@@ -419,9 +419,14 @@ def _loop(st, key, ex, items, summary, batch_size, workers, progress, every_s, e
                     done_idx = list(np.asarray(done_idx)[finite])
                     values = values[finite]
                 if not names_set and len(done_idx):
-                    st.set_feature_names(key, ex.feature_names(values.shape[1]))
+                    names = ex.feature_names(values.shape[1])
+                    new_names = st.feature_names(key) != names  # [] before the first row; placeholders after a kill
+                    st.set_feature_names(key, names)
                     names_set = True
             st.record(key, done_idx, values, fail_idx, fail_msg)
+            if new_names:  # the file takes names once it knows the width: now, not at the next checkpoint, so that
+                st.checkpoint()  # a run killed in between does not leave rows named generator_0 ... (once per key)
+                new_names = False
             summary.done += len(done_idx)
             summary.failed += len(fail_idx)
             if fail_idx:
