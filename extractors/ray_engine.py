@@ -68,13 +68,14 @@ class Shard:
     positions: np.ndarray  # rows of the manifest this shard computes
     batch_size: int
     tries: int = 0  # times it was handed to a worker
+    names: list[str] | None = None  # the key's feature names in the driver's store (what the extractor learnt)
 
     @property
     def name(self) -> str:
         return f"{self.key} shard {self.k + 1}/{self.n}"
 
     def task(self) -> dict[str, Any]:
-        return {"spec": self.spec, "positions": self.positions, "batch_size": self.batch_size}
+        return {"spec": self.spec, "positions": self.positions, "batch_size": self.batch_size, "names": self.names}
 
 
 def shard_folder(store: str | os.PathLike) -> Path:
@@ -109,7 +110,7 @@ def plan_shards(manifest, extractors: Sequence[tuple[str, Any]], store, split: s
     rows = st.index_of(df["item_id"].to_numpy()[wanted])
     for spec, ex in extractors:
         key = ex.key()
-        todo, bs = wanted, batch_size
+        todo, bs, names = wanted, batch_size, stored_names(st, key)
         if key in st.keys():
             status = st.status(key)[rows]
             todo = wanted[(status != DONE) & ((status != FAILED) | retry_failed)]
@@ -119,8 +120,14 @@ def plan_shards(manifest, extractors: Sequence[tuple[str, Any]], store, split: s
             skipped[key] = len(wanted) - len(todo)
         n = math.ceil(len(todo) / key_size)
         for k in range(n):
-            shards.append(Shard(spec, key, k, n, todo[k * key_size:(k + 1) * key_size], bs))
+            shards.append(Shard(spec, key, k, n, todo[k * key_size:(k + 1) * key_size], bs, names=names))
     return shards
+
+
+def stored_names(st, key: str) -> list[str] | None:
+    """``key``'s feature names in the store ``st`` once it holds rows (None before): an extractor that
+    learns from the manifest (the generator vocabulary) keeps what it learnt then (runner's ``stored_names``)."""
+    return st.feature_names(key) if key in st.keys() and st.config(key)["dim"] else None
 
 
 class ShardWorker:
@@ -193,7 +200,8 @@ class ShardWorker:
                                    batch_size=task.get("batch_size", self.batch_size), workers=self.workers,
                                    retry_failed=self.retry_failed, progress=False,
                                    checkpoint_every_s=self.checkpoint_every_s, learn_from=self.manifest,
-                                   threads=self.threads, media_checked=True, **self.run_options)
+                                   threads=self.threads, media_checked=True, stored_names=task.get("names"),
+                                   **self.run_options)
                 rows = shard_rows(st, s.key)
         finally:
             shutil.rmtree(scratch, ignore_errors=True)
@@ -444,10 +452,13 @@ def run_ray(manifest, specs: Sequence[str], track: str, store: str | os.PathLike
                     pass  # something else there: left alone
         resolved = resolve_precision(precision, device)
         extractors = []
-        for spec in specs:
-            ex = for_track(spec, track)
-            ex.device, ex.precision = device, resolved
-            extractors.append((spec, ex))
+        with FeatureStore(store, mode="r") as st:
+            for spec in specs:
+                ex = for_track(spec, track)
+                ex.device, ex.precision = device, resolved
+                if hasattr(ex, "fit_manifest"):  # refuses, before any worker starts, what a single run refuses
+                    ex.fit_manifest(manifest.df, stored_names(st, ex.key()))  # (a dataset naming new generators)
+                extractors.append((spec, ex))
 
         started = _start_ray(ray, address)
         workers, opts = _actor_options(ray, device, workers, actors_per_gpu)

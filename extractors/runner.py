@@ -211,6 +211,7 @@ def run_extraction(
     worker_stall_s: float | None = None,
     allow_media_mismatch: bool = False,
     media_checked: bool = False,
+    stored_names: list[str] | None = None,
 ) -> RunSummary:
     """Compute ``extractor`` for the pending items of ``manifest`` (a Manifest or a list of
     Items) into ``store`` (a path or an open FeatureStore in mode "a").
@@ -222,6 +223,10 @@ def run_extraction(
     ``on_changed``: items whose media file changed since their features were computed are
     recomputed ("recompute", with a warning naming them) or the run is refused ("refuse");
     see features_store.fingerprint.
+
+    ``stored_names``: the feature names the caller's store holds for the extractor's key, when ``store``
+    is not that store (a Ray worker's scratch store): what the extractor learnt then (``fit_manifest``,
+    e.g. the generator vocabulary, hence the block's columns) is kept, as in a single run.
 
     ``media_checked``: the caller already compared the media with their fingerprints (the Ray driver
     does, on the whole store, before handing out shards whose new stores hold no fingerprints yet:
@@ -264,7 +269,8 @@ def run_extraction(
         extractor.allow_media_mismatch = bool(allow_media_mismatch)
         if hasattr(extractor, "fit_manifest"):
             k = extractor.key()
-            stored = st.feature_names(k) if k in st.keys() and st.config(k)["dim"] else None
+            stored = stored_names if stored_names is not None else \
+                st.feature_names(k) if k in st.keys() and st.config(k)["dim"] else None
             extractor.fit_manifest((manifest if learn_from is None else learn_from).df, stored)
         key = _declare(st, extractor)
         summary = RunSummary(key, extractor.name)

@@ -200,3 +200,39 @@ def test_parallel_trials_share_one_study_and_stop_at_the_budget(cluster, tmp_pat
     studies = optuna.get_all_study_summaries(JournalStorage(JournalFileBackend(str(journal))))
     assert {s.study_name for s in studies} >= {"cv-svr-s0", "cv-enet-s0", "cv-lgbm-s0", "cv-knn-s0"}
     assert all(6 <= s.n_trials <= 7 for s in studies)  # the budget, + at most one trial already running
+
+
+def test_a_resumed_generator_block_keeps_its_vocabulary_as_a_single_run_does(cluster, tmp_path):
+    """The generator block's columns are the vocabulary a store first learnt. A single run resuming it keeps
+    that vocabulary (and refuses a dataset naming generators it lacks); a Ray worker, whose scratch store
+    holds no names, learnt a fresh one: with one generator gone and one new, the same width, so the new
+    rows went into the old columns and the block was renamed, silently (exit 0)."""
+    import pandas as pd
+
+    from extractors.ray_engine import run_ray
+    from extractors.registry import for_track
+    from extractors.runner import run_extraction
+    from features_store.manifest import Manifest
+
+    def manifest(gens, start=0):
+        ids = [f"i{start + k:02d}" for k in range(len(gens))]
+        return pd.DataFrame({"item_id": ids, "path": "", "prompt": "p", "generator": gens})
+
+    first = manifest(["a", "b", "c"] * 4)
+    single, on_ray = tmp_path / "single.h5", tmp_path / "ray.h5"
+    for store in (single, on_ray):
+        run_extraction(Manifest(first, tmp_path, "toy"), for_track("generator", "image"), store, batch_size=4,
+                       progress=False)
+    # c gone, d new: a single run refuses it; so must the Ray engine, before any worker computes
+    swapped = Manifest(pd.concat([first[first.generator != "c"], manifest(["d"] * 4, 12)]), tmp_path, "toy")
+    refusal = r"computed with the vocabulary \['a', 'b', 'c'\]; this dataset also names \['d'\]"
+    with pytest.raises(ValueError, match=refusal):
+        run_extraction(swapped, for_track("generator", "image"), single, batch_size=4, progress=False)
+    with pytest.raises(ValueError, match=refusal):
+        run_ray(swapped, ["generator"], "image", on_ray, shard_size=4, batch_size=4, progress=False)
+    assert store_content(on_ray) == store_content(single)
+    # c gone, nothing new: the stored vocabulary (a, b, c) is kept, so new rows fit the block's 4 columns
+    fewer = Manifest(pd.concat([first[first.generator != "c"], manifest(["a", "b"] * 4, 16)]), tmp_path, "toy")
+    run_extraction(fewer, for_track("generator", "image"), single, batch_size=4, progress=False)
+    run_ray(fewer, ["generator"], "image", on_ray, shard_size=4, batch_size=4, progress=False)
+    assert store_content(on_ray) == store_content(single)
