@@ -138,6 +138,7 @@ class ShardWorker:
                  threads: int | None, run_options: dict[str, Any]):
         from .runner import load_plugins
 
+        remove_stale_scratch()
         load_plugins(plugins)
         self.threads, self.run_options = threads, run_options
         self.manifest, self.track = None, track
@@ -193,7 +194,7 @@ class ShardWorker:
         ex = self._extractor(task["spec"])
         mask = np.zeros(len(self.manifest.df), bool)
         mask[task["positions"]] = True
-        scratch = Path(tempfile.mkdtemp(prefix="aigcq-shard-"))
+        scratch = Path(tempfile.mkdtemp(prefix=_scratch_prefix(os.getpid())))
         try:
             with FeatureStore(scratch / "shard.h5", mode="a", dtype=self.dtype) as st:
                 s = run_extraction(self.manifest.subset(mask), ex, st, device=self.device, precision=self.precision,
@@ -207,6 +208,28 @@ class ShardWorker:
             shutil.rmtree(scratch, ignore_errors=True)
         return {**rows, "key": s.key, "done": s.done, "failed": s.failed, "skipped": s.skipped, "seconds": s.seconds,
                 "dim": s.dim, "failures": s.failures[:20], "pid": os.getpid()}
+
+
+def _scratch_prefix(pid: int) -> str:
+    # the host too: a TMPDIR that several machines share must not have one clean up another's ('+' is in no host name)
+    return f"aigcq-shard-{socket.gethostname()}+{pid}+"
+
+
+def remove_stale_scratch() -> None:
+    """Remove the scratch stores of this host's shard workers that are gone. A worker killed mid-shard
+    (``ray.kill`` at Ctrl-C or after an error, a driver that died, kill -9, the OOM killer) runs no
+    clean-up; each new worker removes what dead ones left in its TMPDIR, so that it does not pile up."""
+    prefix = _scratch_prefix(0)[:-2]
+    for folder in Path(tempfile.gettempdir()).glob(f"{prefix}*+*"):
+        pid = folder.name[len(prefix):].split("+", 1)[0]
+        if not pid.isdigit():
+            continue
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:  # gone (a live process, ours or another user's, keeps its folder)
+            shutil.rmtree(folder, ignore_errors=True)
+        except OSError:
+            pass
 
 
 def shard_rows(st, key: str) -> dict[str, Any]:

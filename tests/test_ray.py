@@ -236,3 +236,26 @@ def test_a_resumed_generator_block_keeps_its_vocabulary_as_a_single_run_does(clu
     run_extraction(fewer, for_track("generator", "image"), single, batch_size=4, progress=False)
     run_ray(fewer, ["generator"], "image", on_ray, shard_size=4, batch_size=4, progress=False)
     assert store_content(on_ray) == store_content(single)
+
+
+def test_a_new_shard_worker_removes_the_scratch_stores_of_dead_ones(tmp_path, monkeypatch):
+    """A worker killed mid-shard (ray.kill at Ctrl-C or after an error, its driver gone, kill -9) runs no
+    clean-up: its scratch store stayed in the node's TMPDIR for good (39 of them in this machine's /tmp
+    after a day of test runs). The next worker on the host removes those of dead processes only."""
+    import socket
+    import subprocess
+    import tempfile
+
+    from extractors.ray_engine import ShardWorker
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    host = socket.gethostname()
+    left = {who: tmp_path / f"aigcq-shard-{h}+{pid}+x1y2" for who, h, pid in
+            [("dead", host, dead.pid), ("alive", host, os.getpid()), ("other host", "elsewhere", dead.pid)]}
+    for folder in left.values():
+        folder.mkdir()
+        (folder / "shard.h5").write_bytes(b"rows")
+    ShardWorker("image", "cpu", "fp32", 4, 0, True, 60.0, "float32", None, None, {})
+    assert {who for who, folder in left.items() if folder.exists()} == {"alive", "other host"}
