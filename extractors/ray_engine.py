@@ -69,13 +69,15 @@ class Shard:
     batch_size: int
     tries: int = 0  # times it was handed to a worker
     names: list[str] | None = None  # the key's feature names in the driver's store (what the extractor learnt)
+    stop_if_broken: bool = True  # False once the key computed rows: a block of failing items fails item by item
 
     @property
     def name(self) -> str:
         return f"{self.key} shard {self.k + 1}/{self.n}"
 
     def task(self) -> dict[str, Any]:
-        return {"spec": self.spec, "positions": self.positions, "batch_size": self.batch_size, "names": self.names}
+        return {"spec": self.spec, "positions": self.positions, "batch_size": self.batch_size, "names": self.names,
+                "stop_if_broken": self.stop_if_broken}
 
 
 def shard_folder(store: str | os.PathLike) -> Path:
@@ -202,7 +204,7 @@ class ShardWorker:
                                    retry_failed=self.retry_failed, progress=False,
                                    checkpoint_every_s=self.checkpoint_every_s, learn_from=self.manifest,
                                    threads=self.threads, media_checked=True, stored_names=task.get("names"),
-                                   **self.run_options)
+                                   stop_if_broken=task.get("stop_if_broken", True), **self.run_options)
                 rows = shard_rows(st, s.key)
         finally:
             shutil.rmtree(scratch, ignore_errors=True)
@@ -529,11 +531,22 @@ def _run_shards(ray, st, shards: list[Shard], manifest, summaries, limit: int, o
     """The queue: a free worker takes the next shard; a lost worker's shard goes back to the front."""
     from tqdm.auto import tqdm
 
+    from .runner import BrokenExtractor
+
     # restarts are ours, not Ray's: a restarted actor waits for room the survivors hold (a hang), and
     # its calls' retries were spent on "temporarily unavailable" before Ray declared the node dead
     cls = ray.remote(max_restarts=0, max_task_retries=0, **opts)(ShardWorker)
     pool = _Pool(ray, cls, kwargs, opts, limit, probe_paths, ray.put(manifest))
     queue, inflight = deque(shards), {}  # ObjectRef -> (actor, shard)
+    # shards that began with MAX_BROKEN_BATCHES batches failing in compute, while their key had computed
+    # nothing yet: a single run stops as broken only if nothing ever works, so they wait for the key's others
+    deferred: dict[str, list[tuple[Shard, str]]] = {}
+
+    def release(key: str) -> None:  # the key computed rows: its deferred shards fail their bad items one by one
+        for s, _ in deferred.pop(key, []):
+            s.stop_if_broken = False
+            queue.appendleft(s)
+
     requeued, last_ckpt = 0, time.monotonic()
     idle_since = time.monotonic()
     bar = tqdm(total=sum(len(s.positions) for s in shards), desc=f"ray: {len(shards)} shards", unit="item",
@@ -570,10 +583,19 @@ def _run_shards(ray, st, shards: list[Shard], manifest, summaries, limit: int, o
             actor, shard = inflight.pop(ref)
             try:
                 res = ray.get(ref)
-            except ray.exceptions.RayTaskError as err:  # the extractor's own error: say it as it is
-                cause = err.as_instanceof_cause()
-                raise RuntimeError(f"{shard.name}: {type(cause).__name__}: {cause}; the rows computed so far are "
-                                   "in the store (rerun to continue)") from None
+            except ray.exceptions.RayTaskError as err:  # the extractor's own error: say it as it is (one line)
+                cause = err.cause
+                what = f"{shard.name}: {type(cause).__name__}: {cause}"
+                if isinstance(cause, BrokenExtractor) and shard.stop_if_broken:
+                    deferred.setdefault(shard.key, []).append((shard, what))
+                    if summaries[shard.key]["done"]:
+                        release(shard.key)
+                    elif any(s.key == shard.key for s in queue) or any(s.key == shard.key for _, s in inflight.values()):
+                        continue  # the key's other shards may compute rows
+                    else:
+                        raise RuntimeError(f"{what}; the rows computed so far are in the store") from None
+                    continue
+                raise RuntimeError(f"{what}; the rows computed so far are in the store (rerun to continue)") from None
             except ray.exceptions.RayError as err:  # the worker's process or node is gone
                 what = pool.lost(actor, err) if actor in pool.node_of else "its worker was lost"
                 if shard.tries > max_restarts:
@@ -591,6 +613,11 @@ def _run_shards(ray, st, shards: list[Shard], manifest, summaries, limit: int, o
                 raise RuntimeError(f"{shard.key}: the extractor's key changed in setup ({res['key']}); "
                                    "run it once without --engine ray to settle it")
             record_rows(st, shard.key, res)
+            if res["done"]:
+                release(shard.key)
+            elif shard.key in deferred and not any(s.key == shard.key for s in queue) and \
+                    not any(s.key == shard.key for _, s in inflight.values()):
+                raise RuntimeError(f"{deferred[shard.key][0][1]}; the rows computed so far are in the store")
             s = summaries[shard.key]
             for f in ("done", "failed", "skipped", "seconds"):
                 s[f] += res[f]

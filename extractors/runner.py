@@ -40,6 +40,10 @@ class ContractError(RuntimeError):
     """The extractor broke its contract (e.g. wrong output shape): a bug, so the run stops."""
 
 
+class BrokenExtractor(RuntimeError):
+    """Every item of the first MAX_BROKEN_BATCHES batches failed in compute and none ever worked."""
+
+
 @dataclass
 class RunSummary:
     key: str
@@ -212,6 +216,7 @@ def run_extraction(
     allow_media_mismatch: bool = False,
     media_checked: bool = False,
     stored_names: list[str] | None = None,
+    stop_if_broken: bool = True,
 ) -> RunSummary:
     """Compute ``extractor`` for the pending items of ``manifest`` (a Manifest or a list of
     Items) into ``store`` (a path or an open FeatureStore in mode "a").
@@ -227,6 +232,10 @@ def run_extraction(
     ``stored_names``: the feature names the caller's store holds for the extractor's key, when ``store``
     is not that store (a Ray worker's scratch store): what the extractor learnt then (``fit_manifest``,
     e.g. the generator vocabulary, hence the block's columns) is kept, as in a single run.
+
+    ``stop_if_broken``: stop with :class:`BrokenExtractor` when every item of the first
+    MAX_BROKEN_BATCHES batches failed in compute (False: items of a run that is known to have computed
+    rows elsewhere, a Ray shard, fail one by one instead).
 
     ``media_checked``: the caller already compared the media with their fingerprints (the Ray driver
     does, on the whole store, before handing out shards whose new stores hold no fingerprints yet:
@@ -306,7 +315,7 @@ def run_extraction(
             ]
             t_loop = time.perf_counter()
             _loop(st, key, extractor, items, summary, batch_size, workers, progress,
-                  checkpoint_every_s, checkpoint_every_batches, ThreadGovernor(threads), worker_stall_s)
+                  checkpoint_every_s, checkpoint_every_batches, ThreadGovernor(threads), worker_stall_s, stop_if_broken)
             if summary.done:  # decode + forward wall time, for submission readmes
                 st.add_timing(key, time.perf_counter() - t_loop, summary.done, device)
         summary.dim = st.config(key)["dim"]
@@ -372,7 +381,7 @@ def _declare(st, extractor: Extractor) -> str:
 
 
 def _loop(st, key, ex, items, summary, batch_size, workers, progress, every_s, every_batches,
-          governor: ThreadGovernor | None = None, stall_s: float | None = None) -> None:
+          governor: ThreadGovernor | None = None, stall_s: float | None = None, stop_if_broken: bool = True) -> None:
     from tqdm.auto import tqdm
 
     from .loader import WorkerError
@@ -438,10 +447,10 @@ def _loop(st, key, ex, items, summary, batch_size, workers, progress, every_s, e
             if fail_idx:
                 summary.failures += [(id_of[i], m) for i, m in zip(fail_idx, fail_msg)]
             # an extractor that fails on every item from the start is broken: stop, say why
-            if good and not done_idx and summary.done == 0 and batch_error is not None:
+            if stop_if_broken and good and not done_idx and summary.done == 0 and batch_error is not None:
                 broken += 1
                 if broken >= MAX_BROKEN_BATCHES:
-                    raise RuntimeError(f"extractor {ex.name!r} failed on every item of the first {broken} batches; "
+                    raise BrokenExtractor(f"extractor {ex.name!r} failed on every item of the first {broken} batches; "
                                        f"last error: {fail_msg[-1]}")
             bar.update(len(positions) + len(failures))
             if summary.failed:

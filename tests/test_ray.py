@@ -259,3 +259,23 @@ def test_a_new_shard_worker_removes_the_scratch_stores_of_dead_ones(tmp_path, mo
         (folder / "shard.h5").write_bytes(b"rows")
     ShardWorker("image", "cpu", "fp32", 4, 0, True, 60.0, "float32", None, None, {})
     assert {who for who, folder in left.items() if folder.exists()} == {"alive", "other host"}
+
+
+def test_a_block_of_items_the_model_fails_on_fails_those_items_as_in_a_single_run(cluster, demo_data, tmp_path, capsys):
+    """A single run stops as broken only when nothing ever worked (the first 3 batches all failed in
+    compute); later blocks of failing items are failed by name and the run goes on. On Ray that test ran
+    per shard: a shard that began with 3 such batches stopped the whole run (exit 2), and every rerun too."""
+    spec = "fail_some:bad=chelsea"  # items 12..23 of the demo data: 3 batches of 4, all failing in compute
+    assert _features(demo_data, tmp_path / "single.h5", spec, "--plugins", "ray_helpers") == 0
+    assert "12 computed, 12 failed" in capsys.readouterr().out
+    rc = _features(demo_data, tmp_path / "ray.h5", spec, "--plugins", "ray_helpers", "--engine", "ray",
+                   "--shard-size", "12")
+    out, err = capsys.readouterr()
+    assert rc == 0, err
+    assert "12 computed, 12 failed" in out
+    assert store_content(tmp_path / "ray.h5") == store_content(tmp_path / "single.h5")
+    # an extractor that fails on everything is still stopped, with the reason
+    assert _features(demo_data, tmp_path / "broken.h5", "fail_some", "--plugins", "ray_helpers",
+                     "--engine", "ray", "--shard-size", "12") == 2
+    assert "failed on every item of the first 3 batches; last error: RuntimeError: CUDA out of memory" in \
+        capsys.readouterr().err
