@@ -52,3 +52,27 @@ def test_an_arrow_up_or_a_circle_is_caught(tmp_path):
     assert "features_store is not allowed to import extractors" in res.stdout
     assert "features_store.hints -> extractors.base" in res.stdout
     assert "No cycles are allowed in regressors" in res.stdout
+
+
+def test_a_name_taken_through_the_package_is_an_arrow(tmp_path):
+    """`from features_store import FeatureStore` in a ground-floor module reaches the store through the
+    package's lazy exports (importlib at run time): the contract must see that arrow too."""
+    root = _copy(tmp_path)
+    with open(root / "features_store" / "hints.py", "a") as f:
+        f.write("\n\ndef _up():\n    from features_store import FeatureStore  # noqa: F401\n")
+    res = _lint_imports(root)
+    assert res.returncode != 0
+    assert "features_store.hints is not allowed to import features_store.store" in res.stdout
+
+
+def test_every_lazy_export_is_declared_for_the_contract():
+    """The TYPE_CHECKING block of features_store/__init__.py names every lazy export from its module (an
+    export missing there is an arrow import-linter cannot see)."""
+    import ast
+
+    import features_store
+
+    tree = ast.parse((REPO / "features_store" / "__init__.py").read_text())
+    declared = {alias.name: node.module for block in tree.body if isinstance(block, ast.If)
+                for node in block.body if isinstance(node, ast.ImportFrom) for alias in node.names}
+    assert declared == features_store._EXPORTS
