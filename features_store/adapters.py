@@ -290,6 +290,14 @@ def load_table(labels: str | os.PathLike, root: str | os.PathLike | None = None,
                               f"columns: {{generator: <column>}}, or give generator_regex", "generator"))
         notes += _generator_notes(out, f"column {pick('generator')!r} (generator)", "fills",
                                   "fill the column, or give generator_regex")
+    read_from = {"item_id": id_col, "name": id_col, "path": path_col or id_col, **sources}
+    for c in label_columns:  # the file's column c, shadowed by a role of that name reading another column
+        if c in out and c in df and read_from.get(c) != c:
+            src = read_from.get(c) or "(composite ids)"
+            fix = (f"to fit the file's {c!r}, map it as the main rating, columns: {{mos: {c}}}, and list {src!r} in "
+                   f"label_columns" if c == "mos" else "rename that column in the file")
+            raise ValueError(f"{labels}: label column {c!r} (in label_columns) has the name of the {c!r} role, which "
+                             f"reads column {src!r}, so the file's {c!r} cannot be kept under its name; {fix}")
     extra = [c for c in label_columns if c not in out]
     for c in extra:
         if c not in df:

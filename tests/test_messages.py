@@ -116,6 +116,24 @@ def test_the_files_name_of_the_mapped_target_is_accepted(tmp_path, capsys):
     assert "Did you mean 'mos_align'" in str(exc.value) and "'mos_quality' is the label 'mos'" in str(exc.value)
 
 
+def test_a_label_column_named_like_a_role_that_reads_another_column_is_refused(tmp_path):
+    """Before: with `columns: {mos: mos_quality}`, `label_columns: [mos]` (the file's own `mos` column, e.g. a
+    raw sum) was dropped without a word: describe listed 'mos' (read from mos_quality) and the file's `mos`
+    column could never be fitted."""
+    csv = _labels(tmp_path)
+    df = pd.read_csv(csv)
+    df.assign(mos=df["mos_quality"] * 3).to_csv(csv, index=False)
+    msg = _error(_yaml(tmp_path, "columns: {mos: mos_quality}\nlabel_columns: [mos, mos_align]\n"))
+    assert "'mos'" in msg and "mos_quality" in msg and "columns: {mos: mos}" in msg
+    # the role's own column listed again is harmless: kept as it was
+    m = load_dataset(_yaml(tmp_path, "columns: {mos: mos}\nlabel_columns: [mos, mos_align]\n"))
+    assert m.labels == ["mos", "mos_align"]
+    # a file column named like another role, while that role reads another column: said too
+    df.assign(prompt2=df["prompt"], prompt=1.0).to_csv(csv, index=False)
+    msg = _error(_yaml(tmp_path, "columns: {mos: mos_quality, prompt: prompt2}\nlabel_columns: [prompt]\n"))
+    assert "'prompt'" in msg and "prompt2" in msg
+
+
 # ------------------------------------------------------------------ no target
 def test_no_mappable_target_is_said_by_describe_and_regress_gives_command_line_advice(tmp_path, capsys):
     """Before: describe showed "labelled": 0 without a word; regress said "pass target=None for unlabelled
