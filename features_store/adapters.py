@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 
 from .cliargs import parse_options
-from .hints import suggest
+from .hints import read_yaml, suggest
 from .manifest import Manifest, Note
 from .table_cache import cached_table
 
@@ -460,9 +460,7 @@ def detect(folder: Path) -> str:
 
 
 def _from_yaml(path: Path, adapter: str | None, options: dict) -> Manifest:
-    import yaml
-
-    cfg = yaml.safe_load(path.read_text()) or {}
+    cfg = read_yaml(path) or {}
     if not isinstance(cfg, dict):
         raise ValueError(f"{path}: expected a mapping such as {{adapter: table, labels: file.csv, columns: {{...}}}}")
     cfg = {**cfg, **options}

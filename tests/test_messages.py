@@ -134,6 +134,23 @@ def test_a_label_column_named_like_a_role_that_reads_another_column_is_refused(t
     assert "'prompt'" in msg and "prompt2" in msg
 
 
+def test_a_key_written_twice_in_a_yaml_is_refused_naming_both_lines(tmp_path):
+    """Before: YAML keeps the last of two equal keys without a word: a second `columns:` line (or `mos:` twice
+    inside it) silently dropped the first mapping, and the model was fitted on another column."""
+    _labels(tmp_path)
+    msg = _error(_yaml(tmp_path, "columns: {mos: mos_quality}\nlabel_columns: [mos_align]\ncolumns: {generator: model}\n"))
+    assert "'columns'" in msg and "twice" in msg and "line 3" in msg and "line 5" in msg
+    msg = _error(_yaml(tmp_path, "columns:\n  mos: mos_quality\n  mos: mos_align\n"))
+    assert "'mos'" in msg and "twice" in msg and "line 4" in msg and "line 5" in msg
+    # a recipe (aigcq ablate/reproduce --recipe FILE) is written by hand too
+    from experiments.recipes import load as load_recipe
+
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("name: r\nextractors: [nss]\nheads: [svr]\nheads: [enet]\n")
+    with pytest.raises(ValueError, match="'heads'.*twice"):
+        load_recipe(recipe)
+
+
 # ------------------------------------------------------------------ no target
 def test_no_mappable_target_is_said_by_describe_and_regress_gives_command_line_advice(tmp_path, capsys):
     """Before: describe showed "labelled": 0 without a word; regress said "pass target=None for unlabelled
