@@ -44,7 +44,15 @@ def _read_table(path: Path, sep: str | None = None, sheet: Any = 0, header: Any 
             return cached_table(path, lambda: pd.read_excel(path, sheet_name=sheet, header=h, dtype=str),
                                 reader="read_excel", sheet=sheet, header=h)
         s = sep or ("\t" if suffix in (".tsv", ".tab") else ",")
-        return pd.read_csv(path, sep=s, header=h, dtype=str, keep_default_na=False, encoding="utf-8-sig")
+        try:
+            return pd.read_csv(path, sep=s, header=h, dtype=str, keep_default_na=False, encoding="utf-8-sig")
+        except pd.errors.EmptyDataError:
+            raise ValueError(f"{path}: the label file is empty (no header row, no rows)") from None
+        except UnicodeDecodeError as err:
+            raise ValueError(f"{path}: not UTF-8 text (byte {err.object[err.start:err.start + 1]!r} at offset "
+                             f"{err.start}); save it as UTF-8 (CSV UTF-8 in a spreadsheet)") from None
+        except pd.errors.ParserError as err:
+            raise ValueError(f"{path}: cannot be read as a table: {str(err).strip().splitlines()[-1]}") from None
 
     if header == "auto":
         df = read(0)

@@ -40,4 +40,14 @@ def read_yaml(path) -> object:
                                      "into one")
             return super().construct_mapping(node, deep=deep)
 
-    return yaml.load(Path(path).read_text(), Loader=Loader)  # noqa: S506 (a SafeLoader subclass)
+    try:
+        return yaml.load(Path(path).read_text(encoding="utf-8"), Loader=Loader)  # noqa: S506 (a SafeLoader subclass)
+    except UnicodeDecodeError as err:
+        raise ValueError(f"{path}: not UTF-8 text (byte {err.object[err.start:err.start + 1]!r} at offset "
+                         f"{err.start}); save it as UTF-8") from None
+    except yaml.MarkedYAMLError as err:  # one line: what is wrong, and where
+        mark = err.problem_mark or err.context_mark
+        where = f" at line {mark.line + 1} column {mark.column + 1}" if mark else ""
+        raise ValueError(f"{path}: not valid YAML: {err.problem or err.context}{where}"
+                         + (f" ({err.context} at line {err.context_mark.line + 1})" if err.context and err.context_mark
+                            and err.problem else "")) from None

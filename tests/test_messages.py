@@ -151,6 +151,26 @@ def test_a_key_written_twice_in_a_yaml_is_refused_naming_both_lines(tmp_path):
         load_recipe(recipe)
 
 
+def test_a_yaml_syntax_error_and_an_empty_label_file_are_one_line_naming_the_file(tmp_path, capsys):
+    """Before: an unclosed brace in the YAML ended `aigcq describe` in a yaml.scanner traceback; an empty
+    label file said "No columns to parse from file" without naming it."""
+    from features_store.__main__ import main as fs_main
+
+    _labels(tmp_path)
+    data = _yaml(tmp_path, "columns: {mos: mos_quality\nlabel_columns: [mos_align]\n")
+    assert fs_main(["describe", str(data)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and str(data) in err and "line" in err and "Traceback" not in err
+    (tmp_path / "labels.csv").write_text("")
+    assert fs_main(["describe", str(_yaml(tmp_path, ""))]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "labels.csv" in err and "empty" in err
+    (tmp_path / "labels.csv").write_bytes(b"name,prompt,mos_quality\n000.png,caf\xe9,3\n")  # Latin-1
+    assert fs_main(["describe", str(_yaml(tmp_path, ""))]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "labels.csv" in err and "UTF-8" in err
+
+
 # ------------------------------------------------------------------ no target
 def test_no_mappable_target_is_said_by_describe_and_regress_gives_command_line_advice(tmp_path, capsys):
     """Before: describe showed "labelled": 0 without a word; regress said "pass target=None for unlabelled
