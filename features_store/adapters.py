@@ -467,11 +467,20 @@ def detect(folder: Path) -> str:
     )
 
 
+def _merged(cfg: dict, options: dict) -> dict:
+    """The YAML's options with the command line's on top, mapping by mapping: ``-O columns.generator=model``
+    adds to the YAML's ``columns:``, it does not replace them (which would drop its ``mos:`` without a word)."""
+    out = dict(cfg)
+    for k, v in options.items():
+        out[k] = _merged(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
 def _from_yaml(path: Path, adapter: str | None, options: dict) -> Manifest:
     cfg = read_yaml(path) or {}
     if not isinstance(cfg, dict):
         raise ValueError(f"{path}: expected a mapping such as {{adapter: table, labels: file.csv, columns: {{...}}}}")
-    cfg = {**cfg, **options}
+    cfg = _merged(cfg, options)
     adapter = adapter or cfg.pop("adapter", "table")
     cfg.pop("adapter", None)
     if adapter not in ADAPTERS:  # before "needs path:", which would hide a typo such as `tabel`

@@ -171,6 +171,23 @@ def test_a_yaml_syntax_error_and_an_empty_label_file_are_one_line_naming_the_fil
     assert len(err.splitlines()) == 1 and "labels.csv" in err and "UTF-8" in err
 
 
+def test_a_column_given_on_the_command_line_adds_to_the_yamls_columns(tmp_path, capsys):
+    """Before: `-O columns.generator=model` replaced the YAML's whole `columns:` mapping, so its
+    `mos: mos_quality` was dropped without a word and the target came from another column."""
+    from features_store.__main__ import main as fs_main
+
+    csv = _labels(tmp_path)
+    df = pd.read_csv(csv)
+    df.assign(mos=df["mos_align"] * 2).to_csv(csv, index=False)  # a `mos` column the YAML does not mean
+    data = _yaml(tmp_path, "columns: {mos: mos_quality}\n")
+    m = load_dataset(data, columns={"generator": "model"})
+    assert m.source_columns["mos"] == "mos_quality" and m.source_columns["generator"] == "model"
+    assert fs_main(["describe", "--data", str(data), "-O", "columns.generator=model"]) == 0
+    assert json.loads(capsys.readouterr().out)["label_sources"] == {"mos": "mos_quality"}
+    # an option given again on the command line still wins over the YAML's
+    assert load_dataset(data, columns={"mos": "mos_align"}).source_columns["mos"] == "mos_align"
+
+
 # ------------------------------------------------------------------ no target
 def test_no_mappable_target_is_said_by_describe_and_regress_gives_command_line_advice(tmp_path, capsys):
     """Before: describe showed "labelled": 0 without a word; regress said "pass target=None for unlabelled
