@@ -75,7 +75,14 @@ def _generator_from_name(names: pd.Series, pattern: str | re.Pattern | None) -> 
     """Apply ``pattern`` (named group ``generator`` or group 1) to each file stem."""
     if pattern is None:
         return pd.Series([None] * len(names), index=names.index, dtype=object)
-    rx = re.compile(pattern) if isinstance(pattern, str) else pattern
+    if not isinstance(pattern, (str, re.Pattern)):
+        raise ValueError(f"table: generator_regex must be a pattern in quotes, e.g. '^(?P<generator>[^_]+)_', "
+                         f"got {pattern!r}")
+    try:
+        rx = re.compile(pattern)
+    except re.error as err:
+        raise ValueError(f"table: generator_regex {getattr(pattern, 'pattern', pattern)!r} is not a valid regular "
+                         f"expression ({err})") from None
 
     def one(name: str):
         stem = os.path.splitext(os.path.basename(str(name)))[0]  # Path(name).stem, without a Path per row

@@ -274,6 +274,15 @@ def test_a_generator_column_and_a_regex_are_not_silent(tmp_path):
     assert any("comes from generator_regex" in n and "'model' is not used" in n for n in m.notes)  # ... and said
 
 
+def test_a_broken_generator_regex_is_one_line(tmp_path):
+    """Before: an unbalanced bracket ended in a re.error traceback, a number in an AttributeError one."""
+    _labels(tmp_path)
+    msg = _error(_yaml(tmp_path, "columns: {mos: mos_quality}\ngenerator_regex: '^(.+_'\n"))
+    assert "generator_regex '^(.+_'" in msg and "not a valid regular expression" in msg
+    msg = _error(_yaml(tmp_path, "columns: {mos: mos_quality}\ngenerator_regex: 5\n"))
+    assert "generator_regex" in msg and "5" in msg
+
+
 # ------------------------------------------------------------------ --quiet, closed pipes
 def test_quiet_lists_the_failures_it_promises_and_shows_no_progress_bar(tmp_path, capsys):
     """Before: `--quiet` printed "1 of N item(s) failed (listed above ...)" with nothing listed, and the
