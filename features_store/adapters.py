@@ -516,6 +516,11 @@ def _from_yaml(path: Path, adapter: str | None, options: dict) -> Manifest:
 def load(source: str | os.PathLike, adapter: str | None = None, **options: Any) -> Manifest:
     allow_links = options.pop("allow_outside_links", None)
     m = _load(source, adapter, **options)
+    name = str(m.name)
+    if not name.strip() or name.strip() in (".", "..") or "/" in name or "\\" in name:
+        # the name is part of file names (stores/<name>-<track>-<id>.h5, runs/...): a path would put them elsewhere
+        raise ValueError(f"dataset name {m.name!r} cannot be part of a file name (stores/<name>-<track>-<id>.h5): "
+                         "give a name without '/' or '\\' (e.g. name: agiqa3k)")
     if not getattr(m, "source", ""):  # the innermost source wins (a YAML naming a dataset folder: the folder)
         m.source = str(Path(source).expanduser().resolve())
     if allow_links is not None:

@@ -188,6 +188,16 @@ def test_a_column_given_on_the_command_line_adds_to_the_yamls_columns(tmp_path, 
     assert load_dataset(data, columns={"mos": "mos_align"}).source_columns["mos"] == "mos_align"
 
 
+def test_a_dataset_name_that_is_a_path_is_refused(tmp_path):
+    """Before: `name: ../../x` put the default store (stores/<name>-<track>-<id>.h5) two folders above stores/,
+    wherever the YAML said; `name: agiqa/3k` made a folder inside stores/."""
+    _labels(tmp_path)
+    for name in ("../../x", "agiqa/3k", "..", "a\\\\b"):
+        msg = _error(_yaml(tmp_path, f"name: {name}\ncolumns: {{mos: mos_quality}}\n"))
+        assert "name" in msg and "file name" in msg, (name, msg)
+    assert load_dataset(_yaml(tmp_path, "name: AGIQA-3K v2.1\ncolumns: {mos: mos_quality}\n")).name == "AGIQA-3K v2.1"
+
+
 # ------------------------------------------------------------------ no target
 def test_no_mappable_target_is_said_by_describe_and_regress_gives_command_line_advice(tmp_path, capsys):
     """Before: describe showed "labelled": 0 without a word; regress said "pass target=None for unlabelled
