@@ -16,6 +16,7 @@ from __future__ import annotations
 import inspect
 import os
 import re
+import zipfile
 from pathlib import Path
 from typing import Any, Callable
 
@@ -41,8 +42,11 @@ def _read_table(path: Path, sep: str | None = None, sheet: Any = 0, header: Any 
 
     def read(h):
         if suffix in (".xlsx", ".xls", ".xlsm"):  # slow to parse: kept parsed, keyed by the file's bytes
-            return cached_table(path, lambda: pd.read_excel(path, sheet_name=sheet, header=h, dtype=str),
-                                reader="read_excel", sheet=sheet, header=h)
+            try:
+                return cached_table(path, lambda: pd.read_excel(path, sheet_name=sheet, header=h, dtype=str),
+                                    reader="read_excel", sheet=sheet, header=h)
+            except (ValueError, KeyError, IndexError, zipfile.BadZipFile) as err:  # a sheet typo, not a workbook
+                raise ValueError(f"{path}: cannot be read as a spreadsheet: {err}") from None
         s = sep or ("\t" if suffix in (".tsv", ".tab") else ",")
         try:
             return pd.read_csv(path, sep=s, header=h, dtype=str, keep_default_na=False, encoding="utf-8-sig")

@@ -169,6 +169,11 @@ def test_a_yaml_syntax_error_and_an_empty_label_file_are_one_line_naming_the_fil
     assert fs_main(["describe", str(_yaml(tmp_path, ""))]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "labels.csv" in err and "UTF-8" in err
+    pd.read_csv(_labels(tmp_path)).to_excel(tmp_path / "labels.xlsx", index=False)
+    (tmp_path / "x.yaml").write_text("labels: labels.xlsx\nsheet: Sheet2\n")
+    assert fs_main(["describe", str(tmp_path / "x.yaml")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "labels.xlsx" in err and "Sheet2" in err
 
 
 def test_a_column_given_on_the_command_line_adds_to_the_yamls_columns(tmp_path, capsys):
