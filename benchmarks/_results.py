@@ -6,8 +6,8 @@ Every benchmark ends with ``write(name, rows, summary)``; that writes ``benchmar
      "rows": [{"column": value, ...}, ...],
      "summary": {"key": value, ...}}
 
-``meta`` is collected here, not by the benchmark: the UTC date, the git commit (``+dirty`` when
-tracked files other than the results differ from it), the machine (OS, CPU model, memory), the CPUs
+``meta`` is collected here, not by the benchmark: the UTC date, the git commit when the benchmark
+started (``+dirty`` when tracked files other than the results differed from it then), the machine (OS, CPU model, memory), the CPUs
 this process may use, the load average when this module was imported and when the file was written
 (``load_avg``: 1, 5 and 15 minutes), the process's nice value and the command line that reproduces it.
 
@@ -35,8 +35,9 @@ REPO = Path(__file__).resolve().parents[1]
 RESULTS_DIR = REPO / "benchmarks" / "results"
 META_KEYS = ("date", "commit", "machine", "cpu_count", "load_avg", "command")
 
-# Why at import: a benchmark imports this first thing, so this is the load before its own work.
-_START = {"load": os.getloadavg(), "time": time.perf_counter()}
+# Why at import: a benchmark imports this first thing, so this is the load before its own work; the commit
+# is read then too, as the code it runs is the code of that moment (later edits to the tree do not count).
+_START: dict = {"load": os.getloadavg(), "time": time.perf_counter()}
 
 
 class ResultsError(ValueError):
@@ -86,6 +87,9 @@ def _command() -> str:
     return shlex.join(["python", *argv])
 
 
+_START["commit"] = _commit()
+
+
 def collect_meta(command: str | None = None) -> dict:
     """When, on what and how: the meta of a results file (load averages rounded to 0.01)."""
     try:
@@ -94,7 +98,7 @@ def collect_meta(command: str | None = None) -> dict:
         usable = os.cpu_count()
     return {
         "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-        "commit": _commit(),
+        "commit": _START["commit"],
         "machine": _machine(),
         "cpu_count": usable,
         "load_avg": [round(x, 2) for x in os.getloadavg()],
