@@ -59,7 +59,9 @@ def demo_project(tmp_path_factory) -> Path:
     store = build_demo_store(demo, DemoConfig(n_sources=6, crops_per_source=2, size=48, heldout_sources=1),
                              extractors=("nss", "generator"))
     assert main(["fit", "--track", "image", "--store", str(store), "--out", str(demo / "regress"), "--trials", "0",
-                 "--folds", "3", "--tune-folds", "2", "--bootstrap", "0", "--heads", "svr,enet", "--jobs", "1"]) == 0
+                 "--folds", "3", "--tune-folds", "2", "--bootstrap", "0", "--heads", "svr,enet", "--jobs", "1",
+                 # both blocks kept, so that the notebook's cache counts show the nss block at work
+                 "--no-select-blocks"]) == 0
     (project / "experiments").mkdir()
     for nb in NOTEBOOKS.values():
         shutil.copy(nb, project / "experiments" / nb.name)
