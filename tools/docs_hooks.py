@@ -8,23 +8,26 @@ from __future__ import annotations
 
 import importlib.util
 import re
+import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 MARKER = re.compile(r"^<!--\s*results:\s*([\w.-]+)\s*-->\s*$", re.MULTILINE)
 
 
-def _results_module():
-    # benchmarks/ is a folder of scripts, not a package: load its helper by path
-    spec = importlib.util.spec_from_file_location("_bench_results", REPO / "benchmarks" / "_results.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+def results_module():
+    """benchmarks/_results.py, loaded once by path (benchmarks/ is a folder of scripts, not a package)."""
+    if "_bench_results" not in sys.modules:
+        spec = importlib.util.spec_from_file_location("_bench_results", REPO / "benchmarks" / "_results.py")
+        mod = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(mod)
+        sys.modules["_bench_results"] = mod
+    return sys.modules["_bench_results"]
 
 
 def render_markers(markdown: str, where: str = "page", results_dir: str | Path | None = None) -> str:
     """Replace every results marker of ``markdown`` by its rendered table (raises on a bad or missing file)."""
-    res = _results_module()
+    res = results_module()
 
     def table(m: re.Match) -> str:
         try:
