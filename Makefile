@@ -145,7 +145,7 @@ bench: $(BOOT)
 
 # every warning is an error; benchmark tables are rendered from benchmarks/results/*.json (tools/docs_hooks.py)
 docs: $(BOOT)
-	"$$PY" -m mkdocs build --strict --site-dir site
+	NO_MKDOCS_2_WARNING=1 "$$PY" -m mkdocs build --strict --site-dir site
 
 clean-venv:
 	rm -rf "$(VENV)"
