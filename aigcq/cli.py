@@ -194,6 +194,14 @@ def usage() -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """The ``aigcq`` command (its exit status); ``aigcq ... | head`` ends quietly, a missing optional
+    package is one line naming its extra (features_store.console)."""
+    from features_store.console import run_main
+
+    return run_main(_main, argv)
+
+
+def _main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help", "help"):
         print(usage())

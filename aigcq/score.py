@@ -41,7 +41,8 @@ def parser() -> argparse.ArgumentParser:
     ap.add_argument("--trust-pickle", action="store_true",
                     help="accept a legacy model.pkl (a pickle runs code when loaded: only files you produced)")
     ap.add_argument("--no-progress", action="store_true")
-    ap.add_argument("--quiet", action="store_true", help="no summary on stderr")
+    ap.add_argument("--quiet", action="store_true",
+                    help="no progress bar, notes or summary on stderr (failed items are still listed)")
     return ap
 
 
@@ -77,7 +78,8 @@ def main(argv: list[str] | None = None) -> int:
             warnings.simplefilter("default")
             predictor = Predictor.load(args.model, trust_pickle=args.trust_pickle, cache=args.cache,
                                        device=args.device, precision=args.precision, batch_size=args.batch_size,
-                                       workers=args.workers, threads=args.threads, progress=not args.no_progress)
+                                       workers=args.workers, threads=args.threads,
+                                       progress=not (args.no_progress or args.quiet))
         for w in load_warnings:
             print(f"warning: {w.message}", file=sys.stderr)
         items, notes = collect(args.inputs)
@@ -104,10 +106,10 @@ def main(argv: list[str] | None = None) -> int:
               f"({predictor.target}, {predictor.track} track); features computed for {computed} item-block(s), "
               f"the rest from the cache {predictor.cache}", file=sys.stderr)
         print("time: " + ", ".join(f"{k[:-2]} {v:.2f} s" for k, v in t.items()), file=sys.stderr)
-        for r in failed.itertuples():
-            print(f"failed: {r.path}: {r.error}", file=sys.stderr)
         if args.out:
             print(f"wrote {args.out}", file=sys.stderr)
+    for r in failed.itertuples():  # errors, not summary: listed under --quiet too (the line below says so)
+        print(f"failed: {r.path}: {r.error}", file=sys.stderr)
     if len(failed) and not args.allow_failures:
         print(f"error: {len(failed)} of {len(df)} item(s) failed (listed above; --allow-failures to exit 0)",
               file=sys.stderr)

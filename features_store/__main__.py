@@ -5,7 +5,8 @@ import argparse
 import json
 import sys
 
-from .manifest import ManifestError, add_dataset_arguments, dataset_from_args, problems_frame
+from .adapters import dataset_from_args
+from .manifest import ManifestError, add_dataset_arguments, problems_frame
 
 
 def _describe(args) -> int:
@@ -121,4 +122,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from .console import run_main
+
+    sys.exit(run_main(main))
