@@ -2,8 +2,8 @@
 
     python benchmarks/bench_install_size.py [--cpu-wheel /path/to/torch-X+cpu-....whl]
 
-For each install (``pip install .``, ``.[all]``, ``.[all,test]`` as CI and ``make`` install it,
-``.[docs]``) it resolves the distributions that install pulls in, from the requirements recorded by
+For each install (``pip install .``, ``.[all]``, ``.[docs]``, and ``.[all,test,docs]`` as CI and
+``make`` install it) it resolves the distributions that install pulls in, from the requirements recorded by
 the distributions installed in *this* environment (extras and markers evaluated), and adds up the
 bytes on disk of the files each one installed (its RECORD, byte-compiled files included). Rows split
 the total into torch, the NVIDIA/CUDA libraries a CUDA torch build pulls in (``nvidia-*``,
@@ -102,8 +102,8 @@ def main() -> int:
     sizes = {n: size_on_disk(d) for n, d in dists.items()}
     rows = []
     for label, extras in [("pip install .", ()), ("pip install '.[all]'", ("all",)),
-                          ("pip install '.[all,test]' (make install, CI)", ("all", "test")),
-                          ("pip install '.[docs]'", ("docs",))]:
+                          ("pip install '.[docs]'", ("docs",)),
+                          ("pip install '.[all,test,docs]' (make install, CI)", ("all", "test", "docs"))]:
         names = closure("aigc-quality", extras, dists)
         cuda = sum(sizes[n] for n in names if CUDA.match(n))
         torch = sizes.get("torch", 0) if "torch" in names else 0
