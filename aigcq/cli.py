@@ -164,9 +164,13 @@ def _score(argv):
 
 @job("ablate", "every extractor alone / all minus each, on the same folds (python -m experiments.ablate)")
 def _ablate(argv):
+    from experiments.ablate_args import parser
+
+    argv = _resolve(argv, "ablate")
+    parser().parse_args(argv)  # --help and argument errors before numpy and pandas load
     from experiments.ablate import main
 
-    return main(_resolve(argv, "ablate"))
+    return main(argv)
 
 
 @job("reproduce", "official download -> features -> tuned stack -> submission (python -m experiments.reproduce)")

@@ -90,8 +90,7 @@ class Predictor:
 
         ``trust_pickle=True`` also accepts a legacy ``model.pkl`` (a pickle runs code when loaded).
         Warns (UserWarning) when the model reads no block computed from the media itself."""
-        from regressors.bundle import metadata_only_warning
-        from regressors.workflow import load_model_any
+        from regressors.bundle import load_model_any, metadata_only_warning  # not workflow: nothing of the fit
 
         t0 = time.perf_counter()
         model, info = load_model_any(path, trust_pickle=trust_pickle)

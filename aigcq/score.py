@@ -68,7 +68,11 @@ def _write(df, out: str | None, fmt: str | None) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
-    from regressors.bundle import BundleError
+    from regressors.bundle import BundleError, skops_io
+
+    # skops first: at import it looks up hundreds of scipy ufuncs by scanning every loaded module, so it
+    # costs least before pandas and the rest load (measured: 0.3 s less at load 18 on 2 cores)
+    skops_io()
 
     from .inputs import InputError, attach_prompts, collect, read_prompt_table
     from .predictor import Predictor

@@ -5,7 +5,7 @@ import argparse
 import os
 import sys
 
-from .stacking import StackConfig
+from .config import StackConfig  # light: `--help` imports no numpy, scikit-learn or Optuna
 
 MEDIA_HELP = ("read the stored features without comparing them with the media files they were computed from "
               "(default: items whose file changed size or modification time since, or is missing, are refused, "
