@@ -2,7 +2,7 @@
 
     from features_store import load_dataset, FeatureStore, load_features
     m = load_dataset("../shared/data/aigiqa20k")
-    X, y, ids, groups = load_features("stores/aigiqa20k-image.h5", ["generator", "prompt_minilm"])
+    X, y, ids, groups = load_features("runs/demo/demo.h5", ["generator", "nss"])   # the store `make demo` writes
 
 Names are imported on first use, so command-line tools that only parse arguments stay fast.
 """
