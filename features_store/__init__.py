@@ -9,6 +9,13 @@ Names are imported on first use, so command-line tools that only parse arguments
 from __future__ import annotations
 
 import importlib
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # the lazy exports below, as import statements: import-linter sees these arrows
+    from .adapters import load_dataset
+    from .api import load_features, load_frame, resolve_keys
+    from .manifest import Manifest, ManifestError, Problem
+    from .store import FeatureStore, IdentityMismatch, StoreError
 
 _EXPORTS = {
     "load_features": "api", "load_frame": "api", "resolve_keys": "api",
