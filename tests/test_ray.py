@@ -22,7 +22,9 @@ def cluster():
     """One local cluster for the module (starting one costs ~7 s)."""
     ray = pytest.importorskip("ray", reason="the Ray engine's tests need ray (pip install 'aigc-quality[ray]')")
     with ray_worker_env() as env:
-        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, runtime_env={"env_vars": env})
+        # address="local": a new cluster of our own, never one that `ray start` (or another test run) left
+        # on this machine, which ray.init() would otherwise join and then refuse num_cpus for
+        ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False, runtime_env={"env_vars": env})
         yield
         ray.shutdown()
 
