@@ -547,6 +547,9 @@ def _run_shards(ray, st, shards: list[Shard], manifest, summaries, limit: int, o
             s.stop_if_broken = False
             queue.appendleft(s)
 
+    def waiting(key: str) -> bool:  # shards of ``key`` still queued or being computed
+        return any(s.key == key for s in queue) or any(s.key == key for _, s in inflight.values())
+
     requeued, last_ckpt = 0, time.monotonic()
     idle_since = time.monotonic()
     bar = tqdm(total=sum(len(s.positions) for s in shards), desc=f"ray: {len(shards)} shards", unit="item",
@@ -590,9 +593,7 @@ def _run_shards(ray, st, shards: list[Shard], manifest, summaries, limit: int, o
                     deferred.setdefault(shard.key, []).append((shard, what))
                     if summaries[shard.key]["done"]:
                         release(shard.key)
-                    elif any(s.key == shard.key for s in queue) or any(s.key == shard.key for _, s in inflight.values()):
-                        continue  # the key's other shards may compute rows
-                    else:
+                    elif not waiting(shard.key):  # no shard of the key computed a row: the extractor is broken
                         raise RuntimeError(f"{what}; the rows computed so far are in the store") from None
                     continue
                 raise RuntimeError(f"{what}; the rows computed so far are in the store (rerun to continue)") from None
@@ -615,8 +616,7 @@ def _run_shards(ray, st, shards: list[Shard], manifest, summaries, limit: int, o
             record_rows(st, shard.key, res)
             if res["done"]:
                 release(shard.key)
-            elif shard.key in deferred and not any(s.key == shard.key for s in queue) and \
-                    not any(s.key == shard.key for _, s in inflight.values()):
+            elif shard.key in deferred and not waiting(shard.key):
                 raise RuntimeError(f"{deferred[shard.key][0][1]}; the rows computed so far are in the store")
             s = summaries[shard.key]
             for f in ("done", "failed", "skipped", "seconds"):
