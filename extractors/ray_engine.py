@@ -68,13 +68,16 @@ class Shard:
     positions: np.ndarray  # rows of the manifest this shard computes
     batch_size: int
     tries: int = 0  # times it was handed to a worker
+    names: list[str] | None = None  # the key's feature names in the driver's store (what the extractor learnt)
+    stop_if_broken: bool = True  # False once the key computed rows: a block of failing items fails item by item
 
     @property
     def name(self) -> str:
         return f"{self.key} shard {self.k + 1}/{self.n}"
 
     def task(self) -> dict[str, Any]:
-        return {"spec": self.spec, "positions": self.positions, "batch_size": self.batch_size}
+        return {"spec": self.spec, "positions": self.positions, "batch_size": self.batch_size, "names": self.names,
+                "stop_if_broken": self.stop_if_broken}
 
 
 def shard_folder(store: str | os.PathLike) -> Path:
@@ -109,7 +112,7 @@ def plan_shards(manifest, extractors: Sequence[tuple[str, Any]], store, split: s
     rows = st.index_of(df["item_id"].to_numpy()[wanted])
     for spec, ex in extractors:
         key = ex.key()
-        todo, bs = wanted, batch_size
+        todo, bs, names = wanted, batch_size, stored_names(st, key)
         if key in st.keys():
             status = st.status(key)[rows]
             todo = wanted[(status != DONE) & ((status != FAILED) | retry_failed)]
@@ -119,8 +122,14 @@ def plan_shards(manifest, extractors: Sequence[tuple[str, Any]], store, split: s
             skipped[key] = len(wanted) - len(todo)
         n = math.ceil(len(todo) / key_size)
         for k in range(n):
-            shards.append(Shard(spec, key, k, n, todo[k * key_size:(k + 1) * key_size], bs))
+            shards.append(Shard(spec, key, k, n, todo[k * key_size:(k + 1) * key_size], bs, names=names))
     return shards
+
+
+def stored_names(st, key: str) -> list[str] | None:
+    """``key``'s feature names in the store ``st`` once it holds rows (None before): an extractor that
+    learns from the manifest (the generator vocabulary) keeps what it learnt then (runner's ``stored_names``)."""
+    return st.feature_names(key) if key in st.keys() and st.config(key)["dim"] else None
 
 
 class ShardWorker:
@@ -131,6 +140,7 @@ class ShardWorker:
                  threads: int | None, run_options: dict[str, Any]):
         from .runner import load_plugins
 
+        remove_stale_scratch()
         load_plugins(plugins)
         self.threads, self.run_options = threads, run_options
         self.manifest, self.track = None, track
@@ -186,19 +196,42 @@ class ShardWorker:
         ex = self._extractor(task["spec"])
         mask = np.zeros(len(self.manifest.df), bool)
         mask[task["positions"]] = True
-        scratch = Path(tempfile.mkdtemp(prefix="aigcq-shard-"))
+        scratch = Path(tempfile.mkdtemp(prefix=_scratch_prefix(os.getpid())))
         try:
             with FeatureStore(scratch / "shard.h5", mode="a", dtype=self.dtype) as st:
                 s = run_extraction(self.manifest.subset(mask), ex, st, device=self.device, precision=self.precision,
                                    batch_size=task.get("batch_size", self.batch_size), workers=self.workers,
                                    retry_failed=self.retry_failed, progress=False,
                                    checkpoint_every_s=self.checkpoint_every_s, learn_from=self.manifest,
-                                   threads=self.threads, media_checked=True, **self.run_options)
+                                   threads=self.threads, media_checked=True, stored_names=task.get("names"),
+                                   stop_if_broken=task.get("stop_if_broken", True), **self.run_options)
                 rows = shard_rows(st, s.key)
         finally:
             shutil.rmtree(scratch, ignore_errors=True)
         return {**rows, "key": s.key, "done": s.done, "failed": s.failed, "skipped": s.skipped, "seconds": s.seconds,
                 "dim": s.dim, "failures": s.failures[:20], "pid": os.getpid()}
+
+
+def _scratch_prefix(pid: int) -> str:
+    # the host too: a TMPDIR that several machines share must not have one clean up another's ('+' is in no host name)
+    return f"aigcq-shard-{socket.gethostname()}+{pid}+"
+
+
+def remove_stale_scratch() -> None:
+    """Remove the scratch stores of this host's shard workers that are gone. A worker killed mid-shard
+    (``ray.kill`` at Ctrl-C or after an error, a driver that died, kill -9, the OOM killer) runs no
+    clean-up; each new worker removes what dead ones left in its TMPDIR, so that it does not pile up."""
+    prefix = _scratch_prefix(0)[:-2]
+    for folder in Path(tempfile.gettempdir()).glob(f"{prefix}*+*"):
+        pid = folder.name[len(prefix):].split("+", 1)[0]
+        if not pid.isdigit():
+            continue
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:  # gone (a live process, ours or another user's, keeps its folder)
+            shutil.rmtree(folder, ignore_errors=True)
+        except OSError:
+            pass
 
 
 def shard_rows(st, key: str) -> dict[str, Any]:
@@ -444,10 +477,13 @@ def run_ray(manifest, specs: Sequence[str], track: str, store: str | os.PathLike
                     pass  # something else there: left alone
         resolved = resolve_precision(precision, device)
         extractors = []
-        for spec in specs:
-            ex = for_track(spec, track)
-            ex.device, ex.precision = device, resolved
-            extractors.append((spec, ex))
+        with FeatureStore(store, mode="r") as st:
+            for spec in specs:
+                ex = for_track(spec, track)
+                ex.device, ex.precision = device, resolved
+                if hasattr(ex, "fit_manifest"):  # refuses, before any worker starts, what a single run refuses
+                    ex.fit_manifest(manifest.df, stored_names(st, ex.key()))  # (a dataset naming new generators)
+                extractors.append((spec, ex))
 
         started = _start_ray(ray, address)
         workers, opts = _actor_options(ray, device, workers, actors_per_gpu)
@@ -495,11 +531,25 @@ def _run_shards(ray, st, shards: list[Shard], manifest, summaries, limit: int, o
     """The queue: a free worker takes the next shard; a lost worker's shard goes back to the front."""
     from tqdm.auto import tqdm
 
+    from .runner import BrokenExtractor
+
     # restarts are ours, not Ray's: a restarted actor waits for room the survivors hold (a hang), and
     # its calls' retries were spent on "temporarily unavailable" before Ray declared the node dead
     cls = ray.remote(max_restarts=0, max_task_retries=0, **opts)(ShardWorker)
     pool = _Pool(ray, cls, kwargs, opts, limit, probe_paths, ray.put(manifest))
     queue, inflight = deque(shards), {}  # ObjectRef -> (actor, shard)
+    # shards that began with MAX_BROKEN_BATCHES batches failing in compute, while their key had computed
+    # nothing yet: a single run stops as broken only if nothing ever works, so they wait for the key's others
+    deferred: dict[str, list[tuple[Shard, str]]] = {}
+
+    def release(key: str) -> None:  # the key computed rows: its deferred shards fail their bad items one by one
+        for s, _ in deferred.pop(key, []):
+            s.stop_if_broken = False
+            queue.appendleft(s)
+
+    def waiting(key: str) -> bool:  # shards of ``key`` still queued or being computed
+        return any(s.key == key for s in queue) or any(s.key == key for _, s in inflight.values())
+
     requeued, last_ckpt = 0, time.monotonic()
     idle_since = time.monotonic()
     bar = tqdm(total=sum(len(s.positions) for s in shards), desc=f"ray: {len(shards)} shards", unit="item",
@@ -536,10 +586,17 @@ def _run_shards(ray, st, shards: list[Shard], manifest, summaries, limit: int, o
             actor, shard = inflight.pop(ref)
             try:
                 res = ray.get(ref)
-            except ray.exceptions.RayTaskError as err:  # the extractor's own error: say it as it is
-                cause = err.as_instanceof_cause()
-                raise RuntimeError(f"{shard.name}: {type(cause).__name__}: {cause}; the rows computed so far are "
-                                   "in the store (rerun to continue)") from None
+            except ray.exceptions.RayTaskError as err:  # the extractor's own error: say it as it is (one line)
+                cause = err.cause
+                what = f"{shard.name}: {type(cause).__name__}: {cause}"
+                if isinstance(cause, BrokenExtractor) and shard.stop_if_broken:
+                    deferred.setdefault(shard.key, []).append((shard, what))
+                    if summaries[shard.key]["done"]:
+                        release(shard.key)
+                    elif not waiting(shard.key):  # no shard of the key computed a row: the extractor is broken
+                        raise RuntimeError(f"{what}; the rows computed so far are in the store") from None
+                    continue
+                raise RuntimeError(f"{what}; the rows computed so far are in the store (rerun to continue)") from None
             except ray.exceptions.RayError as err:  # the worker's process or node is gone
                 what = pool.lost(actor, err) if actor in pool.node_of else "its worker was lost"
                 if shard.tries > max_restarts:
@@ -557,6 +614,10 @@ def _run_shards(ray, st, shards: list[Shard], manifest, summaries, limit: int, o
                 raise RuntimeError(f"{shard.key}: the extractor's key changed in setup ({res['key']}); "
                                    "run it once without --engine ray to settle it")
             record_rows(st, shard.key, res)
+            if res["done"]:
+                release(shard.key)
+            elif shard.key in deferred and not waiting(shard.key):
+                raise RuntimeError(f"{deferred[shard.key][0][1]}; the rows computed so far are in the store")
             s = summaries[shard.key]
             for f in ("done", "failed", "skipped", "seconds"):
                 s[f] += res[f]

@@ -40,6 +40,33 @@ class KillOnce(Extractor):
 
 register_extractor(KillOnce, dim="4")
 
+
+class FailSome(Extractor):
+    """Values from the item id; ``compute`` fails for the items whose id starts with ``bad`` (a block of
+    items the model cannot take, say images too large for the GPU, that one generator made)."""
+
+    name = "fail_some"
+    kind = "meta"
+    defaults = {"dim": 4, "bad": ""}
+
+    def prepare(self, item: Item):
+        return item.item_id
+
+    def collate(self, prepared):
+        return list(prepared)
+
+    def feature_names(self, dim: int) -> list[str]:
+        return [f"crc_normal_{i}" for i in range(dim)]
+
+    def compute(self, batch, items):
+        if any(i.startswith(str(self.options["bad"])) for i in batch):
+            raise RuntimeError("CUDA out of memory")
+        rng = [np.random.default_rng(zlib.crc32(i.encode())) for i in batch]
+        return np.stack([r.standard_normal(self.options["dim"]) for r in rng]).astype(np.float32)
+
+
+register_extractor(FailSome, dim="4")
+
 TESTS = Path(__file__).resolve().parent
 REPO = TESTS.parent
 

@@ -202,3 +202,82 @@ def test_parallel_trials_share_one_study_and_stop_at_the_budget(cluster, tmp_pat
     studies = optuna.get_all_study_summaries(JournalStorage(JournalFileBackend(str(journal))))
     assert {s.study_name for s in studies} >= {"cv-svr-s0", "cv-enet-s0", "cv-lgbm-s0", "cv-knn-s0"}
     assert all(6 <= s.n_trials <= 7 for s in studies)  # the budget, + at most one trial already running
+
+
+def test_a_resumed_generator_block_keeps_its_vocabulary_as_a_single_run_does(cluster, tmp_path):
+    """The generator block's columns are the vocabulary a store first learnt. A single run resuming it keeps
+    that vocabulary (and refuses a dataset naming generators it lacks); a Ray worker, whose scratch store
+    holds no names, learnt a fresh one: with one generator gone and one new, the same width, so the new
+    rows went into the old columns and the block was renamed, silently (exit 0)."""
+    import pandas as pd
+
+    from extractors.ray_engine import run_ray
+    from extractors.registry import for_track
+    from extractors.runner import run_extraction
+    from features_store.manifest import Manifest
+
+    def manifest(gens, start=0):
+        ids = [f"i{start + k:02d}" for k in range(len(gens))]
+        return pd.DataFrame({"item_id": ids, "path": "", "prompt": "p", "generator": gens})
+
+    first = manifest(["a", "b", "c"] * 4)
+    single, on_ray = tmp_path / "single.h5", tmp_path / "ray.h5"
+    for store in (single, on_ray):
+        run_extraction(Manifest(first, tmp_path, "toy"), for_track("generator", "image"), store, batch_size=4,
+                       progress=False)
+    # c gone, d new: a single run refuses it; so must the Ray engine, before any worker computes
+    swapped = Manifest(pd.concat([first[first.generator != "c"], manifest(["d"] * 4, 12)]), tmp_path, "toy")
+    refusal = r"computed with the vocabulary \['a', 'b', 'c'\]; this dataset also names \['d'\]"
+    with pytest.raises(ValueError, match=refusal):
+        run_extraction(swapped, for_track("generator", "image"), single, batch_size=4, progress=False)
+    with pytest.raises(ValueError, match=refusal):
+        run_ray(swapped, ["generator"], "image", on_ray, shard_size=4, batch_size=4, progress=False)
+    assert store_content(on_ray) == store_content(single)
+    # c gone, nothing new: the stored vocabulary (a, b, c) is kept, so new rows fit the block's 4 columns
+    fewer = Manifest(pd.concat([first[first.generator != "c"], manifest(["a", "b"] * 4, 16)]), tmp_path, "toy")
+    run_extraction(fewer, for_track("generator", "image"), single, batch_size=4, progress=False)
+    run_ray(fewer, ["generator"], "image", on_ray, shard_size=4, batch_size=4, progress=False)
+    assert store_content(on_ray) == store_content(single)
+
+
+def test_a_new_shard_worker_removes_the_scratch_stores_of_dead_ones(tmp_path, monkeypatch):
+    """A worker killed mid-shard (ray.kill at Ctrl-C or after an error, its driver gone, kill -9) runs no
+    clean-up: its scratch store stayed in the node's TMPDIR for good (39 of them in this machine's /tmp
+    after a day of test runs). The next worker on the host removes those of dead processes only."""
+    import socket
+    import subprocess
+    import tempfile
+
+    from extractors.ray_engine import ShardWorker
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    host = socket.gethostname()
+    left = {who: tmp_path / f"aigcq-shard-{h}+{pid}+x1y2" for who, h, pid in
+            [("dead", host, dead.pid), ("alive", host, os.getpid()), ("other host", "elsewhere", dead.pid)]}
+    for folder in left.values():
+        folder.mkdir()
+        (folder / "shard.h5").write_bytes(b"rows")
+    ShardWorker("image", "cpu", "fp32", 4, 0, True, 60.0, "float32", None, None, {})
+    assert {who for who, folder in left.items() if folder.exists()} == {"alive", "other host"}
+
+
+def test_a_block_of_items_the_model_fails_on_fails_those_items_as_in_a_single_run(cluster, demo_data, tmp_path, capsys):
+    """A single run stops as broken only when nothing ever worked (the first 3 batches all failed in
+    compute); later blocks of failing items are failed by name and the run goes on. On Ray that test ran
+    per shard: a shard that began with 3 such batches stopped the whole run (exit 2), and every rerun too."""
+    spec = "fail_some:bad=chelsea"  # items 12..23 of the demo data: 3 batches of 4, all failing in compute
+    assert _features(demo_data, tmp_path / "single.h5", spec, "--plugins", "ray_helpers") == 0
+    assert "12 computed, 12 failed" in capsys.readouterr().out
+    rc = _features(demo_data, tmp_path / "ray.h5", spec, "--plugins", "ray_helpers", "--engine", "ray",
+                   "--shard-size", "12")
+    out, err = capsys.readouterr()
+    assert rc == 0, err
+    assert "12 computed, 12 failed" in out
+    assert store_content(tmp_path / "ray.h5") == store_content(tmp_path / "single.h5")
+    # an extractor that fails on everything is still stopped, with the reason
+    assert _features(demo_data, tmp_path / "broken.h5", "fail_some", "--plugins", "ray_helpers",
+                     "--engine", "ray", "--shard-size", "12") == 2
+    assert "failed on every item of the first 3 batches; last error: RuntimeError: CUDA out of memory" in \
+        capsys.readouterr().err
