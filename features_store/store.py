@@ -64,6 +64,17 @@ def open_h5(real: Path, shown: Path):
                                                    "it: move them along)" if kept else "")) from None
 
 
+def _refuse_if_not_a_store(real: Path, shown: Path) -> None:
+    """An existing path that is not an HDF5 file (a user's file or folder given as a store or cache) is refused
+    with open_h5's one line before anything is created beside it."""
+    import h5py
+
+    if real.exists() and not (real.is_file() and h5py.is_hdf5(real)):
+        if real.is_dir():
+            raise StoreError(f"{shown} is a folder, not a feature store file: give a .h5 file path")
+        open_h5(real, shown).close()
+
+
 def _first_line(err: BaseException) -> str:
     return str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
 
@@ -144,6 +155,7 @@ class FeatureStore:
         if mode == "r" and not self.path.exists():
             raise FileNotFoundError(f"feature store {self.path} not found")
         if mode == "a":
+            _refuse_if_not_a_store(self.real_path, self.path)  # before <file>.journal/ is made beside a user's file
             self._lock()
             # we hold the lock: temporaries are leftovers of a killed writer
             journal.remove_stale_temporaries(self.journal_dir)

@@ -13,7 +13,7 @@ from . import bundle as bundle_io
 from .data import (IncompleteFeaturesError, check_media_unchanged, completeness, incomplete_message, load_track,
                    splits_of)
 from .report import markdown_report, per_group, safe_evaluate, scatter_plot, write_json
-from .rundir import staged
+from .rundir import check_replaceable, staged
 from .stacking import StackConfig, cross_validate
 from .submission import check_names, write_submission
 
@@ -167,6 +167,7 @@ def fit_command(track: str, store: str, extractors: list[str] | None, target: st
     the training items and the ones predicted); see :func:`_check_media`."""
     t_start = time.perf_counter()
     final_dir = Path(out)
+    check_replaceable(final_dir)  # before any work: --out must be new, empty or a run folder aigcq wrote
     _check_media(store, extractors, None, track, media_check)
     data = load_track(store, extractors, split="train", target=target, allow_incomplete=allow_incomplete,
                       track=track, what="the fit")
@@ -177,7 +178,7 @@ def fit_command(track: str, store: str, extractors: list[str] | None, target: st
     if data.incomplete:
         print(f"note: fitting on the done subset ({len(data.y)} items; --allow-incomplete)")
 
-    with staged(final_dir) as out_dir:
+    with staged(final_dir, job="regress") as out_dir:
         metrics = _fit_into(out_dir, final_dir, track, store, data, splits, refused, target, cfg, n_boot,
                             submit_split, allow_incomplete, t_start)
     print(f"main {metrics.get('main', float('nan')):.4f} (SRCC {metrics.get('srcc', float('nan')):.4f}, "
@@ -403,6 +404,7 @@ def legacy_info(meta: dict, where="the legacy model's .json") -> dict:
 def predict_command(model_path: str, store: str, split: str, out: str, n_boot: int = 1000,
                     allow_incomplete: bool = False, allow_in_sample: bool = False,
                     trust_pickle: bool = False, media_check: bool = True) -> dict:
+    check_replaceable(Path(out))
     info = read_model_info(model_path)  # nothing is loaded before the store and split checks
     # only the blocks the model reads: a block nested selection dropped need not be in the store
     kept = set(bundle_io.kept_blocks(info))
@@ -429,7 +431,7 @@ def predict_command(model_path: str, store: str, split: str, out: str, n_boot: i
     if X.shape[1] != info["n_features"]:
         raise MissingFeaturesError(f"features read have {X.shape[1]} columns, the model expects {info['n_features']}")
     model, info = load_model_any(model_path, trust_pickle=trust_pickle)
-    with staged(out) as out_dir:
+    with staged(out, job="predict") as out_dir:
         t0 = time.perf_counter()
         p = model.predict(X)
         dt = time.perf_counter() - t0

@@ -57,3 +57,20 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="session")
+def nss_bundle(tmp_path_factory):
+    """A real model bundle (nss + generator blocks, both rebuilt when scoring) on the tiny demo dataset, the run
+    folder that holds it, and held-out images with their generators: (bundle, run, heldout list.csv)."""
+    from experiments.demo_data import DemoConfig, build_demo_store
+    from regressors.cli import main
+
+    root = tmp_path_factory.mktemp("nss_bundle")
+    store = build_demo_store(root / "demo", DemoConfig(n_sources=5, crops_per_source=2, size=48, heldout_sources=1),
+                             extractors=("nss", "generator"))
+    run = root / "run"
+    assert main(["fit", "--track", "image", "--store", str(store), "--out", str(run), "--trials", "0", "--folds", "3",
+                 "--tune-folds", "2", "--bootstrap", "0", "--heads", "svr,enet", "--jobs", "1",
+                 "--no-select-blocks"]) == 0
+    return run / "model", run, root / "demo" / "data" / "heldout" / "list.csv"
