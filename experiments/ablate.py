@@ -360,12 +360,20 @@ def run_ablation(store: str | os.PathLike, extractors: Sequence[Any] | None = No
 
         claim_folder(outdir, "ablate")
     blocks = load_blocks(store, extractors, target=target, split=split, track=track)
+    from dataclasses import replace
+
+    from features_store.targets import check_target
+    from regressors import target_scale
+
+    check_target(blocks.y, blocks.ids, target, where=f"{store}: ")  # inf, 1e308, constant, too few: one line
+    labels, k = blocks.y, target_scale.exponent(blocks.y)  # an extreme scale (1e-300) is fitted times 2**k
+    blocks = replace(blocks, y=target_scale.scale(blocks.y, k))
     cache = ParamCache(outdir / "tuned_params.json" if outdir is not None else None)
     fold_list = make_folds(len(blocks.y), blocks.groups, folds, seed, protocol)
     confs = configurations(blocks.names)
     preds, kept = ablation_oof(blocks, confs, head, fold_list, trials=trials, inner_folds=inner_folds, seed=seed,
                                protocol=protocol, cache=cache, select=select_blocks, n_jobs=n_jobs, progress=progress)
-    rows = []
+    rows = []  # scores ignore the scale: computed at the fit's (exact) scaling, predictions reported in the target's
     for label, kind, subset in confs:
         p = preds[label]
         try:
@@ -384,6 +392,8 @@ def run_ablation(store: str | os.PathLike, extractors: Sequence[Any] | None = No
             row["delta_lo"], row["delta_hi"] = _paired_delta(p, preds[ALL], blocks.y, min(n_boot, 500), seed)
         rows.append(row)
     table = pd.DataFrame(rows)
+    preds = {c: target_scale.unscale(p, k) for c, p in preds.items()}
+    blocks = replace(blocks, y=labels)
     pred_df = pd.DataFrame({"item_id": blocks.ids, "generator": blocks.generators, "group": blocks.groups,
                             target: blocks.y, **{f"pred[{k}]": v for k, v in preds.items()}})
     per_gen = per_generator_table(pred_df, target)
@@ -550,6 +560,7 @@ def main(argv: list[str] | None = None) -> int:
     exs = [s for s in (args.extractors or "").split(",") if s.strip()] or None
     if args.recipe is None and exs is None:
         ap.error("give --recipe or --extractors")
+    from features_store.targets import TargetError
     from regressors.rundir import RunFolderError
 
     try:
@@ -557,7 +568,7 @@ def main(argv: list[str] | None = None) -> int:
                            trials=args.trials, folds=args.folds, inner_folds=args.inner_folds, seed=args.seed,
                            protocol=args.protocol, n_boot=args.n_boot, out=args.out, track=args.track,
                            split=args.split, select_blocks=not args.no_select_blocks, n_jobs=args.jobs)
-    except RunFolderError as err:
+    except (RunFolderError, TargetError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     print(markdown_table(res.table))

@@ -56,6 +56,11 @@ def _select(st: FeatureStore, keys: list[str], split: str | None, target: str | 
         raise ValueError(f"incomplete must be one of {INCOMPLETE}, got {incomplete!r}")
     labels = json.loads(st.meta.get("labels", "[]"))
     if target is not None and target not in labels and target != "mos":
+        if target in st.df.columns:  # present, but not a label: it holds no value at all
+            from .targets import TargetError
+
+            raise TargetError(f"{st.path}: label column {target!r} has no values (all {len(st.df)} items empty or "
+                              "NaN): nothing to fit")
         raise KeyError(f"{st.path}: no label column {target!r}; labels: {labels}")
     df = st.columns(["item_id", "split", "group", *([target] if target else [])])
     rows = np.arange(len(df)) if split is None else np.flatnonzero((df["split"] == split).to_numpy())

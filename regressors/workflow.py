@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 
 from . import bundle as bundle_io
+from . import target_scale
 from .data import (IncompleteFeaturesError, check_media_unchanged, completeness, incomplete_message, load_track,
                    splits_of)
 from .report import markdown_report, per_group, safe_evaluate, scatter_plot, write_json
@@ -141,10 +142,13 @@ def _bundle_info(track: str, target: str, store, data, cfg: StackConfig, metrics
     y = data.y
     vocab = next(iter(data.vocabularies.values()), None) if data.vocabularies else None
     cv = {k: metrics.get(k) for k in ("main", "srcc", "plcc", "krcc", "rmse", "n", "ci") if k in metrics}
+    k = target_scale.exponent(y)  # mean and sd computed at the fit's scale: no underflow at mos x 1e-300
+    ys = target_scale.scale(y, k)
     return {
         "track": track,
-        "target": {"name": target, "min": float(np.min(y)), "max": float(np.max(y)), "mean": float(np.mean(y)),
-                   "sd": float(np.std(y))},
+        "target": {"name": target, "min": float(np.min(y)), "max": float(np.max(y)),
+                   "mean": float(target_scale.unscale(np.mean(ys), k)), "sd": float(target_scale.unscale(np.std(ys), k)),
+                   **({"scale_exp": k} if k else {})},
         "features": _feature_specs(store, data),
         "kept_blocks": _blocks_read(model, data.blocks, data.X.shape[1]),
         "n_features": int(data.X.shape[1]),
@@ -171,6 +175,9 @@ def fit_command(track: str, store: str, extractors: list[str] | None, target: st
     _check_media(store, extractors, None, track, media_check)
     data = load_track(store, extractors, split="train", target=target, allow_incomplete=allow_incomplete,
                       track=track, what="the fit")
+    from features_store.targets import check_target
+
+    check_target(data.y, data.ids, target, where=f"{store}, split 'train': ")  # inf, 1e308, constant, too few
     splits = splits_of(store, target)
     refused = _precheck_splits(store, list(data.keys.values()), splits, track, allow_incomplete)
     print(f"train: {len(data.y)} labelled items, {data.X.shape[1]} features in blocks "
@@ -213,8 +220,12 @@ def _fit_into(out_dir: Path, final_dir: Path, track, store, data, splits, refuse
             probe_info["filled"] = {s: int((~probe.known_mask(p.X)).sum()) for s, p in parts.items()}
             other_x = [fill_generator(x, probe) for x in other_x]
         print(f"generator probe: {probe_info}")
-    cv = cross_validate(data.X, data.y, data.groups, data.blocks, cfg,
+    # an extreme target scale (mos x 1e-300) is fitted times an exact power of two; k = 0 (no change) otherwise
+    k = target_scale.exponent(data.y)
+    cv = cross_validate(data.X, target_scale.scale(data.y, k), data.groups, data.blocks, cfg,
                         final_predict=np.vstack(other_x) if other_x else data.X[:0])
+    if k:
+        _unscale_cv(cv, k)
     t_cv = time.perf_counter() - t0
     scored = cv["scored"]
     y_s = data.y[scored]
@@ -226,6 +237,11 @@ def _fit_into(out_dir: Path, final_dir: Path, track, store, data, splits, refuse
     if data.incomplete:
         metrics["train_items_missing_features"] = data.incomplete
     metrics.update(safe_evaluate(cv["stack"], y_s, n_boot=n_boot))
+    if not np.isfinite(metrics.get("main", np.nan)):  # never a model whose honest score is undefined
+        from features_store.targets import TargetError
+
+        raise TargetError(f"the cross-validated score of {target!r} is undefined "
+                          f"({metrics.get('error', 'main is NaN')}): no model written")
     metrics["heads"] = {n: _head_evaluate(p, y_s) for n, p in cv["heads"].items()
                         if not n.startswith(("block:", "fixed:"))}
     metrics["fixed_heads"] = {n.split(":", 1)[1]: _head_evaluate(p, y_s)
@@ -239,6 +255,8 @@ def _fit_into(out_dir: Path, final_dir: Path, track, store, data, splits, refuse
     # tuned on exactly the subset the final fit would tune on, cross reuses its first share's; full: tuned on
     # all items there), and it predicted the other splits and the training items not scored (split's tuning set)
     model, per_row = cv["final"], cv["final_predict_s_per_row"]
+    if k:
+        model.target_scale_exp = k  # StackedModel.predict divides by 2**k: the bundle scores in the target's units
     in_sample, train_pred = cv["final_in_sample"]
     others = cv["final_predictions"]
     metrics["meta_weights"] = model.weights()
@@ -326,6 +344,16 @@ def _head_evaluate(pred, y) -> dict:
     out = safe_evaluate(pred[ok], y[ok], n_boot=0)
     out["note"] = f"head absent from some outer folds (block not selected there): scored on {int(ok.sum())} of {len(y)}"
     return out
+
+
+def _unscale_cv(cv: dict, k: int) -> None:
+    """cross_validate's predictions of a target fitted times 2**k, back in the target's units (exact)."""
+    cv["stack"] = target_scale.unscale(cv["stack"], k)
+    cv["heads"] = {n: target_scale.unscale(p, k) for n, p in cv["heads"].items()}
+    if "final_predictions" in cv:
+        cv["final_predictions"] = target_scale.unscale(cv["final_predictions"], k)
+        rows, pred = cv["final_in_sample"]
+        cv["final_in_sample"] = (rows, target_scale.unscale(pred, k))
 
 
 def _vocab_by_key(data) -> dict[str, list[str]]:

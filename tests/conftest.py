@@ -7,6 +7,17 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
+
+try:  # property-based tests (tests/test_properties.py): bounded and reproducible in CI, longer locally
+    from hypothesis import HealthCheck, settings
+
+    settings.register_profile("ci", max_examples=20, derandomize=True, database=None, deadline=None,
+                              suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+    settings.register_profile("dev", max_examples=200, deadline=None,
+                              suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+    settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))  # HYPOTHESIS_PROFILE=dev: the long run
+except ImportError:  # the test extra is not installed: test_properties.py skips itself
+    pass
 SHARED_DATA = Path(os.environ.get("AIGCQ_SHARED_DATA", REPO.parent / "shared" / "data"))
 
 
@@ -72,5 +83,5 @@ def nss_bundle(tmp_path_factory):
     run = root / "run"
     assert main(["fit", "--track", "image", "--store", str(store), "--out", str(run), "--trials", "0", "--folds", "3",
                  "--tune-folds", "2", "--bootstrap", "0", "--heads", "svr,enet", "--jobs", "1",
-                 "--no-select-blocks"]) == 0
+                 "--no-select-blocks", "--block-head", "none", "--fixed-heads", ""]) == 0  # every head reads the pixels
     return run / "model", run, root / "demo" / "data" / "heldout" / "list.csv"
