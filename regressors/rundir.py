@@ -29,8 +29,10 @@ from contextlib import contextmanager
 from pathlib import Path
 
 MARKER = ".aigcq-run.json"
-#: names by which an older version recognised a run folder; used only to word the refusal
-LEGACY_RUN_FILES = ("metrics.json", "model", "model.pkl", "predictions.csv", "submission")
+def _looks_like_an_older_run(out: Path) -> bool:
+    """An older version's run folder, unmarked (only to word the refusal: nothing is replaced on a guess)."""
+    model = (out / "model" / "bundle.json").is_file() or (out / "model.pkl").is_file()
+    return (out / "metrics.json").is_file() and model and not (out / ".git").exists()
 
 
 class RunFolderError(ValueError):
@@ -137,9 +139,8 @@ def check_replaceable(out: Path) -> None:
     if not any(out.iterdir()):
         return
     if read_marker(out) is None:
-        legacy = [m for m in LEGACY_RUN_FILES if (out / m).exists()]
-        hint = (f"; if it is a run folder of an older aigcq (it has {', '.join(legacy)} but no {MARKER}), remove it "
-                f"yourself (rm -r {out}) after keeping what you need") if legacy else ""
+        hint = (f"; it looks like the run folder of an older aigcq (metrics.json and a model, no {MARKER}): if it "
+                "is, keep what you need and remove it yourself, or move it aside") if _looks_like_an_older_run(out) else ""
         raise RunFolderError(f"--out {out} exists and was not made by aigcq (no {MARKER}): choose an empty or new "
                              f"folder{hint}")
     foreign = foreign_entries(out)

@@ -167,10 +167,19 @@ def test_a_run_folder_of_an_older_version_is_refused_saying_how_to_remove_it(toy
     for f in ("metrics.json", "predictions.csv", "report.md"):
         (old / f).write_text("{}")
     (old / "model").mkdir()
+    (old / "model" / "bundle.json").write_text("{}")
     assert _fit(store, old) == 2
     line = _one_line(capsys)
-    assert "older aigcq" in line and f"rm -r {old}" in line
-    assert sorted(_tree(old)) == ["metrics.json", "predictions.csv", "report.md"]
+    assert "choose an empty or new folder" in line and "looks like the run folder of an older aigcq" in line
+    assert "remove it yourself" in line
+    assert sorted(_tree(old)) == ["metrics.json", "model/bundle.json", "predictions.csv", "report.md"]
+    # a project with a stray predictions.csv is not called an old run (nobody is told to remove their project)
+    project = tmp_path / "project"
+    project.mkdir()
+    _project(project, stray="predictions.csv")
+    (project / "metrics.json").write_text("{}")
+    assert _fit(store, project) == 2
+    assert "older aigcq" not in _one_line(capsys)
 
 
 def test_ablate_and_demo_refuse_a_folder_they_did_not_make(tmp_path, capsys):
