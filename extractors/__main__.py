@@ -54,7 +54,8 @@ def _run(args) -> int:
     # first, before torch or numpy allocate much: every later buffer follows these thresholds
     set_malloc_thresholds(args.malloc_threshold)
     threads = parse_threads(args.threads)  # torch is set (and loaded) only if something is computed
-    from features_store.manifest import ManifestError, dataset_from_args, problems_frame
+    from features_store.adapters import dataset_from_args
+    from features_store.manifest import ManifestError, problems_frame
     from features_store.store import FeatureStore
 
     from .registry import for_track

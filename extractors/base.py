@@ -21,13 +21,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass
 from importlib import metadata
 from typing import Any, ClassVar, Sequence
 
 import numpy as np
 
 from features_store.hints import suggest  # one copy, in the lowest room (registry, recipes, aigcq import it from here)
+from features_store.item import Item  # the manifest makes items (ground floor); extractors import it from here
 
 KINDS = ("image", "video", "text", "meta")
 PRECISIONS = ("fp32", "fp16", "bf16")
@@ -42,17 +42,6 @@ class WeightsNotFoundError(RuntimeError):
 
     The message must name the missing file or hub id and say how to provide it.
     """
-
-
-@dataclass(frozen=True)
-class Item:
-    """One row of a manifest, as an extractor sees it."""
-
-    index: int  # row in the manifest / store
-    item_id: str
-    path: str | None  # absolute path of the media file; None when the dataset has no media
-    prompt: str = ""
-    generator: str | None = None
 
 
 def _check_option_type(extractor: str, key: str, value: Any, default: Any) -> None:

@@ -12,7 +12,7 @@ import importlib
 
 _EXPORTS = {
     "load_features": "api", "load_frame": "api", "resolve_keys": "api",
-    "Manifest": "manifest", "ManifestError": "manifest", "Problem": "manifest", "load_dataset": "manifest",
+    "Manifest": "manifest", "ManifestError": "manifest", "Problem": "manifest", "load_dataset": "adapters",
     "FeatureStore": "store", "IdentityMismatch": "store", "StoreError": "store",
 }
 __all__ = sorted(_EXPORTS)

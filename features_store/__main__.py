@@ -5,7 +5,8 @@ import argparse
 import json
 import sys
 
-from .manifest import ManifestError, add_dataset_arguments, dataset_from_args, problems_frame
+from .adapters import dataset_from_args
+from .manifest import ManifestError, add_dataset_arguments, problems_frame
 
 
 def _describe(args) -> int:

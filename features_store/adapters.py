@@ -22,6 +22,7 @@ from typing import Any, Callable
 import numpy as np
 import pandas as pd
 
+from .cliargs import parse_options
 from .hints import suggest
 from .manifest import Manifest, Note
 from .table_cache import cached_table
@@ -440,3 +441,13 @@ def _load(source: str | os.PathLike, adapter: str | None = None, **options: Any)
     if adapter == "table":
         raise ValueError(f"adapter 'table' needs a label file, not the folder {src}")
     return ADAPTERS[adapter](src, **options)
+
+
+def load_dataset(source: str | os.PathLike, adapter: str | None = None, **options: Any) -> Manifest:
+    """Load a dataset folder or label/YAML file as a :class:`Manifest` (adapter auto-detected)."""
+    return load(source, adapter=adapter, **options)
+
+
+def dataset_from_args(args) -> Manifest:
+    """The dataset of a command line's ``--data``, ``--adapter`` and ``-O key=value`` (``cliargs``)."""
+    return load_dataset(args.data, adapter=args.adapter, **parse_options(args.data_option))

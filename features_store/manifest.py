@@ -3,7 +3,7 @@
 ``load_dataset(source)`` turns a dataset folder (AIGIQA-20K, T2VQA-DB, FETV, detected
 from the files it ships) or a YAML/CSV/TSV/XLSX label file into a :class:`Manifest`:
 one row per item with ``item_id, path, prompt, generator, mos, split, group`` plus any
-extra label columns. Adapters live in :mod:`features_store.adapters`.
+extra label columns. Adapters (and ``load_dataset``) live in :mod:`features_store.adapters`.
 
 Validation never drops silently: ``validate(policy="stop")`` raises a
 :class:`ManifestError` naming every bad item; ``policy="skip"`` returns the clean
@@ -18,6 +18,8 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+
+from .item import Item
 
 #: the standard columns, in order
 COLUMNS = ("item_id", "path", "prompt", "generator", "mos", "split", "group")
@@ -189,10 +191,8 @@ class Manifest:
     def abspath(self, rel: str) -> str | None:
         return media_path(self.root, rel)
 
-    def items(self, split: str | None = None) -> list["Item"]:  # noqa: F821
-        """Items (``extractors.base.Item``) with absolute media paths; ``index`` = row here."""
-        from extractors.base import Item
-
+    def items(self, split: str | None = None) -> list[Item]:
+        """Items (:class:`features_store.item.Item`) with absolute media paths; ``index`` = row here."""
         df = self.df
         rows = np.arange(len(df)) if split is None else np.flatnonzero((df["split"] == split).to_numpy())
         return [
@@ -343,16 +343,8 @@ def problems_frame(problems: list[Problem]) -> pd.DataFrame:
                         columns=["item_id", "row", "reason"])
 
 
-def load_dataset(source: str | os.PathLike, adapter: str | None = None, **options: Any) -> Manifest:
-    """Load a dataset folder or label/YAML file as a :class:`Manifest` (adapter auto-detected)."""
-    from .adapters import load
-
-    return load(source, adapter=adapter, **options)
-
-
 # command-line helpers live in a light module (no pandas) so `--help`/`list` start fast
 from .cliargs import add_dataset_arguments, parse_options  # noqa: E402,F401
 
-
-def dataset_from_args(args) -> Manifest:
-    return load_dataset(args.data, adapter=args.adapter, **parse_options(args.data_option))
+# load_dataset and dataset_from_args live in features_store.adapters (they pick an adapter, and the
+# adapters build on this module); `from features_store import load_dataset` finds them there.

@@ -56,16 +56,15 @@ def _search_part(spec, X, y, groups, cfg, tag: str, part: int) -> int:
     return res.n_trials
 
 
-def _tune_shared(spec, X, y, groups, cfg, tag: str):
-    """``stacking._tune_one`` whose search ran in ``cfg.trial_workers`` parallel parts first; the
-    final call then finds the budget spent and only reads the best trial and fits the OOF predictions."""
+def _tune_shared(tune_one: Callable, spec, X, y, groups, cfg, tag: str):
+    """``tune_one`` (``stacking._tune_one``, passed in: this module sits below stacking) whose search
+    ran in ``cfg.trial_workers`` parallel parts first; the final call then finds the budget spent and
+    only reads the best trial and fits the OOF predictions."""
     import ray
-
-    from .stacking import _tune_one
 
     if spec.tune and cfg.trial_workers > 1:
         part = ray.remote(num_cpus=1, max_retries=MAX_RETRIES)(_call)
         refs = [ray.put(a) for a in (X, y)]
         ray.get([part.remote(_search_part, 1, spec, refs[0], refs[1], groups, cfg, tag, i)
                  for i in range(cfg.trial_workers)])
-    return _tune_one(spec, X, y, groups, cfg, tag)
+    return tune_one(spec, X, y, groups, cfg, tag)

@@ -45,6 +45,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import asdict, dataclass, field
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -262,7 +263,9 @@ def _run_tuning(tunings: list[_Tuning], blocks, cfg: StackConfig, desc: str, fol
     """
     tune = _tune_one
     if cfg.engine == "ray" and cfg.trial_workers > 1:  # each search split over Ray tasks on its stored study
-        from .ray_tasks import _tune_shared as tune
+        from .ray_tasks import _tune_shared
+
+        tune = partial(_tune_shared, _tune_one)
 
     def searches(p: int) -> list:
         # longest search first, so that the cheap ones fill the gaps (with 2 workers, LightGBM's search
