@@ -41,7 +41,7 @@ def _pairs(specs: list[str]) -> dict[str, str]:
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
-    from regressors import bundle_integrity
+    from regressors import bundle_edit
     from regressors.bundle import BundleError, is_bundle
 
     from pathlib import Path
@@ -60,12 +60,12 @@ def main(argv: list[str] | None = None) -> int:
             generators = _pairs(args.generator)
             if args.target_name is None and not generators:
                 raise ValueError("nothing to relabel: give --target-name and/or --generator OLD=NEW")
-            meta = bundle_integrity.relabel(folder, args.target_name, generators)
+            meta = bundle_edit.relabel(folder, args.target_name, generators)
             print(f"relabelled {folder}: target {meta['target']['name']!r}"
                   + (f", generators {', '.join(meta.get('generator_vocabulary') or [])}" if generators else "")
                   + "; re-sealed")
         else:
-            bundle_integrity.upgrade(folder)
+            bundle_edit.upgrade(folder)
             print(f"upgraded {folder}: the model now records what its heads depend on; bundle.json sealed")
     except (BundleError, ValueError, FileNotFoundError) as err:
         print(f"error: {err}", file=sys.stderr)

@@ -190,11 +190,6 @@ class Extractor:
         for k, kind in cls.local_options.items():
             if kind == "path" and isinstance(options.get(k), dict):
                 options[k] = None
-        if isinstance(options.get("base"), str) and isinstance(options.get("base_options"), dict):
-            from .registry import extractor_class  # frames / temporal_consistency: the base's own options
-
-            options["base_options"] = extractor_class(options["base"]).strip_file_identities(
-                dict(options["base_options"]))
         return options
 
     def output_dim(self) -> int | None:

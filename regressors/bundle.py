@@ -30,6 +30,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from .bundle_integrity import BundleError  # noqa: F401 (defined in the module below; callers import it from here)
+
 FORMAT = "aigcq-model-bundle"
 FORMAT_VERSION = 2  # 2: the model records what its heads depend on; bundle.json a manifest (bundle_integrity)
 BUNDLE_JSON, MODEL_FILE, CARD = "bundle.json", "model.skops", "MODEL.md"
@@ -58,9 +60,6 @@ REQUIRED = ("format", "format_version", "track", "target", "features", "files")
 #: extractor kinds read from the prompt or the generator name, not from the media file (extractors.base.KINDS)
 METADATA_KINDS = ("text", "meta")
 
-
-class BundleError(ValueError):
-    """A model bundle that cannot be used; the message names the file and what to do (one line)."""
 
 
 def sha256_file(path: str | Path) -> str:
