@@ -19,7 +19,7 @@ import pandas as pd
 import pytest
 
 hypothesis = pytest.importorskip("hypothesis", reason="hypothesis is in the test extra (pip install '.[test]')")
-from hypothesis import assume, given, settings  # noqa: E402
+from hypothesis import assume, example, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
 DEV = os.environ.get("HYPOTHESIS_PROFILE") == "dev"
@@ -82,6 +82,14 @@ def _write(path: Path, content: str, images: list[bytes]) -> None:
 @settings(max_examples=examples(20))
 @given(files=st.lists(st.tuples(NAME, EXT, CONTENT), min_size=1, max_size=5, unique_by=lambda t: (t[0] + t[1]).lower()),
        how=st.sampled_from(["args", "folder", "csv", "txt", "jsonl"]))
+# cases the long profile found (each was a traceback): an empty .csv given as a list, an image named .txt, a file
+# named "~" (or "~.png": a user with no home) in a list
+@example(files=[("0", ".csv", "empty")], how="args")
+@example(files=[("0", ".txt", "image1")], how="args")
+@example(files=[("0", ".txt", "garbage")], how="args")
+@example(files=[("~", "", "image0")], how="csv")
+@example(files=[("~", ".png", "image0")], how="csv")
+@example(files=[("0", "", "image0")], how="csv")
 def test_any_file_names_score_correctly_or_fail_by_name(scoring, files, how):
     from aigcq.score import main as score_main
 
