@@ -95,8 +95,7 @@ class Predictor:
         weights files given in ``weights`` ({"reiqa.content_ckpt": path}) be unpickled where an extractor allows it.
         Every extractor option is checked here: one the bundle may not set is refused before anything runs.
         Warns (UserWarning) when the model reads no block computed from the media itself."""
-        from regressors.bundle import metadata_only_warning
-        from regressors.workflow import load_model_any
+        from regressors.bundle import load_model_any, metadata_only_warning  # not workflow: nothing of the fit
 
         t0 = time.perf_counter()
         model, info = load_model_any(path, trust_pickle=trust_pickle)

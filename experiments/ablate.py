@@ -18,7 +18,6 @@ intervals), ``predictions.csv`` (out-of-fold prediction per item and configurati
 """
 from __future__ import annotations
 
-import argparse
 import hashlib
 import json
 import os
@@ -538,24 +537,9 @@ def frame_markdown(df: pd.DataFrame) -> str:
 
 # ---------------------------------------------------------------------------- CLI
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m experiments.ablate", description=__doc__.split("\n\n")[0])
-    ap.add_argument("--track", choices=("image", "video"), default=None)
-    ap.add_argument("--store", required=True, help="feature store (.h5) holding the extractors' features")
-    ap.add_argument("--target", default=None, help="label column (default: the recipe's, else mos)")
-    ap.add_argument("--out", required=True, help="output folder (the tuned-parameter cache lives there too)")
-    ap.add_argument("--recipe", default=None, help="recipe name or YAML path (default: --extractors)")
-    ap.add_argument("--extractors", default=None, help="comma-separated extractor specs (when no recipe)")
-    ap.add_argument("--head", default="svr", choices=("svr", "enet", "lgbm"))
-    ap.add_argument("--trials", type=int, default=10, help="Optuna trials per outer fold (0: default parameters)")
-    ap.add_argument("--folds", type=int, default=None, help="outer folds (default: the recipe's, else 5)")
-    ap.add_argument("--inner-folds", type=int, default=3)
-    ap.add_argument("--seed", type=int, default=None)
-    ap.add_argument("--protocol", choices=("grouped", "random"), default=None)
-    ap.add_argument("--n-boot", type=int, default=1000)
-    ap.add_argument("--split", default="train")
-    ap.add_argument("--no-select-blocks", action="store_true",
-                    help="every row reads all its blocks (default: nested block selection per outer fold, as the stack)")
-    ap.add_argument("--jobs", type=int, default=-1, help="worker processes (default -1: all cores, at most 8)")
+    from .ablate_args import parser
+
+    ap = parser()
     args = ap.parse_args(argv)
     exs = [s for s in (args.extractors or "").split(",") if s.strip()] or None
     if args.recipe is None and exs is None:
@@ -577,4 +561,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from features_store.console import run_main
+
+    sys.exit(run_main(main))

@@ -5,11 +5,12 @@ import argparse
 import json
 import sys
 
-from .adapters import dataset_from_args
-from .manifest import ManifestError, add_dataset_arguments, problems_frame
+from .cliargs import add_dataset_arguments  # light: `--help` imports no pandas
 
 
 def _describe(args) -> int:
+    from .adapters import dataset_from_args
+
     m = dataset_from_args(args)
     out = m.summary()
     problems = m.problems(check_media=False)
@@ -34,6 +35,9 @@ DESCRIBE_LIMIT = 100
 
 
 def _validate(args) -> int:
+    from .adapters import dataset_from_args
+    from .manifest import problems_frame
+
     m = dataset_from_args(args)
     for note in m.notes:
         print(f"warning: {note}", file=sys.stderr)
@@ -120,11 +124,13 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     try:
         return args.func(args)
-    except (ManifestError, FileNotFoundError, KeyError, ValueError, RuntimeError) as err:
+    except (FileNotFoundError, KeyError, ValueError, RuntimeError) as err:  # ManifestError is a ValueError
         msg = err.args[0] if isinstance(err, KeyError) and err.args else err
         print(f"error: {msg}", file=sys.stderr)
         return 2
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from .console import run_main
+
+    sys.exit(run_main(main))

@@ -52,6 +52,7 @@ class StoreManifest:
         m.root, m.name, m.adapter = self.meta.get("root", ""), self.meta.get("name", ""), self.meta.get("adapter", "")
         m.source = self.meta.get("source", "")
         m.load_problems, m._label_columns, m.df = [], ["mos", *[c for c in labels if c != "mos"]], self.df
+        m.label_aliases = json.loads(self.meta.get("label_aliases", "{}"))
         return m
 
     def index_of(self, item_ids: Iterable[str]) -> np.ndarray:
@@ -153,6 +154,9 @@ class StoreManifest:
         labels = sorted(set(json.loads(self.meta.get("labels", "[]"))) | set(manifest.labels))
         meta = {"name": manifest.name, "root": manifest.root, "adapter": manifest.adapter,
                 "labels": json.dumps(labels), "source": dataset_source(manifest), "dataset_id": dataset_id(manifest)}
+        aliases = {**json.loads(self.meta.get("label_aliases", "{}")), **manifest.label_aliases}
+        if aliases:  # the file's names of labels (--target accepts them; features_store.api.resolve_target)
+            meta["label_aliases"] = json.dumps(aliases, sort_keys=True)
         if any(self.meta.get(k) != v for k, v in meta.items()):
             self.meta.update(meta)
             self._meta_dirty = True

@@ -13,8 +13,8 @@
 
 Why skops: a pickle runs code when it is loaded, so a checksum beside it only stops a
 corrupted file, not a crafted one. ``skops.io.load`` rebuilds objects from a JSON schema
-and refuses any type that is neither one skops trusts (numpy, scipy, scikit-learn) nor in
-:data:`TRUSTED_TYPES`; nothing in the file decides which code runs.
+and refuses any type that is neither one skops trusts (builtins, numpy, scipy) nor in
+:data:`TRUSTED_TYPES` or :data:`SKLEARN_TYPES`; nothing in the file decides which code runs.
 
 Adding an estimator class that a fitted model holds (e.g. a new head in
 ``regressors/heads.py``) takes one line in :data:`TRUSTED_TYPES`; the round-trip test
@@ -36,6 +36,7 @@ FORMAT = "aigcq-model-bundle"
 FORMAT_VERSION = 2  # 2: the model records what its heads depend on; bundle.json a manifest (bundle_integrity)
 BUNDLE_JSON, MODEL_FILE, CARD = "bundle.json", "model.skops", "MODEL.md"
 LEGACY_PICKLE = "model.pkl"
+MODEL_DIR = "model"  # the bundle folder inside a run folder
 
 #: Types a bundle may hold beyond those skops trusts by default. One line per class.
 TRUSTED_TYPES: tuple[str, ...] = (
@@ -50,7 +51,19 @@ TRUSTED_TYPES: tuple[str, ...] = (
     "regressors.heads.KNNHead",
     "regressors.heads.LGBMHead",
     "regressors.heads.SVRHead",
-    "regressors.stacking.StackedModel",
+    "regressors.stacked_model.StackedModel",
+    "regressors.stacking.StackedModel",  # its name in bundles written before it moved (same class)
+)
+
+#: scikit-learn classes a bundle may hold, by public name (trusted under the defining module's name,
+#: which is what skops records). Listed rather than discovered: see :func:`skops_io`.
+SKLEARN_TYPES: tuple[str, ...] = (
+    "sklearn.decomposition.PCA",
+    "sklearn.linear_model.ElasticNet",
+    "sklearn.linear_model.LinearRegression",
+    "sklearn.linear_model.LogisticRegression",  # the generator probe
+    "sklearn.neighbors.KNeighborsRegressor",
+    "sklearn.svm.SVR",
 )
 
 #: libraries whose versions are recorded (the heads' numbers depend on them)
@@ -80,6 +93,46 @@ def library_versions() -> dict[str, str]:
     return out
 
 
+def skops_io():
+    """``skops.io``, imported without scikit-learn's estimator discovery.
+
+    skops builds its default trusted list when it is imported, from
+    ``sklearn.utils.all_estimators()``, which imports every scikit-learn module and, through
+    scikit-learn's array-API shim, torch: about 2 s of a one-image ``aigcq score`` whose model
+    needs neither. Bundles do not rely on that list (:func:`trusted_types` names every class they
+    hold), so the discovery finds nothing while skops is imported here. Imported elsewhere first,
+    skops keeps its full list, which only trusts more scikit-learn classes than bundles hold.
+    """
+    import sys
+
+    if "skops.io" not in sys.modules:
+        # skops also finds the module of each of scipy's ~230 ufuncs by scanning the loaded modules in load
+        # order: scipy.special loaded first (just after numpy) ends each scan after ~250 modules, not ~600
+        import scipy.special  # noqa: F401
+        import sklearn.utils
+
+        discover = sklearn.utils.all_estimators
+        sklearn.utils.all_estimators = lambda type_filter=None: []
+        try:
+            import skops.io  # noqa: F401
+        finally:
+            sklearn.utils.all_estimators = discover
+    return sys.modules["skops.io"]
+
+
+def trusted_types() -> list[str]:
+    """Every type a bundle may hold beyond builtins and numpy: TRUSTED_TYPES and SKLEARN_TYPES (the
+    latter under their defining module's name, as skops records them)."""
+    import importlib
+
+    out = list(TRUSTED_TYPES)
+    for name in SKLEARN_TYPES:
+        module, cls = name.rsplit(".", 1)
+        t = getattr(importlib.import_module(module), cls)
+        out.append(f"{t.__module__}.{t.__qualname__}")
+    return out
+
+
 # ---------------------------------------------------------------- writing
 def save_bundle(folder: str | Path, model: Any, info: dict) -> Path:
     """Write ``model.skops`` (holding the record of what its heads depend on), ``MODEL.md`` and ``bundle.json``
@@ -94,7 +147,7 @@ def save_bundle(folder: str | Path, model: Any, info: dict) -> Path:
 
 def write_contents(folder: Path, model: Any, meta: dict) -> dict:
     """model.skops, MODEL.md and the sealed bundle.json of ``meta``; returns bundle.json as written."""
-    import skops.io as sio
+    sio = skops_io()
 
     from . import bundle_integrity
 
@@ -104,10 +157,10 @@ def write_contents(folder: Path, model: Any, meta: dict) -> dict:
     meta["files"] = {}
     bundle_integrity.attach(model, meta)
     sio.dump(model, folder / MODEL_FILE)
-    untrusted = sorted(set(sio.get_untrusted_types(file=folder / MODEL_FILE)) - set(TRUSTED_TYPES))
+    untrusted = sorted(set(sio.get_untrusted_types(file=folder / MODEL_FILE)) - set(trusted_types()))
     if untrusted:  # fail when saving, not when a user loads it
-        raise BundleError(f"the fitted model holds types outside regressors.bundle.TRUSTED_TYPES: {untrusted}; "
-                          "add each (one line) if it is a plain estimator class of this project")
+        raise BundleError(f"the fitted model holds types outside regressors.bundle.TRUSTED_TYPES/SKLEARN_TYPES: "
+                          f"{untrusted}; add each (one line) if it is a plain estimator class")
     (folder / CARD).write_text(model_card(meta))
     return bundle_integrity.seal(folder, meta)
 
@@ -220,8 +273,7 @@ def load_bundle(folder: str | Path) -> tuple[Any, dict]:
     """(model, info). Verifies the checksum, then loads with skops and the explicit trusted types."""
     import zipfile
 
-    import skops.io as sio
-
+    sio = skops_io()
     folder = Path(folder)
     info = read_info(folder)
     path = folder / MODEL_FILE
@@ -235,14 +287,15 @@ def load_bundle(folder: str | Path) -> tuple[Any, dict]:
         raise BundleError(f"{path}: sha256 {actual[:16]}… does not match {expected[:16] or '(none)'}… recorded in "
                           f"{BUNDLE_JSON} (changed or corrupted after it was saved)")
     try:
-        untrusted = sorted(set(sio.get_untrusted_types(file=path)) - set(TRUSTED_TYPES))
+        trusted = trusted_types()
+        untrusted = sorted(set(sio.get_untrusted_types(file=path)) - set(trusted))
     except zipfile.BadZipFile:
         raise BundleError(f"{path} is not a skops file (not a zip archive); refusing to load it") from None
     except Exception as err:
         raise BundleError(f"{path} cannot be read as a skops file ({type(err).__name__}: {err})") from None
     if untrusted:
         raise BundleError(f"refusing to load {path}: it holds types outside the trusted list: {', '.join(untrusted)}")
-    model = sio.load(path, trusted=list(TRUSTED_TYPES))
+    model = sio.load(path, trusted=trusted)
     from . import bundle_integrity
 
     bundle_integrity.check_model(model, info, folder)  # bundle.json agrees with what the heads were fitted on
@@ -263,6 +316,49 @@ def load_legacy_pickle(path: str | Path, trust_pickle: bool = False) -> tuple[An
         return model_io.load_model(path)
     except model_io.ModelChecksumError as err:
         raise BundleError(str(err)) from None
+
+
+def load_model_any(path, trust_pickle: bool = False):
+    """(model, info) from a bundle folder (no code runs), or from a legacy ``model.pkl`` with ``trust_pickle``."""
+    p = Path(path)
+    if is_bundle(p):
+        return load_bundle(p)
+    if p.is_dir() and (p / MODEL_DIR / BUNDLE_JSON).is_file():  # a run folder
+        return load_bundle(p / MODEL_DIR)
+    if p.suffix == ".pkl" or (p.is_dir() and (p / LEGACY_PICKLE).is_file()):
+        model, meta = load_legacy_pickle(p, trust_pickle=trust_pickle)
+        return model, legacy_info(meta, p)
+    read_info(p)  # raises the precise error (missing folder, missing/invalid bundle.json)
+    raise BundleError(f"{p} is not a model bundle")
+
+
+def read_model_info(path) -> dict:
+    """bundle.json of a bundle or run folder, without loading the model (a legacy pickle's .json likewise)."""
+    p = Path(path)
+    if p.is_dir() and not is_bundle(p) and (p / MODEL_DIR / BUNDLE_JSON).is_file():
+        p = p / MODEL_DIR
+    if p.suffix == ".pkl" or (p.is_dir() and (p / LEGACY_PICKLE).is_file() and not is_bundle(p)):
+        from . import model_io
+
+        pkl = p if p.suffix == ".pkl" else p / LEGACY_PICKLE
+        try:
+            return legacy_info(model_io.read_meta(pkl), model_io.meta_path(pkl))
+        except ValueError as err:  # read_meta's message names the file and what to do
+            raise BundleError(str(err)) from None
+    return read_info(p)
+
+
+def legacy_info(meta: dict, where="the legacy model's .json") -> dict:
+    try:
+        info = {"track": meta["track"], "target": {"name": meta["target"]}, "n_features": meta["n_features"],
+                "features": [{"block": b, "key": k} for b, k in meta["store_keys"].items()], "legacy_pickle": True,
+                "files": {}}
+    except (KeyError, TypeError, AttributeError) as err:
+        raise BundleError(
+            f"{where}: expected an object with track, target, n_features and store_keys ({type(err).__name__}: "
+            f"{err}); the file is damaged: restore it or train again (`aigcq regress` writes a model bundle)") from None
+    check_shape(info, where)
+    return info
 
 
 # ---------------------------------------------------------------- the card

@@ -53,25 +53,26 @@ def upgrade(folder: str | Path) -> dict:
     bundle.json says now, and seal it. For a bundle you made or trust: its bundle.json is taken as it is."""
     import zipfile
 
-    from .bundle import MODEL_FILE, TRUSTED_TYPES, BundleError, read_info
+    from .bundle import MODEL_FILE, BundleError, read_info, skops_io, trusted_types
 
     folder = Path(folder)
     info = read_info(folder)
     if int(info.get("format_version", 1)) >= 2:
         raise BundleError(f"{folder} already records what its heads depend on (format {info['format_version']}); "
                           "nothing to upgrade (`aigcq bundle verify` checks it)")
-    import skops.io as sio
+    sio = skops_io()
+    trusted = trusted_types()
 
     path = folder / MODEL_FILE
     if sha256_file(path) != str(info["files"].get(MODEL_FILE, "")).lower():
         raise BundleError(f"{path} does not match the sha256 in {BUNDLE_JSON}: not upgrading a damaged bundle")
     try:
-        untrusted = sorted(set(sio.get_untrusted_types(file=path)) - set(TRUSTED_TYPES))
+        untrusted = sorted(set(sio.get_untrusted_types(file=path)) - set(trusted))
     except zipfile.BadZipFile:
         raise BundleError(f"{path} is not a skops file (not a zip archive); refusing to load it") from None
     if untrusted:
         raise BundleError(f"refusing to load {path}: it holds types outside the trusted list: {', '.join(untrusted)}")
-    model = sio.load(path, trusted=list(TRUSTED_TYPES))
+    model = sio.load(path, trusted=trusted)
     return _rewrite(folder, model, info)
 
 

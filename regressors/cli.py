@@ -5,7 +5,7 @@ import argparse
 import os
 import sys
 
-from .stacking import StackConfig
+from .config import StackConfig  # light: `--help` imports no numpy, scikit-learn or Optuna
 
 MEDIA_HELP = ("read the stored features without comparing them with the media files they were computed from "
               "(default: items whose file changed size or modification time since, or is missing, are refused, "
@@ -121,6 +121,12 @@ def main(argv: list[str] | None = None, prog: str | None = None, job_progs: dict
                 import_ray()  # without ray: one line saying how to install it, before any work
                 if args.address:
                     os.environ["RAY_ADDRESS"] = args.address  # ray.init() joins this cluster
+            if os.path.isfile(args.store):  # TARGET may be the file's name of a mapped column (mos_quality -> mos)
+                from features_store.api import resolve_target
+
+                args.target, note = resolve_target(args.store, args.target)
+                if note:
+                    print(f"note: {note}", file=sys.stderr)
             exts = [e for e in args.extractors.split(",") if e.strip()] or None
             fit_command(args.track, args.store, exts, args.target, args.out, cfg, n_boot=args.bootstrap,
                         submit_split=args.submit_split, allow_incomplete=args.allow_incomplete,

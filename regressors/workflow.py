@@ -11,6 +11,7 @@ import pandas as pd
 
 from . import bundle as bundle_io
 from . import target_scale
+from .bundle import MODEL_DIR, legacy_info, load_model_any, read_model_info  # noqa: F401 (re-exported)
 from .data import (IncompleteFeaturesError, check_media_unchanged, completeness, incomplete_message, load_track,
                    splits_of)
 from .report import markdown_report, per_group, safe_evaluate, scatter_plot, write_json
@@ -18,7 +19,6 @@ from .rundir import check_replaceable, staged
 from .stacking import StackConfig, cross_validate
 from .submission import check_names, write_submission
 
-MODEL_DIR = "model"  # the bundle folder inside a run folder
 NESTED_NOTE = {
     "split": "hyper-parameters and meta-learner weights chosen on a held-apart tuning subset of whole prompts; "
              "the CV score covers only the other items, none of which was seen in tuning",
@@ -384,49 +384,6 @@ def check_store_has(store: str, needed: dict[str, str]) -> None:
         raise MissingFeaturesError(
             f"{store} lacks feature configuration(s) the model was trained on:\n" + "\n".join(lines) +
             "\nRun `make features` with the same extractor options on this dataset first (store keys must match).")
-
-
-def load_model_any(path, trust_pickle: bool = False):
-    """(model, info) from a bundle folder (no code runs), or from a legacy ``model.pkl`` with ``trust_pickle``."""
-    p = Path(path)
-    if bundle_io.is_bundle(p):
-        return bundle_io.load_bundle(p)
-    if p.is_dir() and (p / MODEL_DIR / bundle_io.BUNDLE_JSON).is_file():  # a run folder
-        return bundle_io.load_bundle(p / MODEL_DIR)
-    if p.suffix == ".pkl" or (p.is_dir() and (p / bundle_io.LEGACY_PICKLE).is_file()):
-        model, meta = bundle_io.load_legacy_pickle(p, trust_pickle=trust_pickle)
-        return model, legacy_info(meta, p)
-    bundle_io.read_info(p)  # raises the precise error (missing folder, missing/invalid bundle.json)
-    raise bundle_io.BundleError(f"{p} is not a model bundle")
-
-
-def read_model_info(path) -> dict:
-    """bundle.json of a bundle or run folder, without loading the model (a legacy pickle's .json likewise)."""
-    p = Path(path)
-    if p.is_dir() and not bundle_io.is_bundle(p) and (p / MODEL_DIR / bundle_io.BUNDLE_JSON).is_file():
-        p = p / MODEL_DIR
-    if p.suffix == ".pkl" or (p.is_dir() and (p / bundle_io.LEGACY_PICKLE).is_file() and not bundle_io.is_bundle(p)):
-        from . import model_io
-
-        pkl = p if p.suffix == ".pkl" else p / bundle_io.LEGACY_PICKLE
-        try:
-            return legacy_info(model_io.read_meta(pkl), model_io.meta_path(pkl))
-        except ValueError as err:  # read_meta's message names the file and what to do
-            raise bundle_io.BundleError(str(err)) from None
-    return bundle_io.read_info(p)
-
-
-def legacy_info(meta: dict, where="the legacy model's .json") -> dict:
-    try:
-        info = {"track": meta["track"], "target": {"name": meta["target"]}, "n_features": meta["n_features"],
-                "features": [{"block": b, "key": k} for b, k in meta["store_keys"].items()], "legacy_pickle": True,
-                "files": {}}
-    except (KeyError, TypeError, AttributeError) as err:
-        raise bundle_io.BundleError(
-            f"{where}: expected an object with track, target, n_features and store_keys ({type(err).__name__}: "
-            f"{err}); the file is damaged: restore it or train again (`aigcq regress` writes a model bundle)") from None
-    bundle_io.check_shape(info, where)
-    return info
 
 
 def predict_command(model_path: str, store: str, split: str, out: str, n_boot: int = 1000,

@@ -51,13 +51,27 @@ def test_every_head_round_trips_exactly(stack, tmp_path):
 
 
 def test_trusted_list_covers_the_stack_and_nothing_more_is_accepted(stack, tmp_path):
-    import skops.io as sio
+    import zipfile
 
+    sio = bundle.skops_io()
     model, _ = stack
     sio.dump(model, tmp_path / "m.skops")
     found = set(sio.get_untrusted_types(file=tmp_path / "m.skops"))
-    missing = found - set(bundle.TRUSTED_TYPES)
-    assert not missing, f"add these to regressors.bundle.TRUSTED_TYPES: {sorted(missing)}"
+    missing = found - set(bundle.trusted_types())
+    assert not missing, f"add these to regressors.bundle.TRUSTED_TYPES (scikit-learn's: SKLEARN_TYPES): {sorted(missing)}"
+    # whether skops was imported with scikit-learn's full estimator list or without (bundle.skops_io), loading
+    # trusts exactly the listed scikit-learn classes: every one the stack holds is listed
+    held, todo = set(), [json.loads(zipfile.ZipFile(tmp_path / "m.skops").read("schema.json"))]
+    while todo:
+        node = todo.pop()
+        if isinstance(node, dict):
+            if "__module__" in node and "__class__" in node:
+                held.add(f"{node['__module__']}.{node['__class__']}")
+            todo += node.values()
+        elif isinstance(node, list):
+            todo += node
+    sklearn = {t for t in held if t.startswith("sklearn.")}
+    assert sklearn and not sklearn - set(bundle.trusted_types()), sorted(sklearn - set(bundle.trusted_types()))
 
 
 class Planted:
@@ -102,7 +116,7 @@ def test_a_crafted_pickle_is_refused_and_never_runs(tmp_path):
 
 
 def test_a_skops_file_with_an_untrusted_type_is_refused(tmp_path):
-    import skops.io as sio
+    sio = bundle.skops_io()
 
     marker = tmp_path / "PWNED"
     folder = tmp_path / "model"

@@ -186,15 +186,15 @@ def test_the_crafted_reiqa_bundle_runs_nothing(original, tmp_path, capsys):
 def test_even_a_wholly_consistent_crafted_bundle_cannot_turn_on_pickle_or_name_a_file(original, tmp_path, capsys):
     """Rewriting model.skops too (with a record that matches) is making another model: its scores are the maker's
     business, but loading it still runs no code and reads no file it names."""
-    import skops.io as sio
-
     from regressors import bundle_integrity
-    from regressors.bundle import TRUSTED_TYPES, write_contents
+    from regressors.bundle import skops_io, trusted_types, write_contents
+
+    sio = skops_io()
 
     bundle, listing, cache = original
     marker = tmp_path / "PWNED"
     crafted, info = _crafted_reiqa(bundle, tmp_path, marker)
-    model = sio.load(crafted / "model.skops", trusted=list(TRUSTED_TYPES))
+    model = sio.load(crafted / "model.skops", trusted=trusted_types())
     write_contents(crafted, model, info)  # record, manifest: all consistent
     assert bundle_integrity.record_of(model) == bundle_integrity.depends(json.loads((crafted / "bundle.json").read_text()))
     rc, _, errors, err = _score(capsys, crafted, listing, tmp_path / "c.h5")
@@ -211,15 +211,15 @@ def test_even_a_wholly_consistent_crafted_bundle_cannot_turn_on_pickle_or_name_a
 def test_a_bundle_of_an_older_version_is_refused_until_its_owner_upgrades_it(original, scores, tmp_path, capsys):
     """A format-1 bundle (no record in the model, no manifest): an edit could not be seen, so it is refused, saying
     how its owner records it; after `aigcq bundle upgrade` it scores exactly as before."""
-    import skops.io as sio
-
     from aigcq.cli import main as aigcq_main
     from regressors import bundle_integrity
-    from regressors.bundle import TRUSTED_TYPES, sha256_file
+    from regressors.bundle import sha256_file, skops_io, trusted_types
+
+    sio = skops_io()
 
     bundle, listing, cache = original
     old = _copy(bundle, tmp_path)
-    model = sio.load(old / "model.skops", trusted=list(TRUSTED_TYPES))
+    model = sio.load(old / "model.skops", trusted=trusted_types())
     delattr(model, bundle_integrity.DEPENDS_ATTR)
     sio.dump(model, old / "model.skops")
     info = json.loads((old / "bundle.json").read_text())

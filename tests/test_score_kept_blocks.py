@@ -132,16 +132,18 @@ def test_predict_needs_only_the_kept_blocks_in_the_store(demo, pixel_run, tmp_pa
 
 def test_a_bundle_without_kept_blocks_computes_every_block_as_before(demo, pixel_run, built, tmp_path):
     root, _, labels = demo
-    import skops.io as sio
+    from regressors.bundle import skops_io
+
+    sio = skops_io()
 
     from aigcq.bundle_cmd import main as bundle_main
-    from regressors.bundle import TRUSTED_TYPES, sha256_file
+    from regressors.bundle import sha256_file, trusted_types
     from regressors.bundle_integrity import DEPENDS_ATTR
 
     legacy = tmp_path / "legacy"
     shutil.copytree(pixel_run[0] / "model", legacy)
     # a bundle as versions before kept_blocks (and before the integrity records) wrote it ...
-    model = sio.load(legacy / "model.skops", trusted=list(TRUSTED_TYPES))
+    model = sio.load(legacy / "model.skops", trusted=trusted_types())
     delattr(model, DEPENDS_ATTR)
     sio.dump(model, legacy / "model.skops")
     meta = json.loads((legacy / "bundle.json").read_text())
