@@ -101,7 +101,7 @@ def skops_io():
     scikit-learn's array-API shim, torch: about 2 s of a one-image ``aigcq score`` whose model
     needs neither. Bundles do not rely on that list (:func:`trusted_types` names every class they
     hold), so the discovery finds nothing while skops is imported here. Imported elsewhere first,
-    skops keeps its full list, which only trusts more scikit-learn classes than bundles hold.
+    skops keeps its full list; :func:`untrusted_types` still refuses every scikit-learn class not listed.
     """
     import sys
 
@@ -133,6 +133,27 @@ def trusted_types() -> list[str]:
     return out
 
 
+def untrusted_types(sio, path: str | Path) -> list[str]:
+    """Types in the skops file at ``path`` outside :func:`trusted_types`: those skops does not trust by default,
+    and every scikit-learn class not listed in SKLEARN_TYPES. skops trusts scikit-learn's whole estimator list
+    when it was imported before :func:`skops_io` (by the user's own code, say); listing the scikit-learn
+    classes the file holds keeps what a bundle may hold the same in every process."""
+    import zipfile
+
+    with zipfile.ZipFile(path) as z:
+        todo, held = [json.loads(z.read("schema.json"))], set()
+    while todo:
+        node = todo.pop()
+        if isinstance(node, dict):
+            if isinstance(node.get("__module__"), str) and isinstance(node.get("__class__"), str) \
+                    and node["__module__"].split(".")[0] == "sklearn":
+                held.add(f"{node['__module__']}.{node['__class__']}")
+            todo += node.values()
+        elif isinstance(node, list):
+            todo += node
+    return sorted((set(sio.get_untrusted_types(file=path)) | held) - set(trusted_types()))
+
+
 # ---------------------------------------------------------------- writing
 def save_bundle(folder: str | Path, model: Any, info: dict) -> Path:
     """Write ``model.skops`` (holding the record of what its heads depend on), ``MODEL.md`` and ``bundle.json``
@@ -157,7 +178,7 @@ def write_contents(folder: Path, model: Any, meta: dict) -> dict:
     meta["files"] = {}
     bundle_integrity.attach(model, meta)
     sio.dump(model, folder / MODEL_FILE)
-    untrusted = sorted(set(sio.get_untrusted_types(file=folder / MODEL_FILE)) - set(trusted_types()))
+    untrusted = untrusted_types(sio, folder / MODEL_FILE)
     if untrusted:  # fail when saving, not when a user loads it
         raise BundleError(f"the fitted model holds types outside regressors.bundle.TRUSTED_TYPES/SKLEARN_TYPES: "
                           f"{untrusted}; add each (one line) if it is a plain estimator class")
@@ -288,7 +309,7 @@ def load_bundle(folder: str | Path) -> tuple[Any, dict]:
                           f"{BUNDLE_JSON} (changed or corrupted after it was saved)")
     try:
         trusted = trusted_types()
-        untrusted = sorted(set(sio.get_untrusted_types(file=path)) - set(trusted))
+        untrusted = untrusted_types(sio, path)
     except zipfile.BadZipFile:
         raise BundleError(f"{path} is not a skops file (not a zip archive); refusing to load it") from None
     except Exception as err:

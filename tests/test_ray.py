@@ -11,11 +11,9 @@ import sys
 import numpy as np
 import pytest
 
-from extractors.__main__ import main as ex_main
-from ray_helpers import store_content
+from ray_helpers import features as _features
+from ray_helpers import ray_worker_env, store_content
 
-TESTS = Path(__file__).resolve().parent
-REPO = TESTS.parent
 DEMO_EXTRACTORS = "nss,effnet_lite0,prompt_minilm,generator"
 
 
@@ -23,18 +21,12 @@ DEMO_EXTRACTORS = "nss,effnet_lite0,prompt_minilm,generator"
 def cluster():
     """One local cluster for the module (starting one costs ~7 s)."""
     ray = pytest.importorskip("ray", reason="the Ray engine's tests need ray (pip install 'aigc-quality[ray]')")
-    env = {"PYTHONPATH": os.pathsep.join([str(REPO), str(TESTS)]), "HF_HUB_OFFLINE": "1",
-           "TRANSFORMERS_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
-    # Ray starts workers at nice 15: on a busy CI machine they would crawl behind every other job
-    before = os.environ.get("RAY_worker_niceness")
-    os.environ["RAY_worker_niceness"] = "0"
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, runtime_env={"env_vars": env})
-    yield
-    ray.shutdown()
-    if before is None:
-        os.environ.pop("RAY_worker_niceness", None)
-    else:
-        os.environ["RAY_worker_niceness"] = before
+    with ray_worker_env() as env:
+        # address="local": a new cluster of our own, never one that `ray start` (or another test run) left
+        # on this machine, which ray.init() would otherwise join and then refuse num_cpus for
+        ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False, runtime_env={"env_vars": env})
+        yield
+        ray.shutdown()
 
 
 @pytest.fixture(scope="module")
@@ -42,11 +34,6 @@ def demo_data(tmp_path_factory):
     from experiments.demo_data import DemoConfig, build_demo_dataset
 
     return build_demo_dataset(tmp_path_factory.mktemp("demo") / "data", DemoConfig(n_sources=2, size=64))
-
-
-def _features(data, store, extractors, *extra) -> int:
-    return ex_main(["run", "--track", "image", "--data", str(data), "--extractors", extractors, "--store", str(store),
-                    "--batch-size", "4", "--workers", "0", "--threads", "1", "--no-progress", *extra])
 
 
 @pytest.mark.slow  # 24 s (load 12, 2 cores): two demo extractions, 2 actors loading 4 models
@@ -62,12 +49,12 @@ def test_demo_features_on_ray_equal_a_single_process_run(cluster, demo_data, tmp
     assert "0 computed, 0 failed, 24 already in the store" in capsys.readouterr().out
 
 
-def test_worker_killed_mid_shard_is_restarted_and_resumes(cluster, demo_data, tmp_path, capsys):
+def test_worker_killed_mid_shard_has_its_shard_requeued(cluster, demo_data, tmp_path, capsys):
     from features_store import load_dataset
 
     ids = load_dataset(demo_data).df["item_id"].tolist()
     marker = tmp_path / "killed.pid"
-    # shard 1 holds items 8..15 in batches of 4: the kill comes after its first batch is journaled
+    # shard 2 of 3 holds items 8..15 in batches of 4: its worker dies after its first batch
     spec = f"kill_once:kill_at={ids[13]}:marker={marker}"
     marker.write_text("reference run: do not kill")
     assert _features(demo_data, tmp_path / "single.h5", spec, "--plugins", "ray_helpers") == 0
@@ -75,15 +62,21 @@ def test_worker_killed_mid_shard_is_restarted_and_resumes(cluster, demo_data, tm
     capsys.readouterr()
     assert _features(demo_data, tmp_path / "ray.h5", spec, "--plugins", "ray_helpers", "--engine", "ray",
                      "--shard-size", "8") == 0
-    out = capsys.readouterr().out
+    out, err = capsys.readouterr()
+    print(out, err)
     assert marker.exists()  # a worker did die
-    # the retried shard found its first batch in its journal: 4 items were not computed again
-    assert "20 computed, 0 failed, 4 already in the store" in out
+    # the lost shard went back to the queue and was computed whole by another worker
+    assert "24 computed, 0 failed, 0 already in the store" in out and "1 requeued after a lost worker" in out
+    pid = marker.read_text()
+    assert f"worker process {pid} on " in err and "shard 2/3 (8 items) back in the queue (try 2 of 4)" in err
+    assert "1 worker process(es) lost: 1 shard(s) requeued" in err
     assert store_content(tmp_path / "ray.h5") == store_content(tmp_path / "single.h5")
 
 
-def test_rerun_after_the_driver_died_keeps_what_its_shards_computed(cluster, demo_data, tmp_path, capsys):
-    """A driver killed mid-run leaves <store>.ray/ with shard stores: the next run merges them first."""
+def test_shard_stores_an_earlier_engine_left_are_merged_first(cluster, demo_data, tmp_path, capsys):
+    """The engine of earlier versions wrote shard stores under <store>.ray/, and a killed driver left
+    them there: a run of this one merges them first and plans only the rest. (A driver of this engine
+    keeps what it received in the store's journal: test_a_driver_killed_after_recording_...)"""
     from extractors.registry import for_track
     from extractors.runner import run_extraction
     from features_store import load_dataset
@@ -102,6 +95,41 @@ def test_rerun_after_the_driver_died_keeps_what_its_shards_computed(cluster, dem
     assert "16 computed, 0 failed, 8 already in the store, dim 7, 2 shards" in capsys.readouterr().out
     assert store_content(tmp_path / "ray.h5") == store_content(tmp_path / "single.h5")
     assert not left.exists()
+
+
+def test_a_worker_that_cannot_start_stops_the_run_in_one_line(cluster, demo_data, tmp_path, capsys, monkeypatch):
+    """A plugin this process imports but the workers cannot (it is not on their path): said, not retried."""
+    (tmp_path / "driver_only_plugin.py").write_text("from ray_helpers import KillOnce  # noqa: F401\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    assert _features(demo_data, tmp_path / "ray.h5", "kill_once", "--plugins", "driver_only_plugin",
+                     "--engine", "ray") == 2
+    err = capsys.readouterr().err
+    assert "error: a shard worker could not start: ModuleNotFoundError: No module named 'driver_only_plugin'" in err
+
+
+def test_a_driver_killed_after_recording_a_shard_keeps_its_feature_names(tmp_path):
+    """The driver writes each shard's rows to the store's journal; a key's first rows are checkpointed at
+    once with its feature names, so a driver killed before its next periodic checkpoint leaves rows with
+    their names, not nss_0 ... placeholders (the file takes names only once it knows the width)."""
+    import pandas as pd
+
+    from extractors.ray_engine import record_rows
+    from features_store import FeatureStore
+    from features_store.manifest import Manifest
+
+    df = pd.DataFrame({"item_id": ["a", "b", "c"], "path": "", "prompt": "p", "generator": "g"})
+    names = ["mscn_mean", "mscn_var"]
+    rows = {"identity": {"name": "nss"}, "name": "nss", "kind": "image", "names": names, "batch_sizes": [4],
+            "done_ids": np.array(["a", "c"]), "values": np.ones((2, 2), np.float32), "failed_ids": np.array(["b"]),
+            "messages": ["ItemError: unreadable"]}
+    st = FeatureStore(tmp_path / "s.h5", mode="a")
+    st.set_manifest(Manifest(df, tmp_path, "toy"))
+    record_rows(st, "nss-0123456789ab", rows)
+    st.close(checkpoint=False)  # killed: the journal holds the rows, no final checkpoint
+    with FeatureStore(tmp_path / "s.h5", mode="r") as st:
+        assert st.feature_names("nss-0123456789ab") == names
+        assert st.status("nss-0123456789ab").tolist() == [1, 2, 1]
+        assert st.errors("nss-0123456789ab")["error"].tolist() == ["ItemError: unreadable"]
 
 
 def test_engine_ray_refuses_hand_made_shards(demo_data, tmp_path, capsys):
