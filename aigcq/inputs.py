@@ -54,10 +54,13 @@ def _looks_like_media(path: Path) -> bool:
 
 
 # ---------------------------------------------------------------- lists
-def _records_from_table(text: str, sep: str | None) -> list[dict]:
+def _records_from_table(text: str, sep: str | None, where: str = "the list") -> list[dict]:
     import pandas as pd
 
-    df = pd.read_csv(io.StringIO(text), sep=sep or ",", dtype=str, keep_default_na=False)
+    try:
+        df = pd.read_csv(io.StringIO(text), sep=sep or ",", dtype=str, keep_default_na=False)
+    except (pd.errors.EmptyDataError, pd.errors.ParserError) as err:  # an empty or ragged table: one line
+        raise InputError(f"{where}: not a readable table ({str(err).strip().splitlines()[0]})") from None
     return df.to_dict("records")
 
 
@@ -100,8 +103,10 @@ def parse_list(text: str, fmt: str, where: str) -> list[dict]:
             fmt = "csv"
         else:
             fmt = "txt"
+    if "\x00" in text:  # binary content (an image named .txt, a damaged file): no list of paths in it
+        raise InputError(f"{where}: not a text list (it holds binary data)")
     if fmt in ("csv", "tsv"):
-        recs = _records_from_table(text, "\t" if fmt == "tsv" else None)
+        recs = _records_from_table(text, "\t" if fmt == "tsv" else None, where)
     elif fmt == "json":
         recs = _records_from_json(text, where)
     elif fmt == "jsonl":
@@ -152,6 +157,19 @@ def walk_folder(folder: Path) -> tuple[list[Path], list[Path]]:
     return media, skipped
 
 
+def _listed_path(base: Path, text: str) -> str:
+    """The absolute path of a list entry: relative to the list; ``~`` expanded unless a file of that very name lies
+    beside the list; a ``~user`` with no home (or a path the file system cannot look up) stays as written, so the
+    item fails by name instead of the whole run."""
+    q = Path(text)
+    try:
+        if not q.is_absolute() and not (base / q).exists():
+            q = q.expanduser()
+    except (RuntimeError, OSError, ValueError):
+        pass
+    return os.path.abspath(q if q.is_absolute() else base / q)
+
+
 def collect(args: list[str], stdin=None) -> tuple[list[Input], list[str]]:
     """Inputs in the order given (folders expanded in sorted order), and notes for the user."""
     items: list[Input] = []
@@ -171,12 +189,10 @@ def collect(args: list[str], stdin=None) -> tuple[list[Input], list[str]]:
                 names = ", ".join(s.name for s in skipped[:5]) + (" ..." if len(skipped) > 5 else "")
                 notes.append(f"{arg}: skipped {len(skipped)} file(s) that are not media: {names}")
             items += [Input(str(m), os.path.abspath(m)) for m in media]
-        elif p.is_file() and p.suffix.lower() in LIST_EXT:
+        elif p.is_file() and p.suffix.lower() in LIST_EXT and not _looks_like_media(p):  # an image named .txt: media
             base = p.parent
             for r in parse_list(p.read_text(errors="replace"), _list_format(p), str(p)):
-                q = Path(r["path"]).expanduser()
-                items.append(Input(r["path"], os.path.abspath(q if q.is_absolute() else base / q), r["prompt"],
-                                   r["generator"]))
+                items.append(Input(r["path"], _listed_path(base, r["path"]), r["prompt"], r["generator"]))
         else:  # a media file, or a missing path (it gets its own failed row)
             items.append(Input(arg, os.path.abspath(arg)))
     return items, notes
@@ -212,8 +228,11 @@ def attach_prompts(items: list[Input], table: dict[str, str] | None, generator: 
             p = Path(it.abspath)
             it.prompt = table.get(it.path) or by_abs.get(it.abspath) or by_name.get(p.name) or by_stem.get(p.stem)
         if it.prompt is None:
-            cap = Path(it.abspath).with_suffix(".txt")
-            if cap.is_file() and cap.suffix != Path(it.abspath).suffix:
-                it.prompt = cap.read_text(errors="replace").strip() or None
+            try:  # a listed path the file system cannot even look up (too long, NUL) has no caption: it fails later
+                cap = Path(it.abspath).with_suffix(".txt")
+                if cap.is_file() and cap.suffix != Path(it.abspath).suffix:
+                    it.prompt = cap.read_text(errors="replace").strip() or None
+            except (OSError, ValueError):
+                pass
         if it.generator is None and generator:
             it.generator = generator

@@ -39,7 +39,11 @@ def parser() -> argparse.ArgumentParser:
     ap.add_argument("--threads", type=int, default=None, help="torch CPU threads when features are computed (default: torch's; torch is not "
                          "even imported when everything comes from the cache)")
     ap.add_argument("--trust-pickle", action="store_true",
-                    help="accept a legacy model.pkl (a pickle runs code when loaded: only files you produced)")
+                    help="accept a legacy model.pkl, and let weights files given with --weights be unpickled where an "
+                         "extractor allows it (a pickle runs code when loaded: only files you produced)")
+    ap.add_argument("--weights", action="append", default=None, metavar="EXTRACTOR.OPTION=PATH",
+                    help="a local weights file the model's features need, e.g. reiqa.content_ckpt=/w/content_aware_r50.pth "
+                         "(repeatable): a model bundle never names a file to read; its key must match the file's content")
     ap.add_argument("--no-progress", action="store_true")
     ap.add_argument("--quiet", action="store_true",
                     help="no progress bar, notes or summary on stderr (failed items are still listed)")
@@ -74,16 +78,23 @@ def main(argv: list[str] | None = None) -> int:
     # costs least before pandas and the rest load (measured: 0.3 s less at load 18 on 2 cores)
     skops_io()
 
+    from extractors.bundle_options import parse_weights
+
     from .inputs import InputError, attach_prompts, collect, read_prompt_table
     from .predictor import Predictor
 
+    try:
+        weights = parse_weights(args.weights)
+    except ValueError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return EXIT_USAGE
     try:
         with warnings.catch_warnings(record=True) as load_warnings:  # shown once, as our own line
             warnings.simplefilter("default")
             predictor = Predictor.load(args.model, trust_pickle=args.trust_pickle, cache=args.cache,
                                        device=args.device, precision=args.precision, batch_size=args.batch_size,
                                        workers=args.workers, threads=args.threads,
-                                       progress=not (args.no_progress or args.quiet))
+                                       progress=not (args.no_progress or args.quiet), weights=weights)
         for w in load_warnings:
             print(f"warning: {w.message}", file=sys.stderr)
         items, notes = collect(args.inputs)

@@ -30,8 +30,10 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from .bundle_integrity import BundleError  # noqa: F401 (defined in the module below; callers import it from here)
+
 FORMAT = "aigcq-model-bundle"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: the model records what its heads depend on; bundle.json a manifest (bundle_integrity)
 BUNDLE_JSON, MODEL_FILE, CARD = "bundle.json", "model.skops", "MODEL.md"
 LEGACY_PICKLE = "model.pkl"
 MODEL_DIR = "model"  # the bundle folder inside a run folder
@@ -71,9 +73,6 @@ REQUIRED = ("format", "format_version", "track", "target", "features", "files")
 #: extractor kinds read from the prompt or the generator name, not from the media file (extractors.base.KINDS)
 METADATA_KINDS = ("text", "meta")
 
-
-class BundleError(ValueError):
-    """A model bundle that cannot be used; the message names the file and what to do (one line)."""
 
 
 def sha256_file(path: str | Path) -> str:
@@ -157,21 +156,34 @@ def untrusted_types(sio, path: str | Path) -> list[str]:
 
 # ---------------------------------------------------------------- writing
 def save_bundle(folder: str | Path, model: Any, info: dict) -> Path:
-    """Write ``model.skops``, ``bundle.json`` (``info`` + format, versions, checksum) and ``MODEL.md``."""
-    sio = skops_io()
+    """Write ``model.skops`` (holding the record of what its heads depend on), ``MODEL.md`` and ``bundle.json``
+    (``info`` + format, versions, the sha256 of every file and of every field: regressors.bundle_integrity)."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
+    write_contents(folder, model, {"format": FORMAT, "format_version": FORMAT_VERSION,
+                                   "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), **info,
+                                   "libraries": library_versions()})
+    return folder
+
+
+def write_contents(folder: Path, model: Any, meta: dict) -> dict:
+    """model.skops, MODEL.md and the sealed bundle.json of ``meta``; returns bundle.json as written."""
+    sio = skops_io()
+
+    from . import bundle_integrity
+
+    # the record is derived from bundle.json as a reader will parse it (numpy numbers, tuples -> JSON)
+    meta = json.loads(json.dumps({k: v for k, v in meta.items() if k not in ("files", "manifest")},
+                                 default=_jsonable))
+    meta["files"] = {}
+    bundle_integrity.attach(model, meta)
     sio.dump(model, folder / MODEL_FILE)
     untrusted = untrusted_types(sio, folder / MODEL_FILE)
     if untrusted:  # fail when saving, not when a user loads it
         raise BundleError(f"the fitted model holds types outside regressors.bundle.TRUSTED_TYPES/SKLEARN_TYPES: "
                           f"{untrusted}; add each (one line) if it is a plain estimator class")
-    meta = {"format": FORMAT, "format_version": FORMAT_VERSION,
-            "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), **info,
-            "libraries": library_versions(), "files": {MODEL_FILE: sha256_file(folder / MODEL_FILE)}}
-    (folder / BUNDLE_JSON).write_text(json.dumps(meta, indent=2, default=_jsonable) + "\n")
     (folder / CARD).write_text(model_card(meta))
-    return folder
+    return bundle_integrity.seal(folder, meta)
 
 
 def _jsonable(o):
@@ -222,6 +234,9 @@ def read_info(folder: str | Path) -> dict:
         raise BundleError(f"{path}: format {info['format']!r} version {info['format_version']!r} is not one this "
                           f"version reads ({FORMAT} <= {FORMAT_VERSION}); upgrade aigc-quality")
     check_shape(info, path)
+    from . import bundle_integrity
+
+    bundle_integrity.verify(folder, info)  # no field edited, no file added, removed or changed since it was written
     return info
 
 
@@ -302,6 +317,9 @@ def load_bundle(folder: str | Path) -> tuple[Any, dict]:
     if untrusted:
         raise BundleError(f"refusing to load {path}: it holds types outside the trusted list: {', '.join(untrusted)}")
     model = sio.load(path, trusted=trusted)
+    from . import bundle_integrity
+
+    bundle_integrity.check_model(model, info, folder)  # bundle.json agrees with what the heads were fitted on
     return model, info
 
 
