@@ -162,6 +162,13 @@ def _score(argv):
     return main(argv)
 
 
+@job("bundle", "verify a model bundle, or relabel / upgrade it the documented way: aigcq bundle verify MODEL")
+def _bundle(argv):
+    from .bundle_cmd import main
+
+    return main(argv)
+
+
 @job("ablate", "every extractor alone / all minus each, on the same folds (python -m experiments.ablate)")
 def _ablate(argv):
     from experiments.ablate_args import parser

@@ -67,11 +67,14 @@ def _looks_like_media(path: Path) -> bool:
 
 
 # ---------------------------------------------------------------- lists
-def _records_from_table(text: str, sep: str | None) -> list[dict]:
+def _records_from_table(text: str, sep: str | None, where: str = "the list") -> list[dict]:
     import pandas as pd
 
     # every cell as written: no NA guessing, no stripping (pandas keeps spaces of unquoted cells)
-    df = pd.read_csv(io.StringIO(text), sep=sep or ",", dtype=str, keep_default_na=False)
+    try:
+        df = pd.read_csv(io.StringIO(text), sep=sep or ",", dtype=str, keep_default_na=False)
+    except (pd.errors.EmptyDataError, pd.errors.ParserError) as err:  # an empty or ragged table: one line
+        raise InputError(f"{where}: not a readable table ({str(err).strip().splitlines()[0]})") from None
     return df.to_dict("records")
 
 
@@ -142,10 +145,10 @@ def _sniff(text: str, base: Path | None) -> str:
 
 
 def _exists(path: str, base: Path | None) -> bool:
-    q = Path(path).expanduser()
     try:
-        return (q if q.is_absolute() or base is None else base / q).exists()
-    except (OSError, ValueError):
+        q = Path(_listed_path(base, path)) if base is not None else Path(path).expanduser()
+        return q.exists()
+    except (OSError, ValueError, RuntimeError):
         return False
 
 
@@ -154,8 +157,10 @@ def parse_list(text: str, fmt: str, where: str, base: Path | None = None) -> lis
     content). Paths are kept exactly as written."""
     if fmt == "auto":
         fmt = _sniff(text, base)
+    if "\x00" in text:  # binary content (an image named .txt, a damaged file): no list of paths in it
+        raise InputError(f"{where}: not a text list (it holds binary data)")
     if fmt in ("csv", "tsv"):
-        recs = _records_from_table(text, "\t" if fmt == "tsv" else None)
+        recs = _records_from_table(text, "\t" if fmt == "tsv" else None, where)
     elif fmt == "json":
         recs = _records_from_json(text, where)
     elif fmt == "jsonl":
@@ -215,6 +220,19 @@ def walk_folder(folder: Path) -> tuple[list[Path], list[Path], list[str]]:
     return media, skipped, notes
 
 
+def _listed_path(base: Path, text: str) -> str:
+    """The absolute path of a list entry: relative to the list; ``~`` expanded unless a file of that very name lies
+    beside the list; a ``~user`` with no home (or a path the file system cannot look up) stays as written, so the
+    item fails by name instead of the whole run."""
+    q = Path(text)
+    try:
+        if not q.is_absolute() and not (base / q).exists():
+            q = q.expanduser()
+    except (RuntimeError, OSError, ValueError):
+        pass
+    return os.path.abspath(q if q.is_absolute() else base / q)
+
+
 def _read_list_file(p: Path) -> tuple[list[dict] | None, str | None]:
     """(records, None) when the file is a list by its content, else (None, why it is neither media nor a list)."""
     try:
@@ -259,9 +277,7 @@ def collect(args: list[str], stdin=None) -> tuple[list[Input], list[str]]:
                 items.append(Input(arg, os.path.abspath(arg), error=why))
                 continue
             for r in recs:
-                q = Path(r["path"]).expanduser()
-                items.append(Input(r["path"], os.path.abspath(q if q.is_absolute() else p.parent / q), r["prompt"],
-                                   r["generator"]))
+                items.append(Input(r["path"], _listed_path(p.parent, r["path"]), r["prompt"], r["generator"]))
         else:  # a media file, or a missing path (it gets its own failed row)
             items.append(Input(arg, os.path.abspath(arg)))
     return items, notes
@@ -342,8 +358,11 @@ def attach_prompts(items: list[Input], table: PromptTable | None, generator: str
         if it.prompt is None and table:
             it.prompt = table.lookup(it)
         if it.prompt is None:
-            cap = Path(it.abspath).with_suffix(".txt")
-            if cap.is_file() and cap.suffix != Path(it.abspath).suffix:
-                it.prompt = cap.read_text(errors="replace").strip() or None
+            try:  # a listed path the file system cannot even look up (too long, NUL) has no caption: it fails later
+                cap = Path(it.abspath).with_suffix(".txt")
+                if cap.is_file() and cap.suffix != Path(it.abspath).suffix:
+                    it.prompt = cap.read_text(errors="replace").strip() or None
+            except (OSError, ValueError):
+                pass
         if it.generator is None and generator:
             it.generator = generator

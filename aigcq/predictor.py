@@ -83,7 +83,7 @@ class Predictor:
     def __init__(self, model, info: dict, path: str | os.PathLike, *, cache: str | os.PathLike | None = None,
                  cache_max: int | str | None = None, device: str = "cpu", precision: str | None = None,
                  batch_size: int = 16, workers: int | None = None, threads: int | None = None, progress: bool = True,
-                 level: float | None = None):
+                 level: float | None = None, weights: dict[str, str] | None = None, trust_code: bool = False):
         from regressors.bundle import kept_blocks
 
         from .score_cache import MAX_ENV, ScoreCache, parse_size
@@ -103,6 +103,8 @@ class Predictor:
         self.device, self.precision = device, precision
         self.batch_size, self.workers, self.progress = batch_size, workers, progress
         self.threads = threads  # torch CPU threads, set only when something is computed
+        # a bundle is data: local weights files and code permission come from the user (extractors.bundle_options)
+        self.weights, self.trust_code = dict(weights or {}), trust_code
         self._extractors: dict[str, tuple[Any, str]] = {}  # block -> (extractor, cache key)
         self.notes: list[str] = []  # what the last score() wants the user to know (printed by the CLI)
         self.timings: dict[str, float] = {}
@@ -113,13 +115,18 @@ class Predictor:
     def load(cls, path: str | os.PathLike, trust_pickle: bool = False, **options) -> "Predictor":
         """Load a bundle folder (or a run folder holding ``model/``); nothing in it runs as code.
 
-        ``trust_pickle=True`` also accepts a legacy ``model.pkl`` (a pickle runs code when loaded).
+        ``trust_pickle=True`` also accepts a legacy ``model.pkl`` (a pickle runs code when loaded), and lets
+        weights files given in ``weights`` ({"reiqa.content_ckpt": path}) be unpickled where an extractor allows it.
+        Every extractor option is checked here: one the bundle may not set is refused before anything runs.
         Warns (UserWarning) when the model reads no block computed from the media itself."""
         from regressors.bundle import load_model_any, metadata_only_warning  # not workflow: nothing of the fit
 
         t0 = time.perf_counter()
         model, info = load_model_any(path, trust_pickle=trust_pickle)
-        p = cls(model, info, path, **options)
+        p = cls(model, info, path, **{"trust_code": trust_pickle, **options})
+        for f in info["features"]:  # refuse a bundle option that could run code or name a file, before any work
+            if f["block"] in p.kept and f.get("identity") and not p._is_generator(f):
+                p._options(f)
         warning = metadata_only_warning(info)
         if warning:
             warnings.warn(warning, UserWarning, stacklevel=2)
@@ -146,7 +153,8 @@ class Predictor:
         """The block's extractor rebuilt from the bundle's spec, and the cache key it computes under."""
         if f["block"] in self._extractors:
             return self._extractors[f["block"]]
-        from extractors.registry import get_extractor, options_from_identity
+        from extractors.registry import get_extractor
+        from extractors.weights import cache_only
         from features_store.store import canonical_json
         from regressors.bundle import BundleError
 
@@ -154,15 +162,13 @@ class Predictor:
         if not ident:
             raise BundleError(f"{self.path}: feature block {f['block']!r} records no extractor identity "
                               "(a legacy model): features cannot be recomputed for new media")
-        options = f.get("options")
-        if options is None:
-            options = options_from_identity(ident)
-        ex = get_extractor({"name": ident["name"], **options})
+        ex = get_extractor({"name": ident["name"], **self._options(f)})
         ex.device = self.device
         ex.precision = self.precision or ident.get("precision", "fp32")
         if hasattr(ex, "base"):  # frames / temporal_consistency: the base runs at the same precision
             ex.base.precision = ex.precision
-        key = ex.key()
+        with cache_only():  # an identity may read a hub config: from the user's cache, never downloaded
+            key = ex.key()
         if key != f["key"]:
             diff = _identity_diff(ident, json.loads(canonical_json(ex.identity())))
             other = [d for d in diff if "libraries" not in d.split(":")[0]]
@@ -173,6 +179,29 @@ class Predictor:
                               "slightly from the training environment's")
         self._extractors[f["block"]] = (ex, key)
         return ex, key
+
+    @staticmethod
+    def _is_generator(f: dict) -> bool:
+        return f.get("name") == "generator" or f["key"].startswith("generator-")
+
+    def _options(self, f: dict) -> dict:
+        """The block's extractor options: the bundle's record read as data only (extractors.bundle_options), with
+        the user's own weights files and code permission; BundleError (one line) for one a bundle may not set."""
+        from extractors.bundle_options import BundleOptionError, from_bundle
+        from extractors.registry import options_from_identity
+        from regressors.bundle import BundleError
+
+        ident = f["identity"]
+        where = f"{self.path}: feature block {f['block']!r}: "
+        try:
+            options = f.get("options")
+            if options is None:
+                options = options_from_identity(ident)
+            return from_bundle(ident.get("name"), options, self.weights, self.trust_code, where=where)
+        except BundleOptionError as err:
+            raise BundleError(str(err)) from None
+        except (KeyError, TypeError, ValueError) as err:
+            raise BundleError(f"{where}its extractor cannot be rebuilt ({type(err).__name__}: {err})") from None
 
     def _cache_id(self, ex, digest: str, prompt: str) -> str:
         if ex.kind == "text":
@@ -230,7 +259,9 @@ class Predictor:
             import torch
 
             torch.set_num_threads(self.threads)
-        with self._cache.scratch() as tmp:
+        from extractors.weights import cache_only
+
+        with self._cache.scratch() as tmp, cache_only():  # weights: the user's cache only
             items = [Item(index=j, item_id=cid, path=None if ex.kind == "text" else _storable(it.abspath, tmp, j),
                           prompt=it.prompt or "", generator=it.generator) for j, (cid, it) in enumerate(todo)]
             summary = run_extraction(items, ex, Path(tmp) / "scratch.h5", device=self.device,
@@ -312,7 +343,7 @@ class Predictor:
             if f["block"] not in self.kept:  # dropped by block selection: read by no head, so never extracted
                 parts.append(np.zeros((len(ok), f["dim"])))
                 continue
-            if f.get("name") == "generator" or f["key"].startswith("generator-"):
+            if self._is_generator(f):
                 vocab = f.get("vocabulary") or (f.get("identity", {}).get("options") or {}).get("generators") or []
                 parts.append(onehot([items[i].generator for i in ok], vocab).astype(np.float64))
                 unknown = sum(1 for i in ok if items[i].generator not in set(vocab))

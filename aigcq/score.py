@@ -57,7 +57,11 @@ def parser() -> argparse.ArgumentParser:
     ap.add_argument("--threads", type=int, default=None, help="torch CPU threads when features are computed (default: torch's; torch is not "
                          "even imported when everything comes from the cache)")
     ap.add_argument("--trust-pickle", action="store_true",
-                    help="accept a legacy model.pkl (a pickle runs code when loaded: only files you produced)")
+                    help="accept a legacy model.pkl, and let weights files given with --weights be unpickled where an "
+                         "extractor allows it (a pickle runs code when loaded: only files you produced)")
+    ap.add_argument("--weights", action="append", default=None, metavar="EXTRACTOR.OPTION=PATH",
+                    help="a local weights file the model's features need, e.g. reiqa.content_ckpt=/w/content_aware_r50.pth "
+                         "(repeatable): a model bundle never names a file to read; its key must match the file's content")
     ap.add_argument("--no-progress", action="store_true")
     ap.add_argument("--quiet", action="store_true",
                     help="no progress bar, notes or summary on stderr (failed items are still listed)")
@@ -105,12 +109,18 @@ def main(argv: list[str] | None = None) -> int:
     # skops first: at import it looks up hundreds of scipy ufuncs by scanning every loaded module, so it
     # costs least before pandas and the rest load (measured: 0.3 s less at load 18 on 2 cores)
     skops_io()
+    from extractors.bundle_options import parse_weights
     from regressors.conformal import parse_level
 
     from .inputs import InputError, attach_prompts, collect, read_prompt_table
     from .predictor import Predictor
     from .score_cache import CacheError, parse_size
 
+    try:
+        weights = parse_weights(args.weights)
+    except ValueError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return EXIT_USAGE
     try:
         level = parse_level(args.level) if args.level is not None else None
         cache_max = parse_size(args.cache_max) if args.cache_max is not None else None
@@ -119,7 +129,8 @@ def main(argv: list[str] | None = None) -> int:
             predictor = Predictor.load(args.model, trust_pickle=args.trust_pickle, cache=args.cache,
                                        cache_max=cache_max, device=args.device, precision=args.precision,
                                        batch_size=args.batch_size, workers=args.workers, threads=args.threads,
-                                       progress=not (args.no_progress or args.quiet), level=level)
+                                       progress=not (args.no_progress or args.quiet), level=level,
+                                       weights=weights)
         for w in load_warnings:
             print(f"warning: {w.message}", file=sys.stderr)
         items, notes = collect(args.inputs)

@@ -26,8 +26,11 @@ the 14,000- and 7,000-item fits within minutes on 2 cores: the intervals' covera
 on the model's quality, only their width does). The real data come from ../shared/data; a dataset
 whose data is absent is skipped with a note.
 
-    nice -n 10 .venv/bin/python benchmarks/bench_trust.py                      # all four, JSON + tables
-    .venv/bin/python benchmarks/bench_trust.py --only demo --repeats 3 --append   # one set, pooled over 3 splits
+    nice -n 10 .venv/bin/python benchmarks/bench_trust.py --only demo --repeats 3
+    nice -n 10 .venv/bin/python benchmarks/bench_trust.py --only fetv,fetv_media,aigiqa20k,t2vqa_db --append --publish
+
+The raw rows (per fold) go to --out; ``--publish`` writes the four tables docs/trust.md shows to
+benchmarks/results/trust_{coverage,modes,false_flags,foreign}.json, with the run's meta.
 """
 from __future__ import annotations
 
@@ -333,12 +336,63 @@ def markdown(rows: list[dict]) -> str:
     return "\n".join(out)
 
 
+#: the four tables docs/trust.md shows (``<!-- results: trust_* -->``, rendered by tools/docs_hooks.py)
+PUBLISHED = ("trust_coverage", "trust_modes", "trust_false_flags", "trust_foreign")
+
+
+def published_tables(rows: list[dict]) -> dict[str, list[dict]]:
+    """The run's rows as the four flat tables of the docs (one value per cell)."""
+    out: dict[str, list[dict]] = {name: [] for name in PUBLISHED}
+    for r in rows:
+        t = r["table"]
+        if t == "coverage":
+            out["trust_coverage"].append({
+                "dataset": r["dataset"], "level %": round(100 * r["level"]), "held-out items": r["n"],
+                "prompts": r.get("groups"), "coverage %": round(100 * r["coverage"], 1),
+                "s.e. by prompt (points)": None if r.get("se_by_group") is None else round(100 * r["se_by_group"], 1),
+                "mean width": round(r["mean_width"], 3), "target sd": round(r["target_sd"], 3),
+                "mode chosen (most folds)": r["mode"]})
+        elif t == "modes":
+            out["trust_modes"].append({"dataset": r["dataset"], "mode": r["mode"],
+                                       "coverage % at 90%": round(100 * r["coverage"], 1),
+                                       "mean width": round(r["mean_width"], 3)})
+        elif t == "false_flags":
+            out["trust_false_flags"].append({
+                "dataset": r["dataset"], "blocks judged": ", ".join(b.split("-")[0] for b in r["blocks"]) or "–",
+                "held-out items": r["n"], "flagged %": None if r["flag_rate"] is None else round(100 * r["flag_rate"], 1),
+                "nominal %": round(100 * r["nominal"], 1),
+                "worst fold %": round(100 * max(r["per_fold"]), 1) if r["per_fold"] else None})
+        elif t == "foreign":
+            out["trust_foreign"].append({
+                "dataset": r["dataset"], "foreign input": r["input"],
+                "flagged by fold models": f"{r['flagged']} of {r['folds']}",
+                "median domain_score": None if r["median_domain_score"] is None else round(r["median_domain_score"], 2),
+                "median score (bounded)": round(r["median_score"], 2)})
+    return out
+
+
+def publish(raw_path: str, results_dir: str | Path = REPO / "benchmarks" / "results") -> list[Path]:
+    """Write the docs' four tables from a raw run file, keeping the run's meta (when, where, which command)."""
+    doc = json.loads(Path(raw_path).read_text())
+    written = []
+    for name, rows in published_tables(doc["rows"]).items():
+        if not rows:
+            continue
+        path = Path(results_dir) / f"{name}.json"
+        path.write_text(json.dumps({"meta": doc["meta"], "rows": rows, "summary": {}}, indent=1) + "\n")
+        written.append(path)
+    return written
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--only", default="demo,fetv,aigiqa20k,t2vqa_db")
     ap.add_argument("--folds", type=int, default=5, help="held-out folds (label-only sets: at most 3)")
     ap.add_argument("--work", default="/tmp/aigcq_bench_trust", help="stores and foreign inputs (reused)")
-    ap.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "trust.json"))
+    ap.add_argument("--out", default="/tmp/aigcq_bench_trust/trust.json",
+                    help="the run's raw rows (per-fold data); the docs' tables go to benchmarks/results/trust_*.json")
+    ap.add_argument("--publish", action="store_true",
+                    help="write benchmarks/results/trust_*.json (the tables of docs/trust.md) from --out at the end")
     ap.add_argument("--jobs", type=int, default=2)
     ap.add_argument("--repeats", type=int, default=1,
                     help="repeat the held-out split with other seeds and pool (small sets: the coverage of a few "
@@ -385,6 +439,9 @@ def main() -> None:
         print(markdown(got), flush=True)
         _write(args.out, rows)  # after each dataset: a long run that stops keeps what it measured
     print(f"\nwrote {args.out}\n\n{markdown(rows)}")
+    if args.publish:
+        for path in publish(args.out):
+            print(f"results: {path}")
 
 
 def _command() -> str:

@@ -114,6 +114,14 @@ def main(argv: list[str] | None = None) -> int:
 
     t_start = time.perf_counter()
     out = Path(args.out)
+    from regressors.rundir import RunFolderError, claim_folder, foreign_entries, record_files
+
+    try:  # new, empty or an earlier demo's folder (marked): never a folder aigcq did not make
+        claim_folder(out, "demo")
+    except RunFolderError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    not_ours = set(foreign_entries(out))  # files someone put here since the last demo stay theirs
     py = sys.executable
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
@@ -153,6 +161,7 @@ def main(argv: list[str] | None = None) -> int:
              "--cache", str(out / "score-cache.h5")],
             "score images held out of the dataset, and three foreign ones, with the model bundle (aigcq score)")
         print(_heldout_table(heldout, scores_csv))
+    record_files(out, [out / f for f in foreign_entries(out) if f not in not_ours], job="demo")
     total = time.perf_counter() - t_start
     metrics_path = reg / "metrics.json"
     headline = _headline(json.loads(metrics_path.read_text())) if metrics_path.is_file() else "(no metrics.json)"

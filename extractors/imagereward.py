@@ -88,6 +88,7 @@ class ImageRewardFeatures(ImageExtractor):
     }
     packages = ImageExtractor.packages + ("transformers",)
     needs = "transformers + THUDM/ImageReward checkpoint"
+    local_options = {"model": "weights", "checkpoint": "filename", "med_config": "path", "tokenizer": "weights"}
     summary = "ImageReward reward + 768-d BLIP image-prompt embedding (769)"
 
     def output_dim(self) -> int | None:

@@ -19,6 +19,7 @@ def _describe(args) -> int:
     # every problem and warning by name ("problems: 1" alone sent users hunting)
     out["warnings"] = list(m.notes)
     out["problem_count"] = len(problems)
+    out["label_problems"] = m.label_problems()
     out["problems"] = [str(p) for p in problems[:DESCRIBE_LIMIT]]
     if len(problems) > DESCRIBE_LIMIT:
         out["problems"].append(f"... and {len(problems) - DESCRIBE_LIMIT} more: `aigcq validate DATA --report f.csv` "
@@ -47,8 +48,12 @@ def _validate(args) -> int:
         print(p)
     if len(problems) > args.limit:
         print(f"... and {len(problems) - args.limit} more" + (f" (all in {args.report})" if args.report else ""))
-    print(f"{m.name}: {len(m)} items, {len(problems)} problem(s)")
-    return 1 if problems else 0
+    labels = m.label_problems()  # columns no model could be fitted to as the target (`aigcq regress` refuses them)
+    for line in labels:
+        print(line)
+    print(f"{m.name}: {len(m)} items, {len(problems)} problem(s)"
+          + (f", {len(labels)} label column problem(s)" if labels else ""))
+    return 1 if problems or labels else 0
 
 
 def _info(args) -> int:

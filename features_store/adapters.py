@@ -16,6 +16,7 @@ from __future__ import annotations
 import inspect
 import os
 import re
+import zipfile
 from pathlib import Path
 from typing import Any, Callable
 
@@ -23,7 +24,7 @@ import numpy as np
 import pandas as pd
 
 from .cliargs import parse_options
-from .hints import suggest
+from .hints import read_yaml, suggest
 from .manifest import Manifest, Note
 from .table_cache import cached_table
 
@@ -41,10 +42,21 @@ def _read_table(path: Path, sep: str | None = None, sheet: Any = 0, header: Any 
 
     def read(h):
         if suffix in (".xlsx", ".xls", ".xlsm"):  # slow to parse: kept parsed, keyed by the file's bytes
-            return cached_table(path, lambda: pd.read_excel(path, sheet_name=sheet, header=h, dtype=str),
-                                reader="read_excel", sheet=sheet, header=h)
+            try:
+                return cached_table(path, lambda: pd.read_excel(path, sheet_name=sheet, header=h, dtype=str),
+                                    reader="read_excel", sheet=sheet, header=h)
+            except (ValueError, KeyError, IndexError, zipfile.BadZipFile) as err:  # a sheet typo, not a workbook
+                raise ValueError(f"{path}: cannot be read as a spreadsheet: {err}") from None
         s = sep or ("\t" if suffix in (".tsv", ".tab") else ",")
-        return pd.read_csv(path, sep=s, header=h, dtype=str, keep_default_na=False, encoding="utf-8-sig")
+        try:
+            return pd.read_csv(path, sep=s, header=h, dtype=str, keep_default_na=False, encoding="utf-8-sig")
+        except pd.errors.EmptyDataError:
+            raise ValueError(f"{path}: the label file is empty (no header row, no rows)") from None
+        except UnicodeDecodeError as err:
+            raise ValueError(f"{path}: not UTF-8 text (byte {err.object[err.start:err.start + 1]!r} at offset "
+                             f"{err.start}); save it as UTF-8 (CSV UTF-8 in a spreadsheet)") from None
+        except pd.errors.ParserError as err:
+            raise ValueError(f"{path}: cannot be read as a table: {str(err).strip().splitlines()[-1]}") from None
 
     if header == "auto":
         df = read(0)
@@ -67,7 +79,14 @@ def _generator_from_name(names: pd.Series, pattern: str | re.Pattern | None) -> 
     """Apply ``pattern`` (named group ``generator`` or group 1) to each file stem."""
     if pattern is None:
         return pd.Series([None] * len(names), index=names.index, dtype=object)
-    rx = re.compile(pattern) if isinstance(pattern, str) else pattern
+    if not isinstance(pattern, (str, re.Pattern)):
+        raise ValueError(f"table: generator_regex must be a pattern in quotes, e.g. '^(?P<generator>[^_]+)_', "
+                         f"got {pattern!r}")
+    try:
+        rx = re.compile(pattern)
+    except re.error as err:
+        raise ValueError(f"table: generator_regex {getattr(pattern, 'pattern', pattern)!r} is not a valid regular "
+                         f"expression ({err})") from None
 
     def one(name: str):
         stem = os.path.splitext(os.path.basename(str(name)))[0]  # Path(name).stem, without a Path per row
@@ -290,6 +309,14 @@ def load_table(labels: str | os.PathLike, root: str | os.PathLike | None = None,
                               f"columns: {{generator: <column>}}, or give generator_regex", "generator"))
         notes += _generator_notes(out, f"column {pick('generator')!r} (generator)", "fills",
                                   "fill the column, or give generator_regex")
+    read_from = {"item_id": id_col, "name": id_col, "path": path_col or id_col, **sources}
+    for c in label_columns:  # the file's column c, shadowed by a role of that name reading another column
+        if c in out and c in df and read_from.get(c) != c:
+            src = read_from.get(c) or "(composite ids)"
+            fix = (f"to fit the file's {c!r}, map it as the main rating, columns: {{mos: {c}}}, and list {src!r} in "
+                   f"label_columns" if c == "mos" else "rename that column in the file")
+            raise ValueError(f"{labels}: label column {c!r} (in label_columns) has the name of the {c!r} role, which "
+                             f"reads column {src!r}, so the file's {c!r} cannot be kept under its name; {fix}")
     extra = [c for c in label_columns if c not in out]
     for c in extra:
         if c not in df:
@@ -451,13 +478,20 @@ def detect(folder: Path) -> str:
     )
 
 
-def _from_yaml(path: Path, adapter: str | None, options: dict) -> Manifest:
-    import yaml
+def _merged(cfg: dict, options: dict) -> dict:
+    """The YAML's options with the command line's on top, mapping by mapping: ``-O columns.generator=model``
+    adds to the YAML's ``columns:``, it does not replace them (which would drop its ``mos:`` without a word)."""
+    out = dict(cfg)
+    for k, v in options.items():
+        out[k] = _merged(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
 
-    cfg = yaml.safe_load(path.read_text()) or {}
+
+def _from_yaml(path: Path, adapter: str | None, options: dict) -> Manifest:
+    cfg = read_yaml(path) or {}
     if not isinstance(cfg, dict):
         raise ValueError(f"{path}: expected a mapping such as {{adapter: table, labels: file.csv, columns: {{...}}}}")
-    cfg = {**cfg, **options}
+    cfg = _merged(cfg, options)
     adapter = adapter or cfg.pop("adapter", "table")
     cfg.pop("adapter", None)
     if adapter not in ADAPTERS:  # before "needs path:", which would hide a typo such as `tabel`
@@ -486,6 +520,11 @@ def _from_yaml(path: Path, adapter: str | None, options: dict) -> Manifest:
 def load(source: str | os.PathLike, adapter: str | None = None, **options: Any) -> Manifest:
     allow_links = options.pop("allow_outside_links", None)
     m = _load(source, adapter, **options)
+    name = str(m.name)
+    if not name.strip() or name.strip() in (".", "..") or "/" in name or "\\" in name:
+        # the name is part of file names (stores/<name>-<track>-<id>.h5, runs/...): a path would put them elsewhere
+        raise ValueError(f"dataset name {m.name!r} cannot be part of a file name (stores/<name>-<track>-<id>.h5): "
+                         "give a name without '/' or '\\' (e.g. name: agiqa3k)")
     if not getattr(m, "source", ""):  # the innermost source wins (a YAML naming a dataset folder: the folder)
         m.source = str(Path(source).expanduser().resolve())
     if allow_links is not None:

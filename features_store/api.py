@@ -66,6 +66,11 @@ def _label_column(st: FeatureStore, target: str) -> str:
         return target
     if target in aliases:
         return aliases[target]
+    if target in st.df.columns:  # the column is there, but it is no label: it holds no value at all
+        from .targets import TargetError
+
+        raise TargetError(f"{st.path}: label column {target!r} has no values (all {len(st.df)} items empty or NaN): "
+                          "nothing to fit")
     from .hints import suggest
 
     mapped = "".join(f"; the file's column {k!r} is the label {v!r}" for k, v in aliases.items())

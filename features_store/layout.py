@@ -61,6 +61,17 @@ def open_h5(real: Path, shown: Path):
                                                    "it: move them along)" if kept else "")) from None
 
 
+def refuse_if_not_a_store(real: Path, shown: Path) -> None:
+    """An existing path that is not an HDF5 file (a user's file or folder given as a store or cache) is refused
+    with open_h5's one line before anything (the lock, <file>.journal/) is created beside it."""
+    import h5py
+
+    if real.exists() and not (real.is_file() and h5py.is_hdf5(real)):
+        if real.is_dir():
+            raise StoreError(f"{shown} is a folder, not a feature store file: give a .h5 file path")
+        open_h5(real, shown).close()
+
+
 def is_null(v) -> bool:
     return v is None or (isinstance(v, float) and np.isnan(v))
 

@@ -184,6 +184,20 @@ class Manifest:
         """Numeric label columns that hold at least one value (``mos`` first when labelled)."""
         return [c for c in self._label_columns if c in self.df and self.df[c].notna().any()]
 
+    def label_problems(self) -> list[str]:
+        """One line per label column no model could be fitted to as the target, over its labelled splits:
+        non-finite or astronomically scaled values, no values, too few, constant (features_store.targets).
+        ``mos``'s single bad values are item problems (:meth:`problems`) and are not repeated here."""
+        from .targets import column_problems
+
+        out = []
+        for col in self._label_columns:
+            if col not in self.df or (col == "mos" and self.df[col].isna().all()):
+                continue  # a dataset without ratings (e.g. a test set) is not a problem
+            out += column_problems(self.df[col].to_numpy(dtype=float), self.df["item_id"].to_numpy(), col,
+                                   per_item=col != "mos")
+        return out
+
     def __len__(self) -> int:
         return len(self.df)
 
@@ -276,6 +290,11 @@ class Manifest:
             if pos not in parse_bad:
                 what = "missing (empty or NaN)" if np.isnan(mos[pos]) else f"not finite ({mos[pos]})"
                 out.append(Problem(ids[pos], f"MOS {what} in labelled split {split[pos]!r}", int(pos)))
+        from .targets import ASTRONOMICAL, astronomical
+
+        for pos in astronomical(mos):  # 1e308 among ratings of 1..5: a unit or parsing error
+            out.append(Problem(ids[pos], f"MOS {mos[pos]:.6g} is astronomically far from the others (more than "
+                                         f"{ASTRONOMICAL:.0e} spreads from the median)", int(pos)))
         root = Path(self.root)
         outside = None if self.allow_outside_links else _OutsideLinks(self.root)
         for pos, rel in enumerate(df["path"].to_numpy()):

@@ -36,7 +36,8 @@ from . import journal, locking
 from .checkpoint import Checkpoints
 from .errors import IdentityMismatch, StoreError, write_error  # noqa: F401 (re-exported: importers use store.X)
 from .hints import suggest
-from .layout import DONE, DTYPES, FAILED, PENDING, KeyConfig, canonical_json, now, open_h5, read_rows
+from .layout import (DONE, DTYPES, FAILED, PENDING, KeyConfig, canonical_json, now, open_h5, read_rows,
+                     refuse_if_not_a_store)
 from .layout import FORMAT_VERSION  # noqa: F401 (re-exported: importers use store.X)
 from .store_manifest import StoreManifest
 
@@ -72,6 +73,7 @@ class FeatureStore(StoreManifest, Checkpoints):
         if mode == "r" and not self.path.exists():
             raise FileNotFoundError(f"feature store {self.path} not found")
         if mode == "a":
+            refuse_if_not_a_store(self.real_path, self.path)  # before <file>.journal/ is made beside a user's file
             self._lock()
             # we hold the lock: temporaries are leftovers of a killed writer
             journal.remove_stale_temporaries(self.journal_dir)

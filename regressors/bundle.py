@@ -30,8 +30,10 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from .bundle_integrity import BundleError  # noqa: F401 (defined in the module below; callers import it from here)
+
 FORMAT = "aigcq-model-bundle"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: the model records what its heads depend on; bundle.json a manifest (bundle_integrity)
 BUNDLE_JSON, MODEL_FILE, CARD = "bundle.json", "model.skops", "MODEL.md"
 LEGACY_PICKLE = "model.pkl"
 MODEL_DIR = "model"  # the bundle folder inside a run folder
@@ -75,9 +77,6 @@ REQUIRED = ("format", "format_version", "track", "target", "features", "files")
 METADATA_KINDS = ("text", "meta")
 
 
-class BundleError(ValueError):
-    """A model bundle that cannot be used; the message names the file and what to do (one line)."""
-
 
 def sha256_file(path: str | Path) -> str:
     h = hashlib.sha256()
@@ -105,7 +104,7 @@ def skops_io():
     scikit-learn's array-API shim, torch: about 2 s of a one-image ``aigcq score`` whose model
     needs neither. Bundles do not rely on that list (:func:`trusted_types` names every class they
     hold), so the discovery finds nothing while skops is imported here. Imported elsewhere first,
-    skops keeps its full list, which only trusts more scikit-learn classes than bundles hold.
+    skops keeps its full list; :func:`untrusted_types` still refuses every scikit-learn class not listed.
     """
     import sys
 
@@ -137,23 +136,57 @@ def trusted_types() -> list[str]:
     return out
 
 
+def untrusted_types(sio, path: str | Path) -> list[str]:
+    """Types in the skops file at ``path`` outside :func:`trusted_types`: those skops does not trust by default,
+    and every scikit-learn class not listed in SKLEARN_TYPES. skops trusts scikit-learn's whole estimator list
+    when it was imported before :func:`skops_io` (by the user's own code, say); listing the scikit-learn
+    classes the file holds keeps what a bundle may hold the same in every process."""
+    import zipfile
+
+    with zipfile.ZipFile(path) as z:
+        todo, held = [json.loads(z.read("schema.json"))], set()
+    while todo:
+        node = todo.pop()
+        if isinstance(node, dict):
+            if isinstance(node.get("__module__"), str) and isinstance(node.get("__class__"), str) \
+                    and node["__module__"].split(".")[0] == "sklearn":
+                held.add(f"{node['__module__']}.{node['__class__']}")
+            todo += node.values()
+        elif isinstance(node, list):
+            todo += node
+    return sorted((set(sio.get_untrusted_types(file=path)) | held) - set(trusted_types()))
+
+
 # ---------------------------------------------------------------- writing
 def save_bundle(folder: str | Path, model: Any, info: dict) -> Path:
-    """Write ``model.skops``, ``bundle.json`` (``info`` + format, versions, checksum) and ``MODEL.md``."""
-    sio = skops_io()
+    """Write ``model.skops`` (holding the record of what its heads depend on), ``MODEL.md`` and ``bundle.json``
+    (``info`` + format, versions, the sha256 of every file and of every field: regressors.bundle_integrity)."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
+    write_contents(folder, model, {"format": FORMAT, "format_version": FORMAT_VERSION,
+                                   "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), **info,
+                                   "libraries": library_versions()})
+    return folder
+
+
+def write_contents(folder: Path, model: Any, meta: dict) -> dict:
+    """model.skops, MODEL.md and the sealed bundle.json of ``meta``; returns bundle.json as written."""
+    sio = skops_io()
+
+    from . import bundle_integrity
+
+    # the record is derived from bundle.json as a reader will parse it (numpy numbers, tuples -> JSON)
+    meta = json.loads(json.dumps({k: v for k, v in meta.items() if k not in ("files", "manifest")},
+                                 default=_jsonable))
+    meta["files"] = {}
+    bundle_integrity.attach(model, meta)
     sio.dump(model, folder / MODEL_FILE)
-    untrusted = sorted(set(sio.get_untrusted_types(file=folder / MODEL_FILE)) - set(trusted_types()))
+    untrusted = untrusted_types(sio, folder / MODEL_FILE)
     if untrusted:  # fail when saving, not when a user loads it
         raise BundleError(f"the fitted model holds types outside regressors.bundle.TRUSTED_TYPES/SKLEARN_TYPES: "
                           f"{untrusted}; add each (one line) if it is a plain estimator class")
-    meta = {"format": FORMAT, "format_version": FORMAT_VERSION,
-            "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), **info,
-            "libraries": library_versions(), "files": {MODEL_FILE: sha256_file(folder / MODEL_FILE)}}
-    (folder / BUNDLE_JSON).write_text(json.dumps(meta, indent=2, default=_jsonable) + "\n")
     (folder / CARD).write_text(model_card(meta))
-    return folder
+    return bundle_integrity.seal(folder, meta)
 
 
 def _jsonable(o):
@@ -204,6 +237,9 @@ def read_info(folder: str | Path) -> dict:
         raise BundleError(f"{path}: format {info['format']!r} version {info['format_version']!r} is not one this "
                           f"version reads ({FORMAT} <= {FORMAT_VERSION}); upgrade aigc-quality")
     check_shape(info, path)
+    from . import bundle_integrity
+
+    bundle_integrity.verify(folder, info)  # no field edited, no file added, removed or changed since it was written
     return info
 
 
@@ -276,7 +312,7 @@ def load_bundle(folder: str | Path) -> tuple[Any, dict]:
                           f"{BUNDLE_JSON} (changed or corrupted after it was saved)")
     try:
         trusted = trusted_types()
-        untrusted = sorted(set(sio.get_untrusted_types(file=path)) - set(trusted))
+        untrusted = untrusted_types(sio, path)
     except zipfile.BadZipFile:
         raise BundleError(f"{path} is not a skops file (not a zip archive); refusing to load it") from None
     except Exception as err:
@@ -284,6 +320,9 @@ def load_bundle(folder: str | Path) -> tuple[Any, dict]:
     if untrusted:
         raise BundleError(f"refusing to load {path}: it holds types outside the trusted list: {', '.join(untrusted)}")
     model = sio.load(path, trusted=trusted)
+    from . import bundle_integrity
+
+    bundle_integrity.check_model(model, info, folder)  # bundle.json agrees with what the heads were fitted on
     return model, info
 
 

@@ -130,6 +130,14 @@ def main(argv: list[str] | None = None, prog: str | None = None, job_progs: dict
                 args.target, note = resolve_target(args.store, args.target)
                 if note:
                     print(f"note: {note}", file=sys.stderr)
+            if args.engine == "ray":
+                from .ray_tasks import shared_storage
+
+                cfg.storage = shared_storage(cfg.storage)  # the same file on every node, checked before any work
+            if cfg.storage:
+                from .tuning import create_storage
+
+                create_storage(cfg.storage)  # an RDB's tables, before parallel searches race to make them
             exts = [e for e in args.extractors.split(",") if e.strip()] or None
             fit_command(args.track, args.store, exts, args.target, args.out, cfg, n_boot=args.bootstrap,
                         submit_split=args.submit_split, allow_incomplete=args.allow_incomplete,

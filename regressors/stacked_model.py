@@ -33,7 +33,11 @@ class StackedModel:
         return self.meta.predict(np.column_stack([head_preds[n] for n in self.names]))
 
     def predict(self, X) -> np.ndarray:
-        return self.combine(self.predict_heads(X))
+        # the heads were fitted to the target times 2**target_scale_exp (regressors.target_scale; 0 for ordinary
+        # targets, and for models saved before it existed): their combination is divided by it, exactly
+        k = getattr(self, "target_scale_exp", 0)
+        out = self.combine(self.predict_heads(X))
+        return out if not k else np.ldexp(out, -k)
 
     def weights(self) -> dict[str, float]:
         return {n: float(w) for n, w in zip(self.names, self.meta.coef_)}

@@ -34,7 +34,10 @@ def assess(model, X, pred, level: float | None = None) -> dict[str, np.ndarray]:
     if ci is not None:
         difficulty = None
         if ci.mode_ == "spread":
-            heads = model.predict_heads(X)
+            # heads fitted to the target times 2**k (regressors.target_scale): their spread in the target's units
+            k = getattr(model, "target_scale_exp", None)
+            k = getattr(getattr(model, "model", None), "target_scale_exp", 0) if k is None else k
+            heads = {h: np.ldexp(np.asarray(v, float), -k) if k else v for h, v in model.predict_heads(X).items()}
             difficulty = head_spread({h: heads[h] for h in ci.heads_}, ci.y_min_, ci.y_max_)
         elif ci.mode_ == "distance":
             difficulty = out["domain_score"]

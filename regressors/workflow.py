@@ -10,11 +10,12 @@ import numpy as np
 import pandas as pd
 
 from . import bundle as bundle_io
+from . import target_scale
 from .bundle import MODEL_DIR, legacy_info, load_model_any, read_model_info  # noqa: F401 (re-exported)
 from .data import (IncompleteFeaturesError, check_media_unchanged, completeness, incomplete_message, load_track,
                    splits_of)
 from .report import markdown_report, per_group, safe_evaluate, scatter_plot, write_json
-from .rundir import staged
+from .rundir import check_replaceable, staged
 from .stacking import StackConfig, cross_validate
 from .submission import check_names, write_submission
 from .in_sample import REFUSE_FROM, overlap, training_items
@@ -144,10 +145,13 @@ def _bundle_info(track: str, target: str, store, data, cfg: StackConfig, metrics
     y = data.y
     vocab = next(iter(data.vocabularies.values()), None) if data.vocabularies else None
     cv = {k: metrics.get(k) for k in ("main", "srcc", "plcc", "krcc", "rmse", "n", "ci") if k in metrics}
+    k = target_scale.exponent(y)  # mean and sd computed at the fit's scale: no underflow at mos x 1e-300
+    ys = target_scale.scale(y, k)
     return {
         "track": track,
-        "target": {"name": target, "min": float(np.min(y)), "max": float(np.max(y)), "mean": float(np.mean(y)),
-                   "sd": float(np.std(y))},
+        "target": {"name": target, "min": float(np.min(y)), "max": float(np.max(y)),
+                   "mean": float(target_scale.unscale(np.mean(ys), k)), "sd": float(target_scale.unscale(np.std(ys), k)),
+                   **({"scale_exp": k} if k else {})},
         "features": _feature_specs(store, data),
         "kept_blocks": _blocks_read(model, data.blocks, data.X.shape[1]),
         "n_features": int(data.X.shape[1]),
@@ -171,9 +175,13 @@ def fit_command(track: str, store: str, extractors: list[str] | None, target: st
     the training items and the ones predicted); see :func:`_check_media`."""
     t_start = time.perf_counter()
     final_dir = Path(out)
+    check_replaceable(final_dir)  # before any work: --out must be new, empty or a run folder aigcq wrote
     _check_media(store, extractors, None, track, media_check)
     data = load_track(store, extractors, split="train", target=target, allow_incomplete=allow_incomplete,
                       track=track, what="the fit")
+    from features_store.targets import check_target
+
+    check_target(data.y, data.ids, target, where=f"{store}, split 'train': ")  # inf, 1e308, constant, too few
     splits = splits_of(store, target)
     refused = _precheck_splits(store, list(data.keys.values()), splits, track, allow_incomplete)
     print(f"train: {len(data.y)} labelled items, {data.X.shape[1]} features in blocks "
@@ -181,7 +189,7 @@ def fit_command(track: str, store: str, extractors: list[str] | None, target: st
     if data.incomplete:
         print(f"note: fitting on the done subset ({len(data.y)} items; --allow-incomplete)")
 
-    with staged(final_dir) as out_dir:
+    with staged(final_dir, job="regress") as out_dir:
         metrics = _fit_into(out_dir, final_dir, track, store, data, splits, refused, target, cfg, n_boot,
                             submit_split, allow_incomplete, t_start)
     print(f"main {metrics.get('main', float('nan')):.4f} (SRCC {metrics.get('srcc', float('nan')):.4f}, "
@@ -216,8 +224,12 @@ def _fit_into(out_dir: Path, final_dir: Path, track, store, data, splits, refuse
             probe_info["filled"] = {s: int((~probe.known_mask(p.X)).sum()) for s, p in parts.items()}
             other_x = [fill_generator(x, probe) for x in other_x]
         print(f"generator probe: {probe_info}")
-    cv = cross_validate(data.X, data.y, data.groups, data.blocks, cfg,
+    # an extreme target scale (mos x 1e-300) is fitted times an exact power of two; k = 0 (no change) otherwise
+    k = target_scale.exponent(data.y)
+    cv = cross_validate(data.X, target_scale.scale(data.y, k), data.groups, data.blocks, cfg,
                         final_predict=np.vstack(other_x) if other_x else data.X[:0])
+    if k:
+        _unscale_cv(cv, k)
     t_cv = time.perf_counter() - t0
     scored = cv["scored"]
     y_s = data.y[scored]
@@ -229,6 +241,11 @@ def _fit_into(out_dir: Path, final_dir: Path, track, store, data, splits, refuse
     if data.incomplete:
         metrics["train_items_missing_features"] = data.incomplete
     metrics.update(safe_evaluate(cv["stack"], y_s, n_boot=n_boot))
+    if not np.isfinite(metrics.get("main", np.nan)):  # never a model whose honest score is undefined
+        from features_store.targets import TargetError
+
+        raise TargetError(f"the cross-validated score of {target!r} is undefined "
+                          f"({metrics.get('error', 'main is NaN')}): no model written")
     metrics["heads"] = {n: _head_evaluate(p, y_s) for n, p in cv["heads"].items()
                         if not n.startswith(("block:", "fixed:"))}
     metrics["fixed_heads"] = {n.split(":", 1)[1]: _head_evaluate(p, y_s)
@@ -242,6 +259,8 @@ def _fit_into(out_dir: Path, final_dir: Path, track, store, data, splits, refuse
     # tuned on exactly the subset the final fit would tune on, cross reuses its first share's; full: tuned on
     # all items there), and it predicted the other splits and the training items not scored (split's tuning set)
     model, per_row = cv["final"], cv["final_predict_s_per_row"]
+    if k:
+        model.target_scale_exp = k  # StackedModel.predict divides by 2**k: the bundle scores in the target's units
     in_sample, train_pred = cv["final_in_sample"]
     others = cv["final_predictions"]
     metrics["meta_weights"] = model.weights()
@@ -334,6 +353,16 @@ def _head_evaluate(pred, y) -> dict:
     return out
 
 
+def _unscale_cv(cv: dict, k: int) -> None:
+    """cross_validate's predictions of a target fitted times 2**k, back in the target's units (exact)."""
+    cv["stack"] = target_scale.unscale(cv["stack"], k)
+    cv["heads"] = {n: target_scale.unscale(p, k) for n, p in cv["heads"].items()}
+    if "final_predictions" in cv:
+        cv["final_predictions"] = target_scale.unscale(cv["final_predictions"], k)
+        rows, pred = cv["final_in_sample"]
+        cv["final_in_sample"] = (rows, target_scale.unscale(pred, k))
+
+
 def _vocab_by_key(data) -> dict[str, list[str]]:
     return {data.keys[b]: v for b, v in data.vocabularies.items()}
 
@@ -369,6 +398,7 @@ def predict_command(model_path: str, store: str, split: str, out: str, n_boot: i
                     trust_pickle: bool = False, media_check: bool = True, level: float | None = None) -> dict:
     """Score split ``split`` of ``store``; predictions.csv has per item the prediction, its interval at ``level``
     (score_lo, score_hi; default the bundle's 90%), in_domain and domain_score (regressors.trust)."""
+    check_replaceable(Path(out))
     info = read_model_info(model_path)  # nothing is loaded before the store and split checks
     # only the blocks the model reads: a block nested selection dropped need not be in the store
     kept = set(bundle_io.kept_blocks(info))
@@ -402,7 +432,7 @@ def predict_command(model_path: str, store: str, split: str, out: str, n_boot: i
     if X.shape[1] != info["n_features"]:
         raise MissingFeaturesError(f"features read have {X.shape[1]} columns, the model expects {info['n_features']}")
     model, info = load_model_any(model_path, trust_pickle=trust_pickle)
-    with staged(out) as out_dir:
+    with staged(out, job="predict") as out_dir:
         t0 = time.perf_counter()
         p = model.predict(X)
         dt = time.perf_counter() - t0

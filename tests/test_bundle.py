@@ -128,6 +128,45 @@ def test_a_skops_file_with_an_untrusted_type_is_refused(tmp_path):
     assert not marker.exists()
 
 
+def test_what_a_bundle_may_hold_does_not_depend_on_who_imported_skops_first(tmp_path):
+    """bundle.skops_io() imports skops without scikit-learn's estimator list; a process that imported skops
+    itself first (a notebook, any library) has that list. Before: there a bundle holding an unlisted
+    scikit-learn estimator (Ridge) loaded, and saved without a word, though `aigcq score` refuses it."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    code = f"""
+import json, sys
+import numpy as np
+import skops.io  # first: with scikit-learn's whole estimator list, as a user's own process may have it
+from sklearn.linear_model import Ridge
+from regressors import bundle
+model = Ridge().fit(np.eye(3), [1.0, 2.0, 3.0])
+folder = {str(tmp_path / "m")!r}
+try:
+    bundle.save_bundle(folder, model, {{"track": "image", "target": {{"name": "mos"}}, "features": []}})
+    print("saved")
+except bundle.BundleError as err:
+    print("save refused:", err)
+    skops.io.dump(model, folder + "/model.skops")
+    (pathlib := __import__("pathlib")).Path(folder, "bundle.json").write_text(json.dumps({{
+        "format": bundle.FORMAT, "format_version": 1, "track": "image", "target": {{"name": "mos"}},
+        "features": [], "files": {{"model.skops": bundle.sha256_file(folder + "/model.skops")}}}}))
+try:
+    bundle.load_bundle(folder)
+    print("loaded")
+except bundle.BundleError as err:
+    print("load refused:", err)
+"""
+    repo = Path(__file__).resolve().parents[1]
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
+                         env={**__import__("os").environ, "PYTHONPATH": str(repo)})
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert "save refused:" in res.stdout and "Ridge" in res.stdout, res.stdout
+    assert "load refused:" in res.stdout and "sklearn.linear_model._ridge.Ridge" in res.stdout, res.stdout
+
+
 @pytest.mark.parametrize("damage, expected", [
     ("empty", "bundle.json is empty"),
     ("invalid", "bundle.json is not valid JSON"),

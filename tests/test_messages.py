@@ -116,6 +116,93 @@ def test_the_files_name_of_the_mapped_target_is_accepted(tmp_path, capsys):
     assert "Did you mean 'mos_align'" in str(exc.value) and "'mos_quality' is the label 'mos'" in str(exc.value)
 
 
+def test_a_label_column_named_like_a_role_that_reads_another_column_is_refused(tmp_path):
+    """Before: with `columns: {mos: mos_quality}`, `label_columns: [mos]` (the file's own `mos` column, e.g. a
+    raw sum) was dropped without a word: describe listed 'mos' (read from mos_quality) and the file's `mos`
+    column could never be fitted."""
+    csv = _labels(tmp_path)
+    df = pd.read_csv(csv)
+    df.assign(mos=df["mos_quality"] * 3).to_csv(csv, index=False)
+    msg = _error(_yaml(tmp_path, "columns: {mos: mos_quality}\nlabel_columns: [mos, mos_align]\n"))
+    assert "'mos'" in msg and "mos_quality" in msg and "columns: {mos: mos}" in msg
+    # the role's own column listed again is harmless: kept as it was
+    m = load_dataset(_yaml(tmp_path, "columns: {mos: mos}\nlabel_columns: [mos, mos_align]\n"))
+    assert m.labels == ["mos", "mos_align"]
+    # a file column named like another role, while that role reads another column: said too
+    df.assign(prompt2=df["prompt"], prompt=1.0).to_csv(csv, index=False)
+    msg = _error(_yaml(tmp_path, "columns: {mos: mos_quality, prompt: prompt2}\nlabel_columns: [prompt]\n"))
+    assert "'prompt'" in msg and "prompt2" in msg
+
+
+def test_a_key_written_twice_in_a_yaml_is_refused_naming_both_lines(tmp_path):
+    """Before: YAML keeps the last of two equal keys without a word: a second `columns:` line (or `mos:` twice
+    inside it) silently dropped the first mapping, and the model was fitted on another column."""
+    _labels(tmp_path)
+    msg = _error(_yaml(tmp_path, "columns: {mos: mos_quality}\nlabel_columns: [mos_align]\ncolumns: {generator: model}\n"))
+    assert "'columns'" in msg and "twice" in msg and "line 3" in msg and "line 5" in msg
+    msg = _error(_yaml(tmp_path, "columns:\n  mos: mos_quality\n  mos: mos_align\n"))
+    assert "'mos'" in msg and "twice" in msg and "line 4" in msg and "line 5" in msg
+    # a recipe (aigcq ablate/reproduce --recipe FILE) is written by hand too
+    from experiments.recipes import load as load_recipe
+
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("name: r\nextractors: [nss]\nheads: [svr]\nheads: [enet]\n")
+    with pytest.raises(ValueError, match="'heads'.*twice"):
+        load_recipe(recipe)
+
+
+def test_a_yaml_syntax_error_and_an_empty_label_file_are_one_line_naming_the_file(tmp_path, capsys):
+    """Before: an unclosed brace in the YAML ended `aigcq describe` in a yaml.scanner traceback; an empty
+    label file said "No columns to parse from file" without naming it."""
+    from features_store.__main__ import main as fs_main
+
+    _labels(tmp_path)
+    data = _yaml(tmp_path, "columns: {mos: mos_quality\nlabel_columns: [mos_align]\n")
+    assert fs_main(["describe", str(data)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and str(data) in err and "line" in err and "Traceback" not in err
+    (tmp_path / "labels.csv").write_text("")
+    assert fs_main(["describe", str(_yaml(tmp_path, ""))]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "labels.csv" in err and "empty" in err
+    (tmp_path / "labels.csv").write_bytes(b"name,prompt,mos_quality\n000.png,caf\xe9,3\n")  # Latin-1
+    assert fs_main(["describe", str(_yaml(tmp_path, ""))]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "labels.csv" in err and "UTF-8" in err
+    pd.read_csv(_labels(tmp_path)).to_excel(tmp_path / "labels.xlsx", index=False)
+    (tmp_path / "x.yaml").write_text("labels: labels.xlsx\nsheet: Sheet2\n")
+    assert fs_main(["describe", str(tmp_path / "x.yaml")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "labels.xlsx" in err and "Sheet2" in err
+
+
+def test_a_column_given_on_the_command_line_adds_to_the_yamls_columns(tmp_path, capsys):
+    """Before: `-O columns.generator=model` replaced the YAML's whole `columns:` mapping, so its
+    `mos: mos_quality` was dropped without a word and the target came from another column."""
+    from features_store.__main__ import main as fs_main
+
+    csv = _labels(tmp_path)
+    df = pd.read_csv(csv)
+    df.assign(mos=df["mos_align"] * 2).to_csv(csv, index=False)  # a `mos` column the YAML does not mean
+    data = _yaml(tmp_path, "columns: {mos: mos_quality}\n")
+    m = load_dataset(data, columns={"generator": "model"})
+    assert m.source_columns["mos"] == "mos_quality" and m.source_columns["generator"] == "model"
+    assert fs_main(["describe", "--data", str(data), "-O", "columns.generator=model"]) == 0
+    assert json.loads(capsys.readouterr().out)["label_sources"] == {"mos": "mos_quality"}
+    # an option given again on the command line still wins over the YAML's
+    assert load_dataset(data, columns={"mos": "mos_align"}).source_columns["mos"] == "mos_align"
+
+
+def test_a_dataset_name_that_is_a_path_is_refused(tmp_path):
+    """Before: `name: ../../x` put the default store (stores/<name>-<track>-<id>.h5) two folders above stores/,
+    wherever the YAML said; `name: agiqa/3k` made a folder inside stores/."""
+    _labels(tmp_path)
+    for name in ("../../x", "agiqa/3k", "..", "a\\\\b"):
+        msg = _error(_yaml(tmp_path, f"name: {name}\ncolumns: {{mos: mos_quality}}\n"))
+        assert "name" in msg and "file name" in msg, (name, msg)
+    assert load_dataset(_yaml(tmp_path, "name: AGIQA-3K v2.1\ncolumns: {mos: mos_quality}\n")).name == "AGIQA-3K v2.1"
+
+
 # ------------------------------------------------------------------ no target
 def test_no_mappable_target_is_said_by_describe_and_regress_gives_command_line_advice(tmp_path, capsys):
     """Before: describe showed "labelled": 0 without a word; regress said "pass target=None for unlabelled
@@ -200,6 +287,15 @@ def test_a_generator_column_and_a_regex_are_not_silent(tmp_path):
     m = load_dataset(_yaml(tmp_path, "columns: {mos: mos_quality}\ngenerator_regex: '^(?P<generator>.)'\n"))
     assert m.df["generator"].iat[0] == "0"  # the regex, as asked (guessed column 'model' left alone) ...
     assert any("comes from generator_regex" in n and "'model' is not used" in n for n in m.notes)  # ... and said
+
+
+def test_a_broken_generator_regex_is_one_line(tmp_path):
+    """Before: an unbalanced bracket ended in a re.error traceback, a number in an AttributeError one."""
+    _labels(tmp_path)
+    msg = _error(_yaml(tmp_path, "columns: {mos: mos_quality}\ngenerator_regex: '^(.+_'\n"))
+    assert "generator_regex '^(.+_'" in msg and "not a valid regular expression" in msg
+    msg = _error(_yaml(tmp_path, "columns: {mos: mos_quality}\ngenerator_regex: 5\n"))
+    assert "generator_regex" in msg and "5" in msg
 
 
 # ------------------------------------------------------------------ --quiet, closed pipes

@@ -1,0 +1,316 @@
+"""Issue 22 parts 1 and 2: a bundle is data, and a bundle cannot be edited into wrong scores.
+
+Before: a `reiqa` block added to bundle.json with allow_pickle and a checkpoint path inside the bundle made `aigcq score`
+unpickle it (the attacker's code ran); a reversed generator vocabulary, `kept_blocks: ["generator"]`, or nss options and
+identity edited with the key left were accepted and changed every score (exit 0).
+"""
+from __future__ import annotations
+
+import io
+import json
+import pickle
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from aigcq.score import main as score_main
+
+
+class Planted:
+    """Unpickling this creates a marker file: it stands for any code an attacker could run."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+def _score(capsys, bundle, listing, cache, *extra):
+    capsys.readouterr()
+    rc = score_main([str(bundle), str(listing), "--cache", str(cache), "--no-progress", *map(str, extra)])
+    out, err = capsys.readouterr()
+    return rc, out, [ln for ln in err.splitlines() if ln.startswith("error:")], err
+
+
+@pytest.fixture(scope="module")
+def original(nss_bundle, tmp_path_factory):
+    """The untouched bundle's scores of the held-out images."""
+    bundle, _, listing = nss_bundle
+    cache = tmp_path_factory.mktemp("orig") / "cache.h5"
+    rc = score_main([str(bundle), str(listing), "--cache", str(cache), "--no-progress", "--quiet"])
+    assert rc == 0
+    return bundle, listing, cache
+
+
+@pytest.fixture
+def scores(original, capsys):
+    bundle, listing, cache = original
+    rc, out, _, err = _score(capsys, bundle, listing, cache)
+    assert rc == 0, err
+    return pd.read_csv(io.StringIO(out))["score"].to_numpy()
+
+
+def _copy(bundle: Path, tmp_path: Path) -> Path:
+    dest = tmp_path / "bundle"
+    shutil.copytree(bundle, dest)
+    return dest
+
+
+def _edit(folder: Path, change, reseal: bool = False) -> None:
+    """Edit bundle.json as an attacker (or a user) would; ``reseal``: also recompute the manifest's hashes, which
+    needs no secret (the model's own record still disagrees)."""
+    info = json.loads((folder / "bundle.json").read_text())
+    change(info)
+    if reseal:
+        from regressors.bundle_integrity import seal
+
+        seal(folder, info)
+    else:
+        (folder / "bundle.json").write_text(json.dumps(info, indent=2))
+
+
+def _reverse_vocabulary(info):
+    info["generator_vocabulary"] = info["generator_vocabulary"][::-1]
+    for f in info["features"]:
+        if f.get("vocabulary"):
+            f["vocabulary"] = f["vocabulary"][::-1]
+
+
+def _keep_generator_only(info):
+    info["kept_blocks"] = ["generator"]
+
+
+def _nss_max_side_128(info):
+    for f in info["features"]:
+        if f["name"] == "nss":
+            f["options"]["max_side"] = 128
+            f["identity"]["options"]["max_side"] = 128  # the key is left as it was
+
+
+@pytest.mark.parametrize("reseal", [False, True])
+@pytest.mark.parametrize("change, field", [
+    (_reverse_vocabulary, "vocabulary"),
+    (_keep_generator_only, "kept_blocks"),
+    (_nss_max_side_128, "(nss)."),
+])
+def test_an_edited_bundle_is_refused_naming_the_field(original, scores, tmp_path, capsys, change, field, reseal):
+    bundle, listing, cache = original
+    edited = _copy(bundle, tmp_path)
+    _edit(edited, change, reseal)
+    rc, out, errors, err = _score(capsys, edited, listing, cache)
+    assert rc == 2 and len(errors) == 1 and field in errors[0], err[-2000:]
+    assert ("edited after the bundle was written" in errors[0]) or ("not what the model was fitted with" in errors[0])
+    assert out == ""  # no score at all, let alone a changed one
+
+
+def test_relabelling_generators_is_the_documented_change_and_keeps_every_score(original, scores, tmp_path, capsys):
+    from aigcq.cli import main as aigcq_main
+
+    bundle, listing, cache = original
+    relabelled = _copy(bundle, tmp_path)
+    vocab = json.loads((bundle / "bundle.json").read_text())["generator_vocabulary"]
+    assert aigcq_main(["bundle", "relabel", str(relabelled), "--target-name", "quality",
+                       *[a for g in vocab for a in ("--generator", f"{g}={g.upper()}")]]) == 0
+    info = json.loads((relabelled / "bundle.json").read_text())
+    assert info["generator_vocabulary"] == [g.upper() for g in vocab] and info["target"]["name"] == "quality"
+    assert "FAKEGEN-BLUR" in (relabelled / "MODEL.md").read_text()
+    listing2 = tmp_path / "list.csv"
+    df = pd.read_csv(listing)
+    df["path"] = [str(listing.parent / p) for p in df["path"]]
+    df["generator"] = df["generator"].str.upper()
+    df.to_csv(listing2, index=False)
+    rc, out, _, err = _score(capsys, relabelled, listing2, cache)
+    assert rc == 0, err
+    np.testing.assert_array_equal(pd.read_csv(io.StringIO(out))["score"].to_numpy(), scores)
+    assert aigcq_main(["bundle", "verify", str(relabelled)]) == 0
+    # a name the model never saw is refused, not silently mapped
+    capsys.readouterr()
+    assert aigcq_main(["bundle", "relabel", str(relabelled), "--generator", "sdxl=SDXL"]) == 2
+    assert "knows no generator 'sdxl'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("damage, expected", [
+    ("added", "is not in the bundle's manifest"),
+    ("changed", "does not match"),
+    ("removed", "MODEL.md is missing"),
+    ("symlink", "is a symbolic link"),
+])
+def test_a_file_added_changed_or_removed_is_refused(original, tmp_path, capsys, damage, expected):
+    bundle, listing, cache = original
+    b = _copy(bundle, tmp_path)
+    if damage == "added":
+        (b / "notes.txt").write_text("hi")
+    elif damage == "changed":
+        (b / "MODEL.md").write_text((b / "MODEL.md").read_text() + "\nedited\n")
+    elif damage == "removed":
+        (b / "MODEL.md").unlink()
+    else:
+        (b / "extra").symlink_to(tmp_path)
+    rc, _, errors, err = _score(capsys, b, listing, cache)
+    assert rc == 2 and len(errors) == 1 and expected in errors[0], err
+
+
+def _crafted_reiqa(bundle: Path, tmp_path: Path, marker: Path) -> tuple[Path, dict]:
+    """The issue's case: a `reiqa` block with allow_pickle and a checkpoint placed in the bundle, whose identity and
+    key are what the extractor computes (so the key check passes); model.skops untouched."""
+    from extractors.registry import get_extractor
+
+    b = _copy(bundle, tmp_path)
+    (b / "content_aware_r50.pth").write_bytes(pickle.dumps(Planted(marker)))
+    options = {"content_ckpt": str(b / "content_aware_r50.pth"), "quality_ckpt": None, "encoders": ["content"],
+               "max_side": 64, "allow_pickle": True}
+    ex = get_extractor({"name": "reiqa", **options})
+    block = {"block": "reiqa", "key": ex.key(), "name": "reiqa", "kind": "image", "dim": ex.output_dim(),
+             "identity": json.loads(json.dumps(ex.identity())), "options": options}
+    info = json.loads((b / "bundle.json").read_text())
+    info["features"].append(block)
+    if info.get("kept_blocks") is not None:
+        info["kept_blocks"] = [*info["kept_blocks"], "reiqa"]
+    (b / "bundle.json").write_text(json.dumps(info, indent=2))
+    return b, info
+
+
+def test_the_crafted_reiqa_bundle_runs_nothing(original, tmp_path, capsys):
+    bundle, listing, cache = original
+    marker = tmp_path / "PWNED"
+    crafted, _ = _crafted_reiqa(bundle, tmp_path, marker)
+    rc, out, errors, err = _score(capsys, crafted, listing, tmp_path / "c.h5")
+    assert not marker.exists(), "the pickle in the bundle ran"
+    assert rc == 2 and len(errors) == 1 and out == "", err[-2000:]
+
+
+def test_even_a_wholly_consistent_crafted_bundle_cannot_turn_on_pickle_or_name_a_file(original, tmp_path, capsys):
+    """Rewriting model.skops too (with a record that matches) is making another model: its scores are the maker's
+    business, but loading it still runs no code and reads no file it names."""
+    from regressors import bundle_integrity
+    from regressors.bundle import skops_io, trusted_types, write_contents
+
+    sio = skops_io()
+
+    bundle, listing, cache = original
+    marker = tmp_path / "PWNED"
+    crafted, info = _crafted_reiqa(bundle, tmp_path, marker)
+    model = sio.load(crafted / "model.skops", trusted=trusted_types())
+    write_contents(crafted, model, info)  # record, manifest: all consistent
+    assert bundle_integrity.record_of(model) == bundle_integrity.depends(json.loads((crafted / "bundle.json").read_text()))
+    rc, _, errors, err = _score(capsys, crafted, listing, tmp_path / "c.h5")
+    assert rc == 2 and len(errors) == 1 and "allow_pickle=True" in errors[0] and "--trust-pickle" in errors[0], err
+    assert not marker.exists()
+    # without allow_pickle, the path alone is refused too: a bundle never names a file to read
+    info["features"][-1]["options"]["allow_pickle"] = False
+    write_contents(crafted, model, info)
+    rc, _, errors, err = _score(capsys, crafted, listing, tmp_path / "c.h5")
+    assert rc == 2 and "a path: a model bundle never names a file to read" in errors[0], err
+    assert "--weights reiqa.content_ckpt=PATH" in errors[0] and not marker.exists()
+
+
+def test_a_bundle_of_an_older_version_is_refused_until_its_owner_upgrades_it(original, scores, tmp_path, capsys):
+    """A format-1 bundle (no record in the model, no manifest): an edit could not be seen, so it is refused, saying
+    how its owner records it; after `aigcq bundle upgrade` it scores exactly as before."""
+    from aigcq.cli import main as aigcq_main
+    from regressors import bundle_integrity
+    from regressors.bundle import sha256_file, skops_io, trusted_types
+
+    sio = skops_io()
+
+    bundle, listing, cache = original
+    old = _copy(bundle, tmp_path)
+    model = sio.load(old / "model.skops", trusted=trusted_types())
+    delattr(model, bundle_integrity.DEPENDS_ATTR)
+    sio.dump(model, old / "model.skops")
+    info = json.loads((old / "bundle.json").read_text())
+    info.pop("manifest")
+    info.update(format_version=1, files={"model.skops": sha256_file(old / "model.skops")})
+    (old / "bundle.json").write_text(json.dumps(info))
+    rc, _, errors, err = _score(capsys, old, listing, cache)
+    assert rc == 2 and len(errors) == 1 and f"aigcq bundle upgrade {old}" in errors[0], err
+    assert aigcq_main(["bundle", "upgrade", str(old)]) == 0
+    rc, out, _, err = _score(capsys, old, listing, cache)
+    assert rc == 0, err
+    np.testing.assert_array_equal(pd.read_csv(io.StringIO(out))["score"].to_numpy(), scores)
+
+
+# ------------------------------------------------------------------------------------------- options read from a bundle
+@pytest.mark.parametrize("name, options, expected", [
+    ("reiqa", {"allow_pickle": True}, "lets a weights file run code"),
+    ("reiqa", {"content_ckpt": "/etc/passwd"}, "a path: a model bundle never names a file to read"),
+    ("effnet_lite0", {"weights": "../../weights.pth"}, "--weights effnet_lite0.weights=PATH"),
+    ("clip", {"checkpoint": "~/model.pt"}, "a path"),
+    ("clip", {"model": "local-dir:/data/clip"}, "only a hub id"),
+    ("dinov2", {"model": "/models/dinov2"}, "only a hub id"),
+    ("dinov2", {"model": "../facebook/dinov2-base"}, "only a hub id"),
+    ("imagereward", {"checkpoint": "../../ImageReward.pt"}, "only a plain file name"),
+    ("imagereward", {"med_config": "/tmp/med.json"}, "a path"),
+    ("raft_motion", {"weights": "/tmp/raft.pth"}, "a path"),
+    ("frames", {"base": "reiqa", "base_options": {"allow_pickle": True}}, "lets a weights file run code"),
+    ("temporal_consistency", {"base": "effnet_lite0", "base_options": {"weights": "/w.pth"}}, "a path"),
+    ("nosuch", {}, "unknown extractor"),
+])
+def test_options_a_bundle_may_not_set_are_refused(name, options, expected):
+    from extractors.bundle_options import BundleOptionError, from_bundle
+
+    with pytest.raises(BundleOptionError, match=expected.replace("(", r"\(")):
+        from_bundle(name, options)
+
+
+def test_data_options_pass_and_the_user_supplies_files_and_permission(tmp_path):
+    from extractors.bundle_options import from_bundle, parse_weights
+
+    assert from_bundle("dinov2", {"model": "facebook/dinov2-base", "size": 224}) == {"model": "facebook/dinov2-base",
+                                                                                   "size": 224}
+    assert from_bundle("clip", {"model": "hf-hub:timm/ViT-B-16-SigLIP"})["model"] == "hf-hub:timm/ViT-B-16-SigLIP"
+    assert from_bundle("raft_motion", {"weights": "default"})["weights"] == "default"
+    # a file recorded by its content comes back unset; the user's --weights fills it; --trust-pickle the permission
+    recorded = {"content_ckpt": {"file": "content_aware_r50.pth", "sha256": "ab" * 32}, "encoders": ["content"]}
+    w = parse_weights([f"reiqa.content_ckpt={tmp_path / 'c.pth'}"])
+    out = from_bundle("reiqa", recorded, w, trust_code=True)
+    assert out["content_ckpt"] == str(tmp_path / "c.pth") and out["allow_pickle"] is True
+    assert from_bundle("reiqa", recorded)["content_ckpt"] is None
+    for bad, why in (("reiqa.content_ckpt", "EXTRACTOR.OPTION=PATH"), ("dinov2.model=/m", "Hugging Face cache"),
+                     ("reiqa.encoders=x", "not a weights-file option"), ("nope.x=/y", "unknown extractor")):
+        with pytest.raises(ValueError, match=why):
+            parse_weights([bad])
+
+
+def test_every_option_that_could_name_a_file_or_run_code_is_classified():
+    """The audit (docs/security.md) as a test: an option whose name says it holds a path, weights or a code switch
+    must be in its extractor's local_options, or a bundle could set it freely."""
+    from extractors.registry import REGISTRY, extractor_class
+
+    suspicious = {"ckpt", "checkpoint", "weights", "model", "config", "tokenizer", "path", "file", "dir", "pickle",
+                  "url", "code", "script", "module", "plugin"}
+    missing = []
+    for name in REGISTRY:
+        cls = extractor_class(name)
+        for opt, default in cls.defaults.items():
+            if suspicious & set(opt.lower().split("_")) and opt not in cls.local_options:
+                if name == "raft_motion" and opt == "model":  # raft_large | raft_small: an architecture name
+                    continue
+                missing.append(f"{name}.{opt}")
+    assert not missing, f"classify these in local_options (and docs/security.md): {missing}"
+
+
+def test_the_security_table_lists_every_classified_option():
+    from extractors.registry import REGISTRY, extractor_class
+
+    doc = (Path(__file__).resolve().parents[1] / "docs" / "security.md").read_text()
+    for name in REGISTRY:
+        for opt in extractor_class(name).local_options:
+            assert f"| `{name}` | `{opt}` |" in doc, f"docs/security.md lacks the row of {name}.{opt}"
+
+
+def test_weights_a_bundle_names_come_from_the_cache_only(monkeypatch):
+    from extractors import weights
+    from extractors.base import WeightsNotFoundError
+
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    assert not weights.hub_offline()
+    with weights.cache_only():
+        assert weights.hub_offline()
+        with pytest.raises(WeightsNotFoundError, match="local cache only"):
+            weights.resolve_pretrained("nobody-here/no-such-model-xyz")
+    assert not weights.hub_offline()
