@@ -220,8 +220,8 @@ class Predictor:
         for pos, cid in enumerate(ids):
             first.setdefault(cid, pos)
         uniq = list(first)
+        values, done = self._cache.read(key, uniq)  # a file that is not a feature store stops here (StoreError)
         self._cache.touch(uniq)  # used now: the most recent rows when this run's write bounds the cache
-        values, done = self._cache.read(key, uniq)
         pending = [cid for cid, ok in zip(uniq, done) if not ok]
         self.computed[f["block"]] = len(pending)
         failed: dict[str, str] = {}

@@ -98,7 +98,8 @@ class ScoreCache:
         """Create the cache's folder; CacheError (one line) when it cannot be created."""
         folder = self.path.parent
         if self.path.is_dir():
-            raise CacheError(f"--cache {self.path}: is a folder; give a file name such as {self.path / 'features.h5'}")
+            raise CacheError(f"--cache {self.path}: is a folder, not a feature store file; give a file name such as "
+                             f"{self.path / 'features.h5'}")
         try:
             folder.mkdir(parents=True, exist_ok=True)
         except OSError as err:
@@ -134,6 +135,9 @@ class ScoreCache:
             yield folder
         finally:
             shutil.rmtree(folder, ignore_errors=True)
+            if not prefix:  # the cache's own scratch folder: removed once no run uses it
+                with contextlib.suppress(OSError):
+                    root.rmdir()
 
     # ------------------------------------------------------------ reading
     def read(self, key: str, ids: list[str]) -> tuple[np.ndarray | None, np.ndarray]:
