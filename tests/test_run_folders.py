@@ -265,3 +265,61 @@ def test_the_table_cache_never_evicts_a_file_it_did_not_write(tmp_path, monkeypa
         table_cache.cached_table(src, lambda: pd.DataFrame({"a": [i]}))
     assert mine.is_file()
     assert len([p for p in folder.iterdir() if table_cache.ENTRY_NAME.fullmatch(p.name)]) == 1
+
+
+# ------------------------------------------------------------------------- hostile review (r22): holes found after merge
+def test_a_job_that_adds_to_its_folder_never_writes_through_a_link_in_it(tmp_path, capsys):
+    """Before: an `ablate` folder (marked, e.g. unpacked from someone's archive) whose ablation.md was a link made
+    `aigcq ablate` overwrite the link's target, a file anywhere."""
+    from regressors.rundir import MARKER, RunFolderError, claim_folder
+
+    victim = tmp_path / "thesis.tex"
+    victim.write_text("my thesis\n")
+    out = tmp_path / "abl"
+    out.mkdir()
+    (out / MARKER).write_text(json.dumps({"tool": "aigc-quality", "run_id": "x", "job": "ablate", "files": []}))
+    (out / "ablation.md").symlink_to(victim)
+    with pytest.raises(RunFolderError, match="symbolic link"):
+        claim_folder(out, "ablate")
+    assert victim.read_text() == "my thesis\n"
+
+
+@pytest.mark.parametrize("name", ["*", "r?", "[ab]"])
+def test_cleaning_up_after_killed_runs_touches_only_this_out(tmp_path, name):
+    """Before: the leftovers of killed runs were found with a glob of the --out name, so an --out named with glob
+    characters removed other folders' temporaries (`.a.tmp-<pid>` beside `--out '*'`), and a `tmp` folder was removed
+    whole whatever it held."""
+    from regressors.rundir import staged
+
+    other = tmp_path / ".a.tmp-999999999"  # no such process: it looks like a killed run's temporary of --out a
+    other.mkdir()
+    (other / "keep.txt").write_text("not yours\n")
+    with staged(tmp_path / name) as tmp:
+        (tmp / "metrics.json").write_text("{}")
+    assert (other / "keep.txt").read_text() == "not yours\n"
+    unmarked = tmp_path / f".{name}.tmp-999999999"  # named like ours, but holding no marker: not ours
+    unmarked.mkdir()
+    (unmarked / "keep.txt").write_text("not yours either\n")
+    with staged(tmp_path / name) as tmp:
+        (tmp / "metrics.json").write_text("{}")
+    assert (unmarked / "keep.txt").read_text() == "not yours either\n"
+
+
+def test_an_hdf5_file_of_the_users_as_score_cache_is_refused_and_kept(nss_bundle, tmp_path, capsys):
+    """Before: an HDF5 file that is not a feature store (the user's own data) was taken as the cache and rewritten:
+    its datasets were gone, exit 0."""
+    import h5py
+    import numpy as np
+    from PIL import Image
+
+    from aigcq.score import main as score_main
+
+    img = tmp_path / "a.png"
+    Image.new("RGB", (16, 16), (200, 10, 10)).save(img)
+    mine = tmp_path / "experiment.h5"
+    with h5py.File(mine, "w") as f:
+        f["measurements"] = np.arange(10)
+    before = mine.read_bytes()
+    assert score_main([str(nss_bundle[0]), str(img), "--cache", str(mine), "--no-progress", "--quiet"]) == 2
+    assert "not a feature store" in capsys.readouterr().err
+    assert mine.read_bytes() == before and not Path(f"{mine}.journal").exists()
