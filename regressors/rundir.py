@@ -20,6 +20,7 @@ other folder; the message says to remove it yourself if it is an old run (docs/s
 """
 from __future__ import annotations
 
+import glob
 import json
 import os
 import shutil
@@ -163,6 +164,9 @@ def claim_folder(out: str | os.PathLike, job: str) -> Path:
     if m is None and out.exists() and any(out.iterdir()):
         raise RunFolderError(f"--out {out} exists and was not made by `aigcq {job}` (no {MARKER}): choose an empty "
                              "or new folder")
+    links = [f for f in _walk_files(out) if (out / f).is_symlink()] if m is not None else []
+    if links:  # the job writes its files by name: through a link it would write wherever the link leads
+        raise _refusal(out, f"holds a symbolic link ({', '.join(links[:5])}); aigcq never writes through a link")
     out.mkdir(parents=True, exist_ok=True)
     if m is None:
         write_marker(out, job)
@@ -193,12 +197,17 @@ def remove_own(folder: Path) -> list[str]:
 def _remove_stale(parent: Path, name: str) -> None:
     """Temporary folders of killed runs (their process is gone): a ``tmp`` one holds only what that run wrote;
     an ``old`` one (a run moved aside) loses only the files its markers list."""
-    for p in parent.glob(f".{name}.*-*"):
+    for p in parent.glob(f".{glob.escape(name)}.*-*"):  # escaped: an --out named '*' matches only its own
         kind, _, pid = p.name[len(name) + 2:].partition("-")
         if p.is_symlink() or not pid.isdigit() or _pid_alive(int(pid)):
             continue
-        if kind == "tmp":
+        if kind == "tmp" and read_marker(p) is not None:  # staged() marks its folder first: unmarked, it is not ours
             shutil.rmtree(p, ignore_errors=True)
+        elif kind == "tmp":
+            try:
+                p.rmdir()  # killed between making it and marking it: empty
+            except OSError:
+                pass
         elif kind == "old":
             remove_own(p)
 
