@@ -224,6 +224,9 @@ def read_info(folder: str | Path) -> dict:
     except json.JSONDecodeError as err:
         raise BundleError(f"{path} is not valid JSON ({err.msg}, line {err.lineno} column {err.colno}): "
                           "the bundle is damaged; train again (`aigcq regress`)") from None
+    except RecursionError:  # [[[[...]]]] thousands deep: no bundle aigcq writes nests beyond a few levels
+        raise BundleError(f"{path} nests its JSON too deeply to be a bundle: the file is damaged or was not written "
+                          "by `aigcq regress`") from None
     if not isinstance(info, dict):
         raise BundleError(f"{path} holds a JSON {type(info).__name__}, not an object: the bundle is damaged")
     missing = [k for k in REQUIRED if k not in info]

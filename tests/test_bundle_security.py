@@ -456,3 +456,13 @@ def test_a_crafted_model_file_is_one_line_not_a_traceback(original, tmp_path, ca
     seal(b, json.loads((b / "bundle.json").read_text()))
     rc, out, errors, err = _score(capsys, b, listing, cache)
     assert rc == 2 and len(errors) == 1 and "model.skops" in errors[0] and "Traceback" not in err, err[-2000:]
+
+
+def test_a_bundle_json_nested_thousands_deep_is_one_line(original, tmp_path, capsys):
+    """Before: json.loads raised RecursionError and `aigcq score` ended in a traceback (exit 1)."""
+    bundle, listing, cache = original
+    b = _copy(bundle, tmp_path)
+    text = (b / "bundle.json").read_text()
+    (b / "bundle.json").write_text(text.replace('"track":', '"deep": ' + "[" * 100_000 + "]" * 100_000 + ', "track":', 1))
+    rc, out, errors, err = _score(capsys, b, listing, cache)
+    assert rc == 2 and len(errors) == 1 and "nests its JSON too deeply" in errors[0], err[-1000:]
