@@ -323,3 +323,26 @@ def test_an_hdf5_file_of_the_users_as_score_cache_is_refused_and_kept(nss_bundle
     assert score_main([str(nss_bundle[0]), str(img), "--cache", str(mine), "--no-progress", "--quiet"]) == 2
     assert "not a feature store" in capsys.readouterr().err
     assert mine.read_bytes() == before and not Path(f"{mine}.journal").exists()
+
+
+def test_a_run_never_removes_the_temporary_folder_of_a_run_on_another_machine(tmp_path):
+    """Before: temporaries were named by pid alone, so on a file system two machines share (a cluster's home) a run
+    took another machine's live run for killed (its pid is unknown here) and removed its staging folder: that run
+    failed at its end, its hours of fitting lost. Leftovers of this machine's killed runs still go."""
+    import socket
+
+    from regressors.rundir import write_marker, staged
+
+    host = socket.gethostname()
+    elsewhere = tmp_path / ".run.tmp-some-other-node.cluster+999999999"
+    ours_killed = tmp_path / f".run.tmp-{host}+999999999"
+    older_killed = tmp_path / ".run.tmp-999999999"  # named before the host was part of the name
+    for p in (elsewhere, ours_killed, older_killed):
+        p.mkdir()
+        write_marker(p, "regress")
+        (p / "model.skops").write_text("being written")
+    with staged(tmp_path / "run") as tmp:
+        assert tmp.name.startswith(f".run.tmp-{host}+")
+        (tmp / "metrics.json").write_text("{}")
+    assert (elsewhere / "model.skops").is_file()
+    assert not ours_killed.exists() and not older_killed.exists()
