@@ -346,3 +346,15 @@ def test_a_run_never_removes_the_temporary_folder_of_a_run_on_another_machine(tm
         (tmp / "metrics.json").write_text("{}")
     assert (elsewhere / "model.skops").is_file()
     assert not ours_killed.exists() and not older_killed.exists()
+
+
+def test_opening_a_store_named_with_glob_characters_leaves_other_stores_temporaries(tmp_path):
+    """Before: a store opened for writing removed `.<its name>.tmp-*` found by an unescaped glob, so a store named
+    `s*.h5` removed another store's temporary (`.sX.h5.tmp-<pid>`), which that store's writer was about to swap in."""
+    from features_store import FeatureStore
+
+    other = tmp_path / ".sX.h5.tmp-12345"
+    other.write_bytes(b"another store being written")
+    with FeatureStore(tmp_path / "s*.h5", mode="a"):
+        pass
+    assert other.read_bytes() == b"another store being written"
