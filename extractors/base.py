@@ -121,9 +121,9 @@ class Extractor:
     uses_prompt: ClassVar[bool] = True
     #: options whose value is not plain data (audited in docs/security.md): ``"path"`` names a local file (the
     #: identity records its content, :func:`file_identity`, never the path); ``"weights"`` names hub weights by id
-    #: (a local folder only when the user gives it); ``"filename"`` a file inside those weights; ``"code"`` lets a
-    #: file run code when it is loaded (it changes no number, so it stays out of the identity). A model bundle never
-    #: supplies any of them (extractors.bundle_options).
+    #: (a local folder only when the user gives it); ``"filename"`` a file inside those weights; ``"revision"`` a hub
+    #: revision (from a bundle a plain ref name only); ``"code"`` lets a file run code when it is loaded (it changes no
+    #: number, so it stays out of the identity). A bundle never supplies a path or code (extractors.bundle_options).
     local_options: ClassVar[dict[str, str]] = {}
     #: values of a ``"path"`` option that are names, not paths (raft_motion's ``weights="default"``)
     path_keywords: ClassVar[tuple[str, ...]] = ()

@@ -11,7 +11,10 @@ not plain data (``Extractor.local_options``, audited in docs/security.md) never 
   matches the bundle's only when the user's file has the content the model was trained with;
 * ``"weights"`` (a hub id that could also be a local folder): from a bundle only a hub id
   (``owner/name``), resolved from the user's own cache (``extractors.weights.cache_only``);
-* ``"filename"`` (a file inside those weights): a plain file name, no folder in it.
+* ``"filename"`` (a file inside those weights): a plain file name, no folder in it;
+* ``"revision"`` (a hub revision: branch, tag or commit): a plain ref name. The hub cache joins it onto
+  its own folders (``refs/<revision>``, whose text names ``snapshots/<commit>``): an absolute one, or one
+  with ``..``, would make a bundle's own file name the folder the weights are loaded from.
 
 Anything else is refused with one line naming the extractor, the option and what to do.
 """
@@ -23,6 +26,10 @@ from typing import Any
 
 #: a hub id as a bundle may name it: ``name`` or ``owner/name`` (open_clip's ``hf-hub:`` prefix allowed)
 HUB_ID = re.compile(r"(hf-hub:)?[A-Za-z0-9][A-Za-z0-9_.-]*(/[A-Za-z0-9][A-Za-z0-9_.-]*)?")
+
+
+#: a revision as a bundle may name it: ``main``, ``v1.0``, ``refs/pr/1``, a commit hash (no ``..``, never absolute)
+REVISION = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*(/[A-Za-z0-9][A-Za-z0-9_.-]*)*")
 
 
 class BundleOptionError(ValueError):
@@ -92,6 +99,10 @@ def from_bundle(name: str, options: Any, weights: dict[str, str] | None = None, 
         if kind == "filename" and v is not None and v != default and (
                 not isinstance(v, str) or os.path.basename(v) != v or v.startswith(".") or "\\" in v):
             raise BundleOptionError(f"{where}bundle sets {name} option {k}={v!r}: only a plain file name is read")
+        if kind == "revision" and v is not None and v != default and (
+                not isinstance(v, str) or not REVISION.fullmatch(v) or ".." in v):
+            raise BundleOptionError(f"{where}bundle sets {name} option {k}={v!r}: only a plain revision name (a branch, "
+                                    "tag or commit, no '..', not a path) is read from a model bundle")
         if kind in ("path", "code"):
             out[k] = default if isinstance(v, dict) or kind == "code" else v
     if isinstance(out.get("base"), str) and "base_options" in out:  # frames / temporal_consistency

@@ -96,7 +96,7 @@ class CLIPFeatures(ImageExtractor):
     }
     packages = ImageExtractor.packages + ("open_clip_torch", "timm")
     needs = "open_clip_torch + checkpoint"
-    local_options = {"checkpoint": "path", "model": "weights"}
+    local_options = {"checkpoint": "path", "model": "weights", "revision": "revision"}
     summary = "open_clip image/prompt embeddings, cosine, IPCE five-level match, CLIP-IQA antonym pairs"
 
     def __init__(self, **options: Any) -> None:

@@ -131,7 +131,7 @@ class VideoMAEFeatures(Extractor):
     }
     packages = ("numpy", "torch", "torchvision", "transformers", "av")
     needs = "transformers + MCG-NJU/videomae-* (hub cache or local folder)"
-    local_options = {"model": "weights"}
+    local_options = {"model": "weights", "revision": "revision"}
     summary = "VideoMAE mean-token clip embeddings, mean and std over clips"
 
     def identity(self) -> dict[str, Any]:

@@ -70,6 +70,12 @@ def refuse_if_not_a_store(real: Path, shown: Path) -> None:
         if real.is_dir():
             raise StoreError(f"{shown} is a folder, not a feature store file: give a .h5 file path")
         open_h5(real, shown).close()
+    if real.is_file():  # an HDF5 file of the user's own (no store marks): writing would replace it, data and all
+        with open_h5(real, shown) as f:
+            ours = "format_version" in f.attrs or "manifest" in f or "features" in f
+        if not ours:
+            raise StoreError(f"{shown} is an HDF5 file but not a feature store (no manifest, features or "
+                             "format_version): give a new .h5 file path; it was left as it was")
 
 
 def is_null(v) -> bool:

@@ -23,6 +23,7 @@ items); here the store itself: opening (replaying the journal), keys, rows.
 """
 from __future__ import annotations
 
+import glob
 import json
 import os
 import warnings
@@ -77,7 +78,7 @@ class FeatureStore(StoreManifest, Checkpoints):
             self._lock()
             # we hold the lock: temporaries are leftovers of a killed writer
             journal.remove_stale_temporaries(self.journal_dir)
-            for p in self.real_path.parent.glob(f".{self.real_path.name}.tmp-*"):
+            for p in self.real_path.parent.glob(f".{glob.escape(self.real_path.name)}.tmp-*"):  # escaped: name "*.h5"
                 p.unlink(missing_ok=True)
         for attempt in range(5):  # a writer may fold (and delete) journal files while we read them
             try:

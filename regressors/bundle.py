@@ -136,14 +136,16 @@ def trusted_types() -> list[str]:
     return out
 
 
-def untrusted_types(sio, path: str | Path) -> list[str]:
-    """Types in the skops file at ``path`` outside :func:`trusted_types`: those skops does not trust by default,
-    and every scikit-learn class not listed in SKLEARN_TYPES. skops trusts scikit-learn's whole estimator list
-    when it was imported before :func:`skops_io` (by the user's own code, say); listing the scikit-learn
-    classes the file holds keeps what a bundle may hold the same in every process."""
+def untrusted_types(sio, path: str | Path | bytes) -> list[str]:
+    """Types in the skops file at ``path`` (or of its bytes) outside :func:`trusted_types`: those skops does not
+    trust by default, and every scikit-learn class not listed in SKLEARN_TYPES. skops trusts scikit-learn's whole
+    estimator list when it was imported before :func:`skops_io` (by the user's own code, say); listing the
+    scikit-learn classes the file holds keeps what a bundle may hold the same in every process."""
+    import io
     import zipfile
 
-    with zipfile.ZipFile(path) as z:
+    data = path if isinstance(path, bytes) else None
+    with zipfile.ZipFile(io.BytesIO(data) if data is not None else path) as z:
         todo, held = [json.loads(z.read("schema.json"))], set()
     while todo:
         node = todo.pop()
@@ -154,7 +156,8 @@ def untrusted_types(sio, path: str | Path) -> list[str]:
             todo += node.values()
         elif isinstance(node, list):
             todo += node
-    return sorted((set(sio.get_untrusted_types(file=path)) | held) - set(trusted_types()))
+    skops_says = sio.get_untrusted_types(data=data) if data is not None else sio.get_untrusted_types(file=path)
+    return sorted((set(skops_says) | held) - set(trusted_types()))
 
 
 # ---------------------------------------------------------------- writing
@@ -224,6 +227,9 @@ def read_info(folder: str | Path) -> dict:
     except json.JSONDecodeError as err:
         raise BundleError(f"{path} is not valid JSON ({err.msg}, line {err.lineno} column {err.colno}): "
                           "the bundle is damaged; train again (`aigcq regress`)") from None
+    except RecursionError:  # [[[[...]]]] thousands deep: no bundle aigcq writes nests beyond a few levels
+        raise BundleError(f"{path} nests its JSON too deeply to be a bundle: the file is damaged or was not written "
+                          "by `aigcq regress`") from None
     if not isinstance(info, dict):
         raise BundleError(f"{path} holds a JSON {type(info).__name__}, not an object: the bundle is damaged")
     missing = [k for k in REQUIRED if k not in info]
@@ -295,35 +301,48 @@ def metadata_only_warning(info: dict) -> str | None:
 
 def load_bundle(folder: str | Path) -> tuple[Any, dict]:
     """(model, info). Verifies the checksum, then loads with skops and the explicit trusted types."""
+    folder = Path(folder)
+    info = read_info(folder)
+    model = load_model_file(folder, info)
+    from . import bundle_integrity
+
+    bundle_integrity.check_model(model, info, folder)  # bundle.json agrees with what the heads were fitted on
+    return model, info
+
+
+def load_model_file(folder: Path, info: dict) -> Any:
+    """The fitted model in ``folder``'s model.skops: its sha256 as ``info`` records it, only trusted types, any
+    failure one line (BundleError). Checks nothing of what it records (:func:`load_bundle` does)."""
     import zipfile
 
     sio = skops_io()
-    folder = Path(folder)
-    info = read_info(folder)
     path = folder / MODEL_FILE
     if not path.is_file():
         raise BundleError(f"{path} is missing: the bundle is incomplete; train again (`aigcq regress`)")
     if path.stat().st_size == 0:
         raise BundleError(f"{path} is empty (0 bytes): the bundle is damaged; train again (`aigcq regress`)")
     expected = str(info["files"].get(MODEL_FILE, "")).lower()
-    actual = sha256_file(path)
+    data = path.read_bytes()  # read once: the bytes checked below are the bytes loaded (not a file swapped meanwhile)
+    actual = hashlib.sha256(data).hexdigest()
     if actual != expected:
         raise BundleError(f"{path}: sha256 {actual[:16]}… does not match {expected[:16] or '(none)'}… recorded in "
                           f"{BUNDLE_JSON} (changed or corrupted after it was saved)")
     try:
         trusted = trusted_types()
-        untrusted = untrusted_types(sio, path)
+        untrusted = untrusted_types(sio, data)
     except zipfile.BadZipFile:
         raise BundleError(f"{path} is not a skops file (not a zip archive); refusing to load it") from None
     except Exception as err:
         raise BundleError(f"{path} cannot be read as a skops file ({type(err).__name__}: {err})") from None
     if untrusted:
         raise BundleError(f"refusing to load {path}: it holds types outside the trusted list: {', '.join(untrusted)}")
-    model = sio.load(path, trusted=trusted)
-    from . import bundle_integrity
-
-    bundle_integrity.check_model(model, info, folder)  # bundle.json agrees with what the heads were fitted on
-    return model, info
+    try:
+        model = sio.loads(data, trusted=trusted)
+    except Exception as err:  # a damaged or crafted array (an object array, a shape of 10**11 floats): one line
+        why = (str(err).splitlines() or [""])[0]
+        raise BundleError(f"{path} cannot be loaded ({type(err).__name__}: {why}); the bundle is damaged: train again "
+                          "(`aigcq regress`)") from None
+    return model
 
 
 def load_legacy_pickle(path: str | Path, trust_pickle: bool = False) -> tuple[Any, dict]:

@@ -11,8 +11,6 @@ import os
 import shutil
 from pathlib import Path
 
-from .bundle_integrity import sha256_file
-
 
 def relabel(folder: str | Path, target_name: str | None = None, generators: dict[str, str] | None = None) -> dict:
     """Rename the target and/or generators of a verified bundle (positions and heads unchanged), rewriting
@@ -51,28 +49,14 @@ def relabel(folder: str | Path, target_name: str | None = None, generators: dict
 def upgrade(folder: str | Path) -> dict:
     """Record, in a bundle written before the records existed (format 1), what its heads depend on as its
     bundle.json says now, and seal it. For a bundle you made or trust: its bundle.json is taken as it is."""
-    import zipfile
-
-    from .bundle import MODEL_FILE, BundleError, read_info, skops_io, trusted_types
+    from .bundle import BundleError, load_model_file, read_info
 
     folder = Path(folder)
     info = read_info(folder)
     if int(info.get("format_version", 1)) >= 2:
         raise BundleError(f"{folder} already records what its heads depend on (format {info['format_version']}); "
                           "nothing to upgrade (`aigcq bundle verify` checks it)")
-    sio = skops_io()
-    trusted = trusted_types()
-
-    path = folder / MODEL_FILE
-    if sha256_file(path) != str(info["files"].get(MODEL_FILE, "")).lower():
-        raise BundleError(f"{path} does not match the sha256 in {BUNDLE_JSON}: not upgrading a damaged bundle")
-    try:
-        untrusted = sorted(set(sio.get_untrusted_types(file=path)) - set(trusted))
-    except zipfile.BadZipFile:
-        raise BundleError(f"{path} is not a skops file (not a zip archive); refusing to load it") from None
-    if untrusted:
-        raise BundleError(f"refusing to load {path}: it holds types outside the trusted list: {', '.join(untrusted)}")
-    model = sio.load(path, trusted=trusted)
+    model = load_model_file(folder, info)  # its sha256 as recorded, trusted types only
     return _rewrite(folder, model, info)
 
 

@@ -123,6 +123,10 @@ def difference(recorded: dict, derived: dict) -> str | None:
 def check_model(model, info: dict, folder) -> None:
     """Refuse (BundleError, one line) a model without the record, or whose record ``bundle.json`` contradicts."""
     record = record_of(model)
+    if record is not None and int(info.get("format_version", 1)) < 2:  # format 1 skips the manifest: not for this model
+        raise BundleError(f"{folder}/{BUNDLE_JSON}: format_version {info.get('format_version')!r} is not what the model "
+                          "was written with (it records what its heads depend on: format 2, with a manifest): "
+                          "bundle.json was edited after the bundle was written; restore it, or train again")
     if record is None:
         raise BundleError(f"{folder}: the model records nothing of what its heads depend on (written before aigcq "
                           "bundles recorded it, or stripped of it), so an edit of bundle.json could change its scores "
@@ -175,6 +179,7 @@ def verify(folder: str | Path, info: dict) -> None:
     model record."""
     folder = Path(folder)
     path = folder / BUNDLE_JSON
+    present = bundle_files(folder)  # a symbolic link is refused whatever the format (upgrade writes into the folder)
     if int(info.get("format_version", 1)) < 2:
         return
     manifest = info.get(MANIFEST)
@@ -198,13 +203,15 @@ def verify(folder: str | Path, info: dict) -> None:
         raise BundleError(f"{path}: field {k!r} {what} after the bundle was written (its manifest says otherwise); "
                           "restore the file, or make an intentional change with `aigcq bundle relabel`")
     listed = info.get("files") or {}
-    present = bundle_files(folder)
     for rel in present:
         if rel not in listed:
             raise BundleError(f"{folder / rel} is not in the bundle's manifest (added after the bundle was written): "
                               "nothing reads it; remove it")
     for rel, expected in sorted(listed.items()):
         p = folder / rel
+        if rel not in present and (os.path.isabs(rel) or ".." in Path(rel).parts):  # never opened: not ours to read
+            raise BundleError(f"{path}: the manifest lists {rel!r}, not a file of the bundle (a path outside it); "
+                              "the file is damaged or was not written by `aigcq regress`")
         if not p.is_file():
             raise BundleError(f"{p} is missing: the bundle is incomplete; train again (`aigcq regress`)")
         if p.stat().st_size == 0:

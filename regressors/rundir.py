@@ -3,7 +3,7 @@
 A run (model bundle, metrics, predictions, report, submission) is written into a hidden
 temporary folder beside its destination and renamed into place only when complete. A
 kill or an error at any point leaves the previous run as it was (or, between the two
-renames of the swap, no run folder and the previous one under ``.<name>.old-<pid>``),
+renames of the swap, no run folder and the previous one under ``.<name>.old-<host>+<pid>``),
 never a new model beside an old run's metrics or submission.
 
 Ownership. Every folder a job writes carries :data:`MARKER` (``.aigcq-run.json``): the
@@ -20,6 +20,7 @@ other folder; the message says to remove it yourself if it is an old run (docs/s
 """
 from __future__ import annotations
 
+import glob
 import json
 import os
 import shutil
@@ -47,6 +48,25 @@ def _pid_alive(pid: int) -> bool:
     except PermissionError:
         return True
     return True
+
+
+def _stamp() -> str:
+    """``<host>+<pid>`` in the names of a run's temporary folders: on a file system several machines share, a run
+    cleans up only after killed runs of its own host (another host's live run has a pid unknown here)."""
+    import socket
+
+    return f"{socket.gethostname().replace('/', '_')}+{os.getpid()}"
+
+
+def _killed_here(stamp: str) -> bool:
+    """Whether the run that named a folder ``...-<stamp>`` is gone: it ran on this host and its process is dead
+    (``<pid>`` alone: a folder named before the host was part of the name)."""
+    import socket
+
+    host, _, pid = stamp.rpartition("+")
+    if host and host != socket.gethostname().replace("/", "_"):
+        return False
+    return pid.isdigit() and not _pid_alive(int(pid))
 
 
 def new_run_id() -> str:
@@ -163,6 +183,9 @@ def claim_folder(out: str | os.PathLike, job: str) -> Path:
     if m is None and out.exists() and any(out.iterdir()):
         raise RunFolderError(f"--out {out} exists and was not made by `aigcq {job}` (no {MARKER}): choose an empty "
                              "or new folder")
+    links = [f for f in _walk_files(out) if (out / f).is_symlink()] if m is not None else []
+    if links:  # the job writes its files by name: through a link it would write wherever the link leads
+        raise _refusal(out, f"holds a symbolic link ({', '.join(links[:5])}); aigcq never writes through a link")
     out.mkdir(parents=True, exist_ok=True)
     if m is None:
         write_marker(out, job)
@@ -193,12 +216,17 @@ def remove_own(folder: Path) -> list[str]:
 def _remove_stale(parent: Path, name: str) -> None:
     """Temporary folders of killed runs (their process is gone): a ``tmp`` one holds only what that run wrote;
     an ``old`` one (a run moved aside) loses only the files its markers list."""
-    for p in parent.glob(f".{name}.*-*"):
-        kind, _, pid = p.name[len(name) + 2:].partition("-")
-        if p.is_symlink() or not pid.isdigit() or _pid_alive(int(pid)):
+    for p in parent.glob(f".{glob.escape(name)}.*-*"):  # escaped: an --out named '*' matches only its own
+        kind, _, stamp = p.name[len(name) + 2:].partition("-")
+        if p.is_symlink() or not _killed_here(stamp):
             continue
-        if kind == "tmp":
+        if kind == "tmp" and read_marker(p) is not None:  # staged() marks its folder first: unmarked, it is not ours
             shutil.rmtree(p, ignore_errors=True)
+        elif kind == "tmp":
+            try:
+                p.rmdir()  # killed between making it and marking it: empty
+            except OSError:
+                pass
         elif kind == "old":
             remove_own(p)
 
@@ -210,7 +238,7 @@ def staged(out: str | os.PathLike, job: str = "regress"):
     check_replaceable(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     _remove_stale(out.parent, out.name)
-    tmp = out.parent / f".{out.name}.tmp-{os.getpid()}"
+    tmp = out.parent / f".{out.name}.tmp-{_stamp()}"
     if tmp.is_symlink():
         tmp.unlink()
     shutil.rmtree(tmp, ignore_errors=True)
@@ -227,7 +255,7 @@ def staged(out: str | os.PathLike, job: str = "regress"):
 
 def publish(tmp: Path, out: Path) -> None:
     """Swap ``tmp`` in as ``out``; the previous run is moved aside first, then only its own files are removed."""
-    old = out.parent / f".{out.name}.old-{os.getpid()}"
+    old = out.parent / f".{out.name}.old-{_stamp()}"
     if out.is_symlink() or out.exists():
         try:
             check_replaceable(out)  # again: something may have been added to it while the run was computed

@@ -245,6 +245,9 @@ def test_a_bundle_of_an_older_version_is_refused_until_its_owner_upgrades_it(ori
     ("dinov2", {"model": "../facebook/dinov2-base"}, "only a hub id"),
     ("imagereward", {"checkpoint": "../../ImageReward.pt"}, "only a plain file name"),
     ("imagereward", {"med_config": "/tmp/med.json"}, "a path"),
+    ("dinov2", {"revision": "/tmp/attacker/ref"}, "only a plain revision name"),
+    ("clip", {"revision": "../../../../ref"}, "only a plain revision name"),
+    ("frames", {"base": "dinov2", "base_options": {"revision": "main/../../x"}}, "only a plain revision name"),
     ("raft_motion", {"weights": "/tmp/raft.pth"}, "a path"),
     ("frames", {"base": "reiqa", "base_options": {"allow_pickle": True}}, "lets a weights file run code"),
     ("temporal_consistency", {"base": "effnet_lite0", "base_options": {"weights": "/w.pth"}}, "a path"),
@@ -264,6 +267,8 @@ def test_data_options_pass_and_the_user_supplies_files_and_permission(tmp_path):
                                                                                    "size": 224}
     assert from_bundle("clip", {"model": "hf-hub:timm/ViT-B-16-SigLIP"})["model"] == "hf-hub:timm/ViT-B-16-SigLIP"
     assert from_bundle("raft_motion", {"weights": "default"})["weights"] == "default"
+    for rev in ("main", "v1.0", "refs/pr/1", "a" * 40):
+        assert from_bundle("dinov2", {"revision": rev})["revision"] == rev
     # a file recorded by its content comes back unset; the user's --weights fills it; --trust-pickle the permission
     recorded = {"content_ckpt": {"file": "content_aware_r50.pth", "sha256": "ab" * 32}, "encoders": ["content"]}
     w = parse_weights([f"reiqa.content_ckpt={tmp_path / 'c.pth'}"])
@@ -282,7 +287,7 @@ def test_every_option_that_could_name_a_file_or_run_code_is_classified():
     from extractors.registry import REGISTRY, extractor_class
 
     suspicious = {"ckpt", "checkpoint", "weights", "model", "config", "tokenizer", "path", "file", "dir", "pickle",
-                  "url", "code", "script", "module", "plugin"}
+                  "url", "code", "script", "module", "plugin", "revision"}
     missing = []
     for name in REGISTRY:
         cls = extractor_class(name)
@@ -314,3 +319,150 @@ def test_weights_a_bundle_names_come_from_the_cache_only(monkeypatch):
         with pytest.raises(WeightsNotFoundError, match="local cache only"):
             weights.resolve_pretrained("nobody-here/no-such-model-xyz")
     assert not weights.hub_offline()
+
+
+# ------------------------------------------------------------------------- hostile review (r22): holes found after merge
+def _consistent(bundle: Path, tmp_path: Path, change) -> Path:
+    """A bundle its maker crafted whole: ``change`` applied to bundle.json, then model record and manifest rewritten
+    to agree (no secret is needed for that)."""
+    from regressors.bundle import skops_io, trusted_types, write_contents
+
+    b = _copy(bundle, tmp_path)
+    info = json.loads((b / "bundle.json").read_text())
+    change(info, b)
+    write_contents(b, skops_io().load(b / "model.skops", trusted=trusted_types()), info)
+    return b
+
+
+@pytest.mark.parametrize("revision", ["ABS", "../../../../../../../../../../../../..{ref}"])
+def test_a_bundle_revision_cannot_lead_the_hub_lookup_to_a_folder_of_its_choice(original, tmp_path, capsys, monkeypatch,
+                                                                               revision):
+    """Before: huggingface_hub reads refs/<revision> and snapshots/<that file's text>, both joined onto the cache
+    path: a bundle's revision (absolute, or with ..) pointed at a file of its own whose text named any folder, and
+    transformers loaded config and weights from there (exit 1, a traceback from transformers)."""
+    from extractors.registry import get_extractor
+    from extractors.prompt_minilm import wheel_model_path
+
+    bundle, listing, _ = original
+    snap = tmp_path / "attacker_snapshot"
+    shutil.copytree(wheel_model_path(), snap)
+    (snap / "config.json").write_text("{ read from the attacker's folder")
+    ref = tmp_path / "ref"
+    ref.write_text(str(snap))
+    rev = str(ref) if revision == "ABS" else revision.format(ref=ref)
+    from huggingface_hub import constants
+
+    hub = tmp_path / "hub"  # the user's hub cache, holding some repo (a relative revision walks out of its refs/)
+    (hub / "models--someone--model" / "refs").mkdir(parents=True)
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(hub))
+    opts = {"model": "someone/model", "revision": rev, "max_tokens": 256}
+    ex = get_extractor({"name": "prompt_minilm", **opts})
+
+    def add_block(info, _):
+        info["features"].insert(0, {"block": "prompt_minilm", "key": ex.key(), "name": "prompt_minilm", "kind": "text",
+                                    "dim": 384, "identity": json.loads(json.dumps(ex.identity())), "options": opts})
+        info["n_features"] += 384
+        info["kept_blocks"] = ["prompt_minilm", *info.get("kept_blocks", [f["block"] for f in info["features"][1:]])]
+
+    crafted = _consistent(bundle, tmp_path, add_block)
+    rc, out, errors, err = _score(capsys, crafted, listing, tmp_path / "c.h5")
+    assert rc == 2 and len(errors) == 1 and "revision" in errors[0], err[-2000:]
+    assert "attacker" not in err and out == ""
+
+
+def test_bundle_upgrade_never_writes_through_a_link_in_the_bundle(original, tmp_path, capsys):
+    """Before: `aigcq bundle upgrade` on a format-1 bundle whose MODEL.md was a link wrote the new card (with text the
+    bundle chose, e.g. shell lines in the dataset name) into the link's target, any file the user may write."""
+    from aigcq.cli import main as aigcq_main
+    from regressors import bundle_integrity
+    from regressors.bundle import sha256_file, skops_io, trusted_types
+
+    sio = skops_io()
+    bundle, _, _ = original
+    old = _copy(bundle, tmp_path)
+    model = sio.load(old / "model.skops", trusted=trusted_types())
+    delattr(model, bundle_integrity.DEPENDS_ATTR)
+    sio.dump(model, old / "model.skops")
+    info = json.loads((old / "bundle.json").read_text())
+    info.pop("manifest")
+    info["training"]["dataset"] = "x\necho pwned\n"
+    info.update(format_version=1, files={"model.skops": sha256_file(old / "model.skops")})
+    (old / "bundle.json").write_text(json.dumps(info))
+    victim = tmp_path / "bashrc"
+    victim.write_text("alias ll='ls -l'\n")
+    (old / "MODEL.md").unlink()
+    (old / "MODEL.md").symlink_to(victim)
+    capsys.readouterr()
+    assert aigcq_main(["bundle", "upgrade", str(old)]) == 2
+    assert "symbolic link" in capsys.readouterr().err
+    assert victim.read_text() == "alias ll='ls -l'\n"
+
+
+def test_a_bundle_cannot_shed_its_manifest_by_claiming_an_older_format(original, tmp_path, capsys):
+    """Before: format_version set to 1 and the manifest dropped, every field and file check was skipped: the target
+    renamed, MODEL.md rewritten and a file added were accepted, and `aigcq bundle verify` said 'as sealed'."""
+    from aigcq.cli import main as aigcq_main
+
+    bundle, listing, cache = original
+    b = _copy(bundle, tmp_path)
+    info = json.loads((b / "bundle.json").read_text())
+    info.pop("manifest")
+    info["format_version"] = 1
+    info["target"]["name"] = "certified quality"
+    (b / "MODEL.md").write_text("# certified by NTIRE\n")
+    (b / "extra.bin").write_bytes(b"anything")
+    (b / "bundle.json").write_text(json.dumps(info))
+    rc, out, errors, err = _score(capsys, b, listing, cache)
+    assert rc == 2 and len(errors) == 1 and "format" in errors[0] and out == "", err
+    assert aigcq_main(["bundle", "verify", str(b)]) == 2
+
+
+def test_the_manifest_never_makes_the_toolkit_open_a_file_outside_the_bundle(original, tmp_path, capsys):
+    """Before: a `files` entry with an absolute path or .. was opened and hashed (its hash prefix printed)."""
+    from regressors.bundle_integrity import MANIFEST, digest
+
+    bundle, listing, cache = original
+    outside = tmp_path / "secret.txt"
+    outside.write_text("the user's secret\n")
+    for name in (str(outside), "../secret.txt"):
+        b = _copy(bundle, tmp_path / name.replace("/", "_"))
+        info = json.loads((b / "bundle.json").read_text())
+        info["files"][name] = "0" * 64
+        info[MANIFEST]["fields"]["files"] = digest(info["files"])
+        (b / "bundle.json").write_text(json.dumps(info))
+        rc, _, errors, err = _score(capsys, b, listing, cache)
+        assert rc == 2 and len(errors) == 1 and "sha256" not in errors[0], err
+        assert "not a file of the bundle" in errors[0], errors
+
+
+@pytest.mark.parametrize("damage", ["huge shape", "object array"])
+def test_a_crafted_model_file_is_one_line_not_a_traceback(original, tmp_path, capsys, damage):
+    """Before: a .npy member declaring 10**11 floats (MemoryError) or an object array (ValueError) ended `aigcq score`
+    with a traceback, exit 1."""
+    import zipfile
+
+    from regressors.bundle_integrity import seal
+
+    bundle, listing, cache = original
+    b = _copy(bundle, tmp_path)
+    src = zipfile.ZipFile(bundle / "model.skops")
+    npy = next(n for n in src.namelist() if n.endswith(".npy"))
+    header = io.BytesIO()
+    shape, descr = ((10 ** 11,), "<f8") if damage == "huge shape" else ((1,), "|O")
+    np.lib.format.write_array_header_1_0(header, {"descr": descr, "fortran_order": False, "shape": shape})
+    with zipfile.ZipFile(b / "model.skops", "w") as z:
+        for n in src.namelist():
+            z.writestr(n, header.getvalue() + pickle.dumps([1]) if n == npy else src.read(n))
+    seal(b, json.loads((b / "bundle.json").read_text()))
+    rc, out, errors, err = _score(capsys, b, listing, cache)
+    assert rc == 2 and len(errors) == 1 and "model.skops" in errors[0] and "Traceback" not in err, err[-2000:]
+
+
+def test_a_bundle_json_nested_thousands_deep_is_one_line(original, tmp_path, capsys):
+    """Before: json.loads raised RecursionError and `aigcq score` ended in a traceback (exit 1)."""
+    bundle, listing, cache = original
+    b = _copy(bundle, tmp_path)
+    text = (b / "bundle.json").read_text()
+    (b / "bundle.json").write_text(text.replace('"track":', '"deep": ' + "[" * 100_000 + "]" * 100_000 + ', "track":', 1))
+    rc, out, errors, err = _score(capsys, b, listing, cache)
+    assert rc == 2 and len(errors) == 1 and "nests its JSON too deeply" in errors[0], err[-1000:]

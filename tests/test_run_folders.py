@@ -265,3 +265,96 @@ def test_the_table_cache_never_evicts_a_file_it_did_not_write(tmp_path, monkeypa
         table_cache.cached_table(src, lambda: pd.DataFrame({"a": [i]}))
     assert mine.is_file()
     assert len([p for p in folder.iterdir() if table_cache.ENTRY_NAME.fullmatch(p.name)]) == 1
+
+
+# ------------------------------------------------------------------------- hostile review (r22): holes found after merge
+def test_a_job_that_adds_to_its_folder_never_writes_through_a_link_in_it(tmp_path, capsys):
+    """Before: an `ablate` folder (marked, e.g. unpacked from someone's archive) whose ablation.md was a link made
+    `aigcq ablate` overwrite the link's target, a file anywhere."""
+    from regressors.rundir import MARKER, RunFolderError, claim_folder
+
+    victim = tmp_path / "thesis.tex"
+    victim.write_text("my thesis\n")
+    out = tmp_path / "abl"
+    out.mkdir()
+    (out / MARKER).write_text(json.dumps({"tool": "aigc-quality", "run_id": "x", "job": "ablate", "files": []}))
+    (out / "ablation.md").symlink_to(victim)
+    with pytest.raises(RunFolderError, match="symbolic link"):
+        claim_folder(out, "ablate")
+    assert victim.read_text() == "my thesis\n"
+
+
+@pytest.mark.parametrize("name", ["*", "r?", "[ab]"])
+def test_cleaning_up_after_killed_runs_touches_only_this_out(tmp_path, name):
+    """Before: the leftovers of killed runs were found with a glob of the --out name, so an --out named with glob
+    characters removed other folders' temporaries (`.a.tmp-<pid>` beside `--out '*'`), and a `tmp` folder was removed
+    whole whatever it held."""
+    from regressors.rundir import staged
+
+    other = tmp_path / ".a.tmp-999999999"  # no such process: it looks like a killed run's temporary of --out a
+    other.mkdir()
+    (other / "keep.txt").write_text("not yours\n")
+    with staged(tmp_path / name) as tmp:
+        (tmp / "metrics.json").write_text("{}")
+    assert (other / "keep.txt").read_text() == "not yours\n"
+    unmarked = tmp_path / f".{name}.tmp-999999999"  # named like ours, but holding no marker: not ours
+    unmarked.mkdir()
+    (unmarked / "keep.txt").write_text("not yours either\n")
+    with staged(tmp_path / name) as tmp:
+        (tmp / "metrics.json").write_text("{}")
+    assert (unmarked / "keep.txt").read_text() == "not yours either\n"
+
+
+def test_an_hdf5_file_of_the_users_as_score_cache_is_refused_and_kept(nss_bundle, tmp_path, capsys):
+    """Before: an HDF5 file that is not a feature store (the user's own data) was taken as the cache and rewritten:
+    its datasets were gone, exit 0."""
+    import h5py
+    import numpy as np
+    from PIL import Image
+
+    from aigcq.score import main as score_main
+
+    img = tmp_path / "a.png"
+    Image.new("RGB", (16, 16), (200, 10, 10)).save(img)
+    mine = tmp_path / "experiment.h5"
+    with h5py.File(mine, "w") as f:
+        f["measurements"] = np.arange(10)
+    before = mine.read_bytes()
+    assert score_main([str(nss_bundle[0]), str(img), "--cache", str(mine), "--no-progress", "--quiet"]) == 2
+    assert "not a feature store" in capsys.readouterr().err
+    assert mine.read_bytes() == before and not Path(f"{mine}.journal").exists()
+
+
+def test_a_run_never_removes_the_temporary_folder_of_a_run_on_another_machine(tmp_path):
+    """Before: temporaries were named by pid alone, so on a file system two machines share (a cluster's home) a run
+    took another machine's live run for killed (its pid is unknown here) and removed its staging folder: that run
+    failed at its end, its hours of fitting lost. Leftovers of this machine's killed runs still go."""
+    import socket
+
+    from regressors.rundir import write_marker, staged
+
+    host = socket.gethostname()
+    elsewhere = tmp_path / ".run.tmp-some-other-node.cluster+999999999"
+    ours_killed = tmp_path / f".run.tmp-{host}+999999999"
+    older_killed = tmp_path / ".run.tmp-999999999"  # named before the host was part of the name
+    for p in (elsewhere, ours_killed, older_killed):
+        p.mkdir()
+        write_marker(p, "regress")
+        (p / "model.skops").write_text("being written")
+    with staged(tmp_path / "run") as tmp:
+        assert tmp.name.startswith(f".run.tmp-{host}+")
+        (tmp / "metrics.json").write_text("{}")
+    assert (elsewhere / "model.skops").is_file()
+    assert not ours_killed.exists() and not older_killed.exists()
+
+
+def test_opening_a_store_named_with_glob_characters_leaves_other_stores_temporaries(tmp_path):
+    """Before: a store opened for writing removed `.<its name>.tmp-*` found by an unescaped glob, so a store named
+    `s*.h5` removed another store's temporary (`.sX.h5.tmp-<pid>`), which that store's writer was about to swap in."""
+    from features_store import FeatureStore
+
+    other = tmp_path / ".sX.h5.tmp-12345"
+    other.write_bytes(b"another store being written")
+    with FeatureStore(tmp_path / "s*.h5", mode="a"):
+        pass
+    assert other.read_bytes() == b"another store being written"
