@@ -105,6 +105,13 @@ class ScoreCache:
         except OSError as err:
             raise CacheError(f"--cache {self.path}: cannot create the folder {folder} "
                              f"({err.strerror or type(err).__name__}); give --cache a file in a writable folder") from None
+        from features_store.layout import refuse_if_not_a_store
+        from features_store.store import StoreError
+
+        try:  # a user's own file (HDF5 or not) given as --cache: refused before anything is read or written
+            refuse_if_not_a_store(Path(os.path.realpath(self.path)), self.path)
+        except StoreError as err:
+            raise CacheError(f"--cache {err}") from None
         if not os.access(folder, os.W_OK):
             self._unwritable = "read-only file system or no permission"
 
