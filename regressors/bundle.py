@@ -45,6 +45,8 @@ TRUSTED_TYPES: tuple[str, ...] = (
     "lightgbm.sklearn.LGBMRegressor",
     "regressors.generator_probe.GeneratorProbe",
     "regressors.generator_probe.ProbedModel",
+    "regressors.conformal.ConformalIntervals",
+    "regressors.domain.DomainDetector",
     "regressors.heads.BlockTransformer",
     "regressors.heads.CosineWeights",
     "regressors.heads.ElasticNetHead",
@@ -63,6 +65,7 @@ SKLEARN_TYPES: tuple[str, ...] = (
     "sklearn.linear_model.LinearRegression",
     "sklearn.linear_model.LogisticRegression",  # the generator probe
     "sklearn.neighbors.KNeighborsRegressor",
+    "sklearn.preprocessing.StandardScaler",  # the domain detector (regressors/domain.py)
     "sklearn.svm.SVR",
 )
 
@@ -413,6 +416,12 @@ def _fmt(v, nd=3) -> str:
     return "–" if v is None else (f"{v:.{nd}f}" if isinstance(v, (int, float)) else str(v))
 
 
+def _trust_lines(info: dict) -> list[str]:
+    from .trust import card_lines  # in_domain, domain_score, score_lo/score_hi: regressors/trust.py
+
+    return card_lines(info)
+
+
 def model_card(info: dict) -> str:
     """MODEL.md: what the model predicts, from what, how well, and how to use it."""
     t, tr = info.get("target", {}), info.get("training", {})
@@ -448,6 +457,7 @@ def model_card(info: dict) -> str:
     lines += ["", "## Model", "",
               f"{len(heads)} heads ({', '.join(heads)}) stacked by a non-negative linear meta-learner"
               + (f" (weights: {', '.join(f'{k} {v:.2f}' for k, v in w.items() if v)})" if w else "") + ".", "",
+              *_trust_lines(info),
               "## Use", "", "```bash", "aigcq score <this folder> images/ --prompts prompts.csv -o scores.csv", "```",
               "", "```python", "from aigcq import Predictor",
               "p = Predictor.load('<this folder>')", "df = p.score(['a.png', 'b.png'], prompts=['...', '...'])",

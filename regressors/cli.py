@@ -86,6 +86,9 @@ def _parser(prog: str = "python -m regressors", job_progs: dict[str, str] | None
     p.add_argument("--trust-pickle", action="store_true",
                    help="load a legacy model.pkl (a pickle runs code when loaded: only files you produced)")
     p.add_argument("--skip-media-check", action="store_true", help=MEDIA_HELP)
+    p.add_argument("--level", default=None, metavar="COVERAGE",
+                   help="coverage of the prediction intervals score_lo..score_hi in predictions.csv (0.9 or 90%%; "
+                        "default 90%%)")
     return ap
 
 
@@ -140,9 +143,12 @@ def main(argv: list[str] | None = None, prog: str | None = None, job_progs: dict
                         submit_split=args.submit_split, allow_incomplete=args.allow_incomplete,
                         media_check=not args.skip_media_check)
         else:
+            from .conformal import parse_level
+
             predict_command(args.model, args.store, args.split, args.out, n_boot=args.bootstrap,
                             allow_incomplete=args.allow_incomplete, allow_in_sample=args.allow_in_sample,
-                            trust_pickle=args.trust_pickle, media_check=not args.skip_media_check)
+                            trust_pickle=args.trust_pickle, media_check=not args.skip_media_check,
+                            level=None if args.level is None else parse_level(args.level))
     except (MissingFeaturesError, ModelChecksumError, BundleError, IncompleteFeaturesError, InSampleError,
             FileNotFoundError, KeyError, ValueError, RuntimeError) as err:
         msg = err.args[0] if isinstance(err, KeyError) and err.args else err

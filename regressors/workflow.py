@@ -18,6 +18,9 @@ from .report import markdown_report, per_group, safe_evaluate, scatter_plot, wri
 from .rundir import check_replaceable, staged
 from .stacking import StackConfig, cross_validate
 from .submission import check_names, write_submission
+from .in_sample import REFUSE_FROM, overlap, training_items
+from .trust import assess, trust_summary
+from .trust_fit import fit_trust
 
 NESTED_NOTE = {
     "split": "hyper-parameters and meta-learner weights chosen on a held-apart tuning subset of whole prompts; "
@@ -158,7 +161,8 @@ def _bundle_info(track: str, target: str, store, data, cfg: StackConfig, metrics
         "config": cfg.to_dict(),
         "training": {**_store_meta(store), "store": str(store), "split": "train", "items": int(len(y)),
                      "protocol": cfg.protocol, "nested": metrics.get("nested"), "folds": metrics.get("folds"),
-                     "cv": cv, "items_missing_features": data.incomplete or None},
+                     "cv": cv, "items_missing_features": data.incomplete or None,
+                     "item_keys": training_items(store, data.ids)},  # predict's in-sample check (in_sample.py)
     }
 
 
@@ -268,6 +272,9 @@ def _fit_into(out_dir: Path, final_dir: Path, track, store, data, splits, refuse
     if probe_info is not None:
         metrics["generator_probe"] = probe_info
     info = _bundle_info(track, target, store, data, cfg, metrics, model)
+    # in_domain and score_lo/score_hi: calibrated on the cross-validated items, saved with the model
+    info["trust"] = metrics["trust"] = fit_trust(model, data.X, data.y, data.groups, info, cv, seed=cfg.seed,
+                                                 protocol=cfg.protocol)
     bundle_io.save_bundle(out_dir / MODEL_DIR, model, info)
     metrics["kept_blocks"] = info["kept_blocks"]
     warning = bundle_io.metadata_only_warning(info)
@@ -388,7 +395,9 @@ def check_store_has(store: str, needed: dict[str, str]) -> None:
 
 def predict_command(model_path: str, store: str, split: str, out: str, n_boot: int = 1000,
                     allow_incomplete: bool = False, allow_in_sample: bool = False,
-                    trust_pickle: bool = False, media_check: bool = True) -> dict:
+                    trust_pickle: bool = False, media_check: bool = True, level: float | None = None) -> dict:
+    """Score split ``split`` of ``store``; predictions.csv has per item the prediction, its interval at ``level``
+    (score_lo, score_hi; default the bundle's 90%), in_domain and domain_score (regressors.trust)."""
     check_replaceable(Path(out))
     info = read_model_info(model_path)  # nothing is loaded before the store and split checks
     # only the blocks the model reads: a block nested selection dropped need not be in the store
@@ -401,13 +410,20 @@ def predict_command(model_path: str, store: str, split: str, out: str, n_boot: i
     labelled = splits.get(split)
     if labelled is None:
         raise ValueError(f"{store} has no split {split!r}; splits: {sorted(splits)}")
-    in_sample = _is_training_split(info, store, split)
+    in_sample, n_train, n_split = _in_sample(info, store, split)
     if in_sample and not allow_in_sample:
+        how = "same media content, or the same item id, prompt and generator where no media is recorded"
+        what = ("it is the split this model was trained on" if n_train is None else
+                f"it is the split this model was trained on (all {n_split} items: {how})" if n_train == n_split else
+                f"{n_train} of its {n_split} items are items this model was trained on ({how})")
         raise InSampleError(
-            f"split {split!r} of {store} is the split this model was trained on: its score would be in-sample "
+            f"split {split!r} of {store}: {what}: its score would be in-sample "
             f"(optimistic), not a test score; the honest cross-validated score is in the model's card "
             f"(main {info.get('training', {}).get('cv', {}).get('main', float('nan')):.3f}). Score another split, "
             "or pass --allow-in-sample to see the in-sample fit (no submission is written for it)")
+    if n_train:
+        print(f"warning: {n_train} of the {n_split} items of split {split!r} are training items of this model "
+              "(same media content, or id, prompt and generator): their predictions are in-sample", file=sys.stderr)
     vocabs = {f["key"]: f["vocabulary"] for f in info["features"] if f.get("vocabulary") is not None}
     data = load_track(store, list(needed.values()), split=split, target=target if labelled else None,
                       allow_incomplete=allow_incomplete, vocabularies=vocabs, track=info["track"],
@@ -420,8 +436,10 @@ def predict_command(model_path: str, store: str, split: str, out: str, n_boot: i
         t0 = time.perf_counter()
         p = model.predict(X)
         dt = time.perf_counter() - t0
-        df = pd.DataFrame({"item_id": data.ids, "prediction": p})
-        result: dict = {"split": split, "n": int(len(p)), "model": str(model_path), "in_sample": in_sample}
+        trust = assess(model, X, p, level)
+        df = pd.DataFrame({"item_id": data.ids, "prediction": p, **trust})
+        result: dict = {"split": split, "n": int(len(p)), "model": str(model_path), "in_sample": in_sample,
+                        "training_items_in_split": n_train, **trust_summary(trust, data.y if labelled else None)}
         if data.incomplete:
             result["items_missing_features"] = data.incomplete
         if labelled:
@@ -466,6 +484,21 @@ def _model_columns(data, info: dict) -> np.ndarray:
         else:
             parts.append(np.zeros((len(data.X), int(f["dim"]))))
     return np.hstack(parts)
+
+
+def _in_sample(info: dict, store, split: str) -> tuple[bool, int | None, int]:
+    """(whether scoring ``split`` would be in-sample, how many of its items are training items (None: the bundle
+    records no training items), how many items it has). Compares item keys (media sha256, else item id), so
+    a copy of the training data elsewhere is recognised; a bundle without them falls back to dataset + split."""
+    from features_store import FeatureStore
+
+    with FeatureStore(os.fspath(store), mode="r") as st:
+        df = st.columns(["item_id", "split"])
+        ids = df.loc[df["split"] == split, "item_id"].astype(str).tolist()
+    n_train = overlap(info, store, ids)
+    if n_train is None:
+        return _is_training_split(info, store, split), None, len(ids)
+    return bool(n_train and n_train >= REFUSE_FROM * len(ids)), n_train, len(ids)
 
 
 def _is_training_split(info: dict, store, split: str) -> bool:
