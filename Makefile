@@ -60,7 +60,7 @@ export VENV PY TRACK DATA EXTRACTORS STORE DEVICE PRECISION BATCH WORKERS THREAD
 
 AIGCQ = "$$PY" -m aigcq
 
-.PHONY: help install features regress predict score demo test test-fast bench ablate reproduce describe validate list clean-venv
+.PHONY: help install features regress predict score demo test test-fast bench docs ablate reproduce describe validate list clean-venv
 
 help:
 	@echo "make demo                      # offline end-to-end run on an embedded dataset (no download)"
@@ -71,13 +71,14 @@ help:
 	@echo "make score    MODEL=runs/.../model INPUT=<file|folder|list> [PROMPTS=table] [GENERATOR=name] [SCORES=out.csv]"
 	@echo "make ablate   TRACK=.. [RECIPE=..] [STORE=..]   make reproduce TRACK=.. DATA=<official download>"
 	@echo "make describe DATA=<dataset>   make validate DATA=<dataset>   make list   make bench"
+	@echo "make docs                      # the documentation site into site/ (mkdocs build --strict)"
 	@echo "every job: $(PY) -m aigcq --help (installed: aigcq --help)"
 
 install: $(STAMP)
 
 $(STAMP):
 	test -x "$(VENV)/bin/python" || python3 -m venv "$(VENV)"
-	"$(VENV)/bin/python" -m pip install -q -c constraints/ci.txt -e '.[all,test]'
+	"$(VENV)/bin/python" -m pip install -q -c constraints/ci.txt -e '.[all,test,docs]'
 	rm -f "$(VENV)"/.installed*
 	touch "$@"
 
@@ -141,6 +142,10 @@ test-fast: $(BOOT)
 
 bench: $(BOOT)
 	for b in benchmarks/bench_*.py; do echo "== $$b"; "$$PY" "$$b" || exit 1; done
+
+# every warning is an error; benchmark tables are rendered from benchmarks/results/*.json (tools/docs_hooks.py)
+docs: $(BOOT)
+	NO_MKDOCS_2_WARNING=1 "$$PY" -m mkdocs build --strict --site-dir site
 
 clean-venv:
 	rm -rf "$(VENV)"

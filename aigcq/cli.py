@@ -162,11 +162,22 @@ def _score(argv):
     return main(argv)
 
 
+@job("bundle", "verify a model bundle, or relabel / upgrade it the documented way: aigcq bundle verify MODEL")
+def _bundle(argv):
+    from .bundle_cmd import main
+
+    return main(argv)
+
+
 @job("ablate", "every extractor alone / all minus each, on the same folds (python -m experiments.ablate)")
 def _ablate(argv):
+    from experiments.ablate_args import parser
+
+    argv = _resolve(argv, "ablate")
+    parser().parse_args(argv)  # --help and argument errors before numpy and pandas load
     from experiments.ablate import main
 
-    return main(_resolve(argv, "ablate"))
+    return main(argv)
 
 
 @job("reproduce", "official download -> features -> tuned stack -> submission (python -m experiments.reproduce)")
@@ -194,6 +205,14 @@ def usage() -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """The ``aigcq`` command (its exit status); ``aigcq ... | head`` ends quietly, a missing optional
+    package is one line naming its extra (features_store.console)."""
+    from features_store.console import run_main
+
+    return run_main(_main, argv)
+
+
+def _main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help", "help"):
         print(usage())

@@ -1,15 +1,27 @@
 """What `aigcq score` scores: files, folders, lists, stdin; prompts; the media kind of each file.
 
-* a file: scored as it is (its kind, image or video, is read from its content);
+* a file: scored as it is when its content is an image or a video (whatever its name says);
+  otherwise read as a list (below) when it is one; otherwise it gets a failed row naming it;
 * a folder: every media file under it, recursively, in sorted order; files with a media
   extension are always taken (a broken one then fails by name), other files only when
-  their content is an image or a video; text/data files and hidden files are skipped;
-* a list (``.csv``, ``.tsv``, ``.json``, ``.jsonl``, ``.txt``; ``-`` reads one from stdin):
-  a ``path`` column/key (or one path per line) and optional ``prompt`` and ``generator``;
+  their content is an image or a video; text/data files and hidden files are skipped.
+  Symlinked folders are followed; one leading back to a folder already walked (a loop, or a
+  second link to the same folder) is skipped with a note naming it;
+* a list (``-`` reads one from stdin), decided by content:
+
+  - JSON (a list of paths or of objects with a ``path``, or ``{path: prompt}``), JSONL (one
+    such object or string per line), CSV/TSV with a header holding a ``path`` column
+    (and optional ``prompt``, ``generator``): values are taken exactly as written, spaces
+    included; quote a CSV cell as CSV does (``"a, b.png"``);
+  - otherwise one path per line, exactly as written: leading/trailing spaces and ``#`` are
+    part of the name (no comments, nothing stripped but the line break; a file whose lines
+    all end in CRLF loses the CR). A path holding a line break needs a JSON list;
+  - a ``.txt`` (or any non-media file) is a list only when some line names an existing file;
+
   relative paths are relative to the list file (to the working folder for stdin).
 
-Prompts, in order of precedence: the list's ``prompt``; ``--prompts FILE`` (a table or
-JSON mapping a path, file name or stem to its prompt); a caption file beside the media
+Prompts, in order of precedence: the list's ``prompt``; ``--prompts FILE`` (a table or JSON
+mapping a path to its prompt; see :func:`read_prompt_table`); a caption file beside the media
 (``<name>.txt``, as image-caption datasets ship them).
 """
 from __future__ import annotations
@@ -39,6 +51,7 @@ class Input:
     abspath: str
     prompt: str | None = None
     generator: str | None = None
+    error: str | None = None  # why it cannot be scored, found while collecting (its row fails with this)
 
 
 class InputError(ValueError):
@@ -54,10 +67,14 @@ def _looks_like_media(path: Path) -> bool:
 
 
 # ---------------------------------------------------------------- lists
-def _records_from_table(text: str, sep: str | None) -> list[dict]:
+def _records_from_table(text: str, sep: str | None, where: str = "the list") -> list[dict]:
     import pandas as pd
 
-    df = pd.read_csv(io.StringIO(text), sep=sep or ",", dtype=str, keep_default_na=False)
+    # every cell as written: no NA guessing, no stripping (pandas keeps spaces of unquoted cells)
+    try:
+        df = pd.read_csv(io.StringIO(text), sep=sep or ",", dtype=str, keep_default_na=False)
+    except (pd.errors.EmptyDataError, pd.errors.ParserError) as err:  # an empty or ragged table: one line
+        raise InputError(f"{where}: not a readable table ({str(err).strip().splitlines()[0]})") from None
     return df.to_dict("records")
 
 
@@ -66,6 +83,10 @@ def _records_from_json(text: str, where: str) -> list[dict]:
         data = json.loads(text)
     except json.JSONDecodeError as err:
         raise InputError(f"{where}: not valid JSON ({err.msg}, line {err.lineno})") from None
+    return _records_from_data(data, where)
+
+
+def _records_from_data(data, where: str) -> list[dict]:
     if isinstance(data, dict) and isinstance(data.get("items"), list):
         data = data["items"]
     if isinstance(data, dict):  # {path: prompt}
@@ -77,7 +98,7 @@ def _records_from_json(text: str, where: str) -> list[dict]:
 
 def _records_from_jsonl(text: str, where: str) -> list[dict]:
     out = []
-    for n, line in enumerate(text.splitlines(), 1):
+    for n, line in enumerate(text.split("\n"), 1):
         if not line.strip():
             continue
         try:
@@ -88,33 +109,71 @@ def _records_from_jsonl(text: str, where: str) -> list[dict]:
     return out
 
 
-def parse_list(text: str, fmt: str, where: str) -> list[dict]:
-    """Records (dicts with 'path' and optional 'prompt', 'generator') of a list in ``fmt``."""
+def text_lines(text: str) -> list[str]:
+    """The lines of a plain list, exactly: split at line feeds only; a CR is dropped only when every line
+    ends in CRLF (a file saved on Windows); empty lines are not paths."""
+    lines = text.split("\n")
+    if lines and lines[-1] == "":
+        lines.pop()
+    if lines and all(ln.endswith("\r") for ln in lines):
+        lines = [ln[:-1] for ln in lines]
+    return [ln for ln in lines if ln != ""]
+
+
+def _sniff(text: str, base: Path | None) -> str:
+    """A list's format from its content: json, jsonl, csv, tsv or txt (see the module doc)."""
+    stripped = text.strip()
+    if stripped[:1] in ("[", "{"):
+        try:
+            json.loads(stripped)
+            return "json"
+        except json.JSONDecodeError:
+            pass
+        lines = [ln for ln in text.split("\n") if ln.strip()]
+        try:
+            if all(isinstance(json.loads(ln), (dict, str)) for ln in lines):
+                return "jsonl"
+        except json.JSONDecodeError:
+            pass
+        return "txt"  # a file named [x].png or {x}.png: a path, not a JSON document
+    first = text.split("\n", 1)[0].rstrip("\r")
+    for sep, fmt in (("\t", "tsv"), (",", "csv")):
+        cells = [c.strip().lower() for c in first.split(sep)]
+        if sep in first and any(c in PATH_COLUMNS for c in cells) and not _exists(first, base):
+            return fmt
+    return "txt"
+
+
+def _exists(path: str, base: Path | None) -> bool:
+    try:
+        q = Path(_listed_path(base, path)) if base is not None else Path(path).expanduser()
+        return q.exists()
+    except (OSError, ValueError, RuntimeError):
+        return False
+
+
+def parse_list(text: str, fmt: str, where: str, base: Path | None = None) -> list[dict]:
+    """Records (dicts with 'path' and optional 'prompt', 'generator') of a list in ``fmt`` ("auto": from its
+    content). Paths are kept exactly as written."""
     if fmt == "auto":
-        first = next((ln.strip() for ln in text.splitlines() if ln.strip()), "")
-        if first.startswith("["):
-            fmt = "json"
-        elif first.startswith("{"):
-            fmt = "jsonl" if len([ln for ln in text.splitlines() if ln.strip()]) > 1 or first.endswith("}") else "json"
-        elif any(c in first.lower().replace(" ", "").split(",") for c in PATH_COLUMNS):
-            fmt = "csv"
-        else:
-            fmt = "txt"
+        fmt = _sniff(text, base)
+    if "\x00" in text:  # binary content (an image named .txt, a damaged file): no list of paths in it
+        raise InputError(f"{where}: not a text list (it holds binary data)")
     if fmt in ("csv", "tsv"):
-        recs = _records_from_table(text, "\t" if fmt == "tsv" else None)
+        recs = _records_from_table(text, "\t" if fmt == "tsv" else None, where)
     elif fmt == "json":
         recs = _records_from_json(text, where)
     elif fmt == "jsonl":
         recs = _records_from_jsonl(text, where)
     else:
-        recs = [{"path": ln.strip()} for ln in text.splitlines() if ln.strip() and not ln.lstrip().startswith("#")]
+        recs = [{"path": ln} for ln in text_lines(text)]
     out = []
     for i, r in enumerate(recs):
         r = {str(k).strip().lower(): v for k, v in r.items()}
-        col = next((c for c in PATH_COLUMNS if c in r and str(r[c]).strip()), None)
+        col = next((c for c in PATH_COLUMNS if c in r and r[c] is not None and str(r[c]) != ""), None)
         if col is None:
             raise InputError(f"{where}: entry {i + 1} has no path (columns/keys: {sorted(r)}; expected 'path')")
-        out.append({"path": str(r[col]).strip(), "prompt": _text_or_none(r.get("prompt")),
+        out.append({"path": str(r[col]), "prompt": _text_or_none(r.get("prompt")),
                     "generator": _text_or_none(r.get("generator"))})
     return out
 
@@ -126,16 +185,25 @@ def _text_or_none(v) -> str | None:
     return s if s.strip() else None
 
 
-def _list_format(path: Path) -> str:
-    return {".csv": "csv", ".tsv": "tsv", ".json": "json", ".jsonl": "jsonl", ".txt": "txt"}[path.suffix.lower()]
-
-
 # ---------------------------------------------------------------- collecting
-def walk_folder(folder: Path) -> tuple[list[Path], list[Path]]:
-    """(media files, skipped files) under ``folder``, recursively, in sorted order."""
-    media, skipped = [], []
-    for root, dirs, files in os.walk(folder):
-        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+def walk_folder(folder: Path) -> tuple[list[Path], list[Path], list[str]]:
+    """(media files, skipped files, notes) under ``folder``, recursively, in sorted order.
+
+    Symlinked folders are followed; one whose target was already walked (a loop, or a second link to
+    the same folder) is skipped and named in a note."""
+    media, skipped, notes = [], [], []
+    seen = {os.path.realpath(folder)}
+    for root, dirs, files in os.walk(folder, followlinks=True):
+        keep = []
+        for d in sorted(d for d in dirs if not d.startswith(".")):
+            full = os.path.join(root, d)
+            real = os.path.realpath(full)
+            if real in seen:
+                notes.append(f"{full}: a link to {real}, which is already scanned (a loop or a second link): skipped")
+                continue
+            seen.add(real)
+            keep.append(d)
+        dirs[:] = keep
         for f in sorted(files):
             p = Path(root) / f
             ext = p.suffix.lower()
@@ -149,7 +217,38 @@ def walk_folder(folder: Path) -> tuple[list[Path], list[Path]]:
                 media.append(p)
             else:
                 skipped.append(p)
-    return media, skipped
+    return media, skipped, notes
+
+
+def _listed_path(base: Path, text: str) -> str:
+    """The absolute path of a list entry: relative to the list; ``~`` expanded unless a file of that very name lies
+    beside the list; a ``~user`` with no home (or a path the file system cannot look up) stays as written, so the
+    item fails by name instead of the whole run."""
+    q = Path(text)
+    try:
+        if not q.is_absolute() and not (base / q).exists():
+            q = q.expanduser()
+    except (RuntimeError, OSError, ValueError):
+        pass
+    return os.path.abspath(q if q.is_absolute() else base / q)
+
+
+def _read_list_file(p: Path) -> tuple[list[dict] | None, str | None]:
+    """(records, None) when the file is a list by its content, else (None, why it is neither media nor a list)."""
+    try:
+        raw = p.read_bytes()
+    except OSError as err:
+        return None, f"cannot read {p} ({err.strerror or err})"
+    if b"\0" in raw[:8192]:
+        return None, None  # binary: not a list; the media check gives the reason
+    text = raw.decode("utf-8", errors="surrogateescape")
+    fmt = {".csv": "csv", ".tsv": "tsv", ".json": "json", ".jsonl": "jsonl"}.get(p.suffix.lower(), "auto")
+    if fmt == "auto":
+        fmt = _sniff(text, p.parent)
+    recs = parse_list(text, fmt, str(p), p.parent)
+    if fmt == "txt" and not any(_exists(r["path"], p.parent) for r in recs):
+        return None, (f"not an image or video, nor a list of paths (no line of it names an existing file): {p}")
+    return recs, None
 
 
 def collect(args: list[str], stdin=None) -> tuple[list[Input], list[str]]:
@@ -159,61 +258,111 @@ def collect(args: list[str], stdin=None) -> tuple[list[Input], list[str]]:
     for arg in args:
         if arg == "-":
             text = (stdin or sys.stdin).read()
-            for r in parse_list(text, "auto", "stdin"):
+            for r in parse_list(text, "auto", "stdin", Path.cwd()):
                 items.append(Input(r["path"], os.path.abspath(r["path"]), r["prompt"], r["generator"]))
             continue
         p = Path(arg)
         if p.is_dir():
-            media, skipped = walk_folder(p)
+            media, skipped, link_notes = walk_folder(p)
+            notes += link_notes
             if not media:
                 notes.append(f"{arg}: no media files found (skipped {len(skipped)} other files)")
             elif skipped:
                 names = ", ".join(s.name for s in skipped[:5]) + (" ..." if len(skipped) > 5 else "")
                 notes.append(f"{arg}: skipped {len(skipped)} file(s) that are not media: {names}")
             items += [Input(str(m), os.path.abspath(m)) for m in media]
-        elif p.is_file() and p.suffix.lower() in LIST_EXT:
-            base = p.parent
-            for r in parse_list(p.read_text(errors="replace"), _list_format(p), str(p)):
-                q = Path(r["path"]).expanduser()
-                items.append(Input(r["path"], os.path.abspath(q if q.is_absolute() else base / q), r["prompt"],
-                                   r["generator"]))
+        elif p.is_file() and not _looks_like_media(p):  # by content: a list, or an input that fails by name
+            recs, why = _read_list_file(p)
+            if recs is None:
+                items.append(Input(arg, os.path.abspath(arg), error=why))
+                continue
+            for r in recs:
+                items.append(Input(r["path"], _listed_path(p.parent, r["path"]), r["prompt"], r["generator"]))
         else:  # a media file, or a missing path (it gets its own failed row)
             items.append(Input(arg, os.path.abspath(arg)))
     return items, notes
 
 
 # ---------------------------------------------------------------- prompts
-def read_prompt_table(path: str) -> dict[str, str]:
-    """path/name/stem -> prompt from a CSV/TSV/JSON/JSONL table (keys as written)."""
+@dataclass
+class PromptTable:
+    """``--prompts``: keys resolved to absolute paths relative to the table's folder; a key that is a bare file
+    name (no folder) also matches any input of that name, or stem."""
+    where: str
+    by_path: dict[str, str]
+    by_name: dict[str, dict[str, str]]  # file name -> {key: prompt}
+    by_stem: dict[str, dict[str, str]]
+
+    def __len__(self) -> int:
+        return len(self.by_path)
+
+    def lookup(self, it: Input) -> str | None:
+        hit = self.by_path.get(os.path.normpath(it.abspath))
+        if hit is not None:
+            return hit
+        p = Path(it.abspath)
+        for index, part in ((self.by_name, p.name), (self.by_stem, p.stem)):
+            cands = index.get(part)
+            if cands:
+                prompts = set(cands.values())
+                if len(prompts) > 1:
+                    raise InputError(f"{self.where}: {it.path} matches keys {', '.join(map(repr, cands))} by file "
+                                     "name, with different prompts; key it by its path (relative to the table)")
+                return prompts.pop()
+        return None
+
+
+def read_prompt_table(path: str) -> PromptTable:
+    """path -> prompt from a CSV/TSV/JSON/JSONL table. Keys are paths relative to the table's folder (or
+    absolute); a key twice with different prompts is refused, naming it."""
     p = Path(path)
     if not p.is_file():
         raise InputError(f"--prompts {path}: file not found")
-    fmt = _list_format(p) if p.suffix.lower() in LIST_EXT else "auto"
+    fmt = {".csv": "csv", ".tsv": "tsv", ".json": "json", ".jsonl": "jsonl"}.get(p.suffix.lower(), "auto")
+    text = p.read_bytes().decode("utf-8", errors="surrogateescape")
+    if fmt == "auto":
+        fmt = _sniff(text, p.parent)
     if fmt == "txt":
         raise InputError(f"--prompts {path}: give a table (csv/tsv/json/jsonl) with a path and a prompt column")
-    out = {}
-    for r in parse_list(p.read_text(errors="replace"), fmt, f"--prompts {path}"):
-        if r["prompt"] is not None:
-            out[r["path"]] = r["prompt"]
-    if not out:
-        raise InputError(f"--prompts {path}: no prompts found (expected columns 'path' and 'prompt')")
-    return out
+    where = f"--prompts {path}"
+    table = PromptTable(where, {}, {}, {})
+    first_key: dict[str, str] = {}
+    for r in parse_list(text, fmt, where, p.parent):
+        if r["prompt"] is None:
+            continue
+        key = r["path"]
+        q = Path(key).expanduser()
+        resolved = os.path.normpath(q if q.is_absolute() else p.parent.absolute() / q)
+        if resolved in table.by_path and table.by_path[resolved] != r["prompt"]:
+            raise InputError(f"{where}: {key!r} is given twice with different prompts "
+                             f"({_short(table.by_path[resolved])!r} and {_short(r['prompt'])!r}"
+                             + (f"; the first as {first_key[resolved]!r}" if first_key[resolved] != key else "")
+                             + "): keep one row per file")
+        table.by_path[resolved] = r["prompt"]
+        first_key.setdefault(resolved, key)
+        if os.sep not in key and "/" not in key:  # a bare name: matches by file name or stem anywhere
+            table.by_name.setdefault(Path(key).name, {})[key] = r["prompt"]
+            table.by_stem.setdefault(Path(key).stem, {})[key] = r["prompt"]
+    if not table.by_path:
+        raise InputError(f"{where}: no prompts found (expected columns 'path' and 'prompt')")
+    return table
 
 
-def attach_prompts(items: list[Input], table: dict[str, str] | None, generator: str | None = None) -> None:
-    """Fill missing prompts from the table (by path, file name or stem) or a ``<name>.txt`` caption file."""
-    by_abs, by_name, by_stem = {}, {}, {}
-    for k, v in (table or {}).items():
-        by_abs[os.path.abspath(k)] = v
-        by_name.setdefault(Path(k).name, v)
-        by_stem.setdefault(Path(k).stem, v)
+def _short(text: str, n: int = 40) -> str:
+    return text if len(text) <= n else text[: n - 1] + "…"
+
+
+def attach_prompts(items: list[Input], table: PromptTable | None, generator: str | None = None) -> None:
+    """Fill missing prompts from the table or a ``<name>.txt`` caption file beside the media."""
     for it in items:
         if it.prompt is None and table:
-            p = Path(it.abspath)
-            it.prompt = table.get(it.path) or by_abs.get(it.abspath) or by_name.get(p.name) or by_stem.get(p.stem)
+            it.prompt = table.lookup(it)
         if it.prompt is None:
-            cap = Path(it.abspath).with_suffix(".txt")
-            if cap.is_file() and cap.suffix != Path(it.abspath).suffix:
-                it.prompt = cap.read_text(errors="replace").strip() or None
+            try:  # a listed path the file system cannot even look up (too long, NUL) has no caption: it fails later
+                cap = Path(it.abspath).with_suffix(".txt")
+                if cap.is_file() and cap.suffix != Path(it.abspath).suffix:
+                    it.prompt = cap.read_text(errors="replace").strip() or None
+            except (OSError, ValueError):
+                pass
         if it.generator is None and generator:
             it.generator = generator

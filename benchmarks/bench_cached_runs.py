@@ -25,6 +25,8 @@ import tempfile
 import time
 from pathlib import Path
 
+import _results
+
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -94,15 +96,23 @@ def main() -> int:
                 print(f"  rep {r} {which:6s} {wall:6.2f} s (CPU {cpu:5.2f} s)  peak {rss:5.0f} MB  load {_load()}",
                       flush=True)
         med = {w: tuple(statistics.median(x[i] for x in v) for i in range(3)) for w, v in runs.items()}
+        table = []
         print(f"\ncached `aigcq features` on {args.data.name} ({args.extractors}, --threads {args.threads or '-'}), "
               f"median of {args.repeat}, load {_load()}")
         for w, (wall, rss, cpu) in med.items():
             share = f", {100 * wall / first:.2f}% of the first run's wall time ({first:.1f} s)" if first else ""
             share += f", {100 * cpu / first_cpu:.2f}% of its CPU time ({first_cpu:.1f} s)" if first_cpu else ""
             print(f"  {w:6s}: {wall:.2f} s wall, {cpu:.2f} s CPU, peak {rss:.0f} MB{share}")
+            table.append({"dataset": args.data.name, "extractors": args.extractors, "checkout": w,
+                          "cached rerun wall s": round(wall, 2), "CPU s": round(cpu, 2), "peak MB": round(rss),
+                          "first run wall s": round(first, 1) if first else None,
+                          "share of the first run (wall)": f"{100 * wall / first:.2f}%" if first else None})
         if "before" in med:
             print(f"  before / after: {med['before'][0] / med['after'][0]:.2f}× wall, "
                   f"{med['before'][2] / med['after'][2]:.2f}× CPU, {med['before'][1] / med['after'][1]:.2f}× peak memory")
+        _results.write(f"cached_runs-{args.data.name}", table,
+                       {"median of": args.repeat, "threads": args.threads or "default",
+                        **({"before": str(args.before)} if args.before else {})})
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return 0

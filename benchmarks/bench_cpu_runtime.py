@@ -31,6 +31,8 @@ import tempfile
 import time
 from pathlib import Path
 
+import _results
+
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared" / "data"
 
@@ -145,7 +147,7 @@ def part_malloc(args) -> dict:
                 rows["effnet_forward"][mode].append(got)
                 print(f"  rep {r} effnet_forward {mode:3s} {got[2]:6.1f} items/s  peak {got[1]:6.0f} MB  "
                       f"CPU {got[3]:6.1f} + {got[4]:5.1f} s  load {_load()}", flush=True)
-    result = {}
+    result, table = {}, []
     print(f"\nmalloc thresholds (default) vs glibc defaults, FETV ({args.fetv_items or 174} clips), 1 thread, "
           f"medians of {args.repeat}; load {_load()}")
     print("| extractor | wall off (s) | wall on (s) | speed-up (off/on) | items/s off → on "
@@ -167,6 +169,13 @@ def part_malloc(args) -> dict:
         print(f"| {label} | {wall_off:.1f} | {wall_on:.1f} | {speed:.2f}× | {med['off'][2]:.1f} → {med['on'][2]:.1f} "
               f"| {med['off'][3]:.1f} → {med['on'][3]:.1f} | {med['off'][4]:.1f} → {med['on'][4]:.1f} "
               f"| {med['off'][1]:.0f} → {med['on'][1]:.0f} |")
+        table.append({"extractor": label, "wall s off → on": f"{wall_off:.1f} → {wall_on:.1f}",
+                      "speed-up (off / on)": round(speed, 2),
+                      "items/s off → on": f"{med['off'][2]:.1f} → {med['on'][2]:.1f}",
+                      "CPU s (user+sys) off → on": f"{med['off'][3]:.1f} → {med['on'][3]:.1f}",
+                      "of which system": f"{med['off'][4]:.1f} → {med['on'][4]:.1f}",
+                      "peak RSS MB off → on": f"{med['off'][1]:.0f} → {med['on'][1]:.0f}"})
+    _results.write("cpu_malloc", table, {"clips": args.fetv_items or 174, "torch threads": 1, "median of": args.repeat})
     return result
 
 
@@ -231,6 +240,7 @@ def part_threads(args) -> dict:
         print(f"\nthread default vs explicit settings ({cpus} usable CPUs), medians of {args.repeat}, items/s")
         print("| condition | workload | " + " | ".join(f"threads {s}" for s in settings) + " | auto / best |")
         print("|---|---|" + "---:|" * (len(settings) + 1))
+        table = []
         for condition, d in result.items():
             for w in ("minilm", "forward"):
                 vals = d[w]
@@ -238,6 +248,11 @@ def part_threads(args) -> dict:
                 name = "prompt_minilm" if w == "minilm" else "effnet_lite0 forward (batch 16)"
                 print(f"| {condition} ({d['spinners']} spinners; load {d['loads'][-1]}) | {name} | "
                       + " | ".join(f"{vals[s]:.1f}" for s in settings) + f" | {vals['auto'] / best:.2f} |")
+                table.append({"condition": f"{condition} ({d['spinners']} spinning processes; load {d['loads'][-1]})",
+                              "workload": name, **{f"threads {s}": round(vals[s], 1) for s in settings},
+                              "auto / best": round(vals["auto"] / best, 2)})
+    _results.write("cpu_threads", table, {"unit": "items/s", "prompts": args.items, "median of": args.repeat,
+                                          "usable CPUs": cpus})
     return result
 
 

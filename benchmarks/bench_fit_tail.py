@@ -26,6 +26,8 @@ from pathlib import Path
 
 import numpy as np
 
+import _results
+
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -98,6 +100,14 @@ def main() -> None:
     print(json.dumps(summary, indent=1))
     if args.out:
         Path(args.out).write_text(json.dumps({"rows": rows, "summary": summary}, indent=1))
+    _results.write("fit_tail", [{"checkout": r["label"], "run": r["run"], "wall s": round(r["wall_s"], 1),
+                                 "CV s": round(r["cv_s"], 1), "final fit s": round(r["final_fit_s"], 1),
+                                 "rest s": round(r["rest_s"], 1), "CPU s": round(r["cpu_s"], 1),
+                                 "main": round(r["main"], 4), "load before": r["load_before"][0]} for r in rows],
+                   {"after / before wall": round(summary["ratio_after_over_before"].get("wall_s", float("nan")), 2),
+                    "after / before CPU": round(summary["ratio_after_over_before"].get("cpu_s", float("nan")), 2),
+                    "max prediction difference": summary["predictions"]["max_abs_prediction_diff"],
+                    "before": args.before, "store": args.store, "extractors": args.extractors})
 
 
 if __name__ == "__main__":

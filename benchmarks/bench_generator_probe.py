@@ -30,6 +30,7 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+import _results  # noqa: E402  (benchmarks/ is on sys.path: this script's folder)
 
 EXTRACTORS = ["generator", "prompt_minilm", "nss", "effnet_lite0"]
 
@@ -70,7 +71,7 @@ def main() -> None:
 
     threadpool_limits(1, user_api="blas")
     cfg = StackConfig(heads=tuple(args.heads.split(",")), n_trials=args.trials, n_jobs=1)
-    results = {}
+    results, table = {}, []
     for target in args.targets.split(","):
         t0 = time.perf_counter()
         b = load_blocks(args.store, EXTRACTORS, target=target, track="video")
@@ -116,8 +117,19 @@ def main() -> None:
         print(f"probe accuracy naming the generator (5 classes incl. real 'gt' clips, out of fold): "
               f"{res['probe_accuracy']:.3f}; {res['seconds']:.0f} s")
         results[target] = res
+        fmt = lambda r: f"{r['main']:.3f} [{r['ci'][0]:.3f}, {r['ci'][1]:.3f}]"  # noqa: E731
+        gap = lambda r: f"{r['gap_closed']:.2f} [{r['gap_ci'][0]:.2f}, {r['gap_ci'][1]:.2f}]"  # noqa: E731
+        table.append({"FETV target": target, "without generator": fmt(res["without generator"]),
+                      "with generator": fmt(res["with generator"]),
+                      "probe, stack trained on OOF probe outputs": fmt(res["probe (OOF-trained)"]),
+                      "gap closed": gap(res["probe (OOF-trained)"]),
+                      "probe into the with-generator stack": fmt(res["probe into the with-generator stack"]),
+                      "gap closed (into the stack)": gap(res["probe into the with-generator stack"]),
+                      "probe accuracy": round(res["probe_accuracy"], 3)})
     if args.out:
         Path(args.out).write_text(json.dumps(results, indent=1))
+    _results.write("generator_probe", table, {"folds": f"grouped {args.folds}-fold by prompt", "trials per head": args.trials,
+                                              "heads": args.heads})
 
 
 if __name__ == "__main__":

@@ -32,6 +32,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "tests"))  # tiny_models: offline tokenizer files
+import _results  # noqa: E402  (benchmarks/ is on sys.path: this script's folder)
 
 
 # ------------------------------------------------------------------ builders
@@ -213,6 +214,12 @@ def main(argv=None) -> None:
     for r in rows:
         print(f"| {r['name']} | {r['params_M']:.0f} | {r['input']} | {r['batch']} | {r['batches']} | {r['precision']} "
               f"| {r['bare']:.2f} | {r['full']:.2f} | {r['full'] / r['bare']:.2f} |")
+    _results.write(f"image_models-{args.device.split(':')[0]}", [
+        {"extractor": r["name"], "params (M)": round(r["params_M"]), "input": r["input"], "batch": r["batch"],
+         "precision": r["precision"], "bare forward items/s": round(r["bare"], 3),
+         "with decoding items/s": round(r["full"], 3), "with decoding / bare": round(r["full"] / r["bare"], 2)}
+        for r in rows], {"device": dev, "torch": torch.__version__, "timed batches": args.batches,
+                         "weights": "random, real-size architectures (speed does not depend on weight values)"})
 
 
 if __name__ == "__main__":

@@ -21,6 +21,7 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+import _results  # noqa: E402  (benchmarks/ is on sys.path: this script's folder)
 
 # name -> (trials, boosting-round range, learning-rate range)
 VARIANTS = {
@@ -71,6 +72,10 @@ def main() -> None:
             print(json.dumps(row), flush=True)
     if args.out:
         Path(args.out).write_text(json.dumps(rows, indent=1))
+    _results.write("lgbm_search", [{"variant": r["variant"], "seed": r["seed"], "search s": round(r["search_s"]),
+                                    "search best": round(r["search_best"], 4), "held-out main": round(r["heldout_main"], 4),
+                                    "trials pruned": r["pruned"]} for r in rows],
+                   {"tuning set": len(T), "scored on": len(R), "store": args.store})
 
 
 if __name__ == "__main__":

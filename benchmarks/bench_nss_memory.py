@@ -19,6 +19,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+import _results
+
 REPO = Path(__file__).resolve().parents[1]
 CHILD = r"""
 import json, resource, sys, time
@@ -61,11 +63,13 @@ def main() -> None:
                                               text=True, check=True).stdout)
     item, idle = run(str(img)), run("")
     decoded_mb = args.side * (args.side - 10) * 3 / 2**20
-    print(json.dumps({"image": f"{args.side - 10}x{args.side}", "decoded_rgb_mb": round(decoded_mb),
-                      "peak_mb": round(item["peak_mb"]), "imports_only_mb": round(idle["peak_mb"]),
-                      "item_mb": round(item["peak_mb"] - idle["peak_mb"]),
-                      "item_over_decoded": round((item["peak_mb"] - idle["peak_mb"]) / decoded_mb, 2),
-                      "seconds": round(item["seconds"], 1), "load_average": os.getloadavg()[0]}, indent=2))
+    row = {"image": f"{args.side - 10}x{args.side}", "decoded_rgb_mb": round(decoded_mb),
+           "peak_mb": round(item["peak_mb"]), "imports_only_mb": round(idle["peak_mb"]),
+           "item_mb": round(item["peak_mb"] - idle["peak_mb"]),
+           "item_over_decoded": round((item["peak_mb"] - idle["peak_mb"]) / decoded_mb, 2),
+           "seconds": round(item["seconds"], 1)}
+    print(json.dumps(row | {"load_average": os.getloadavg()[0]}, indent=2))
+    _results.write("nss_memory", [row], {"what": "peak resident memory (ru_maxrss) of one nss item in a fresh process"})
     if not args.keep:
         img.unlink()
         tmp.rmdir()

@@ -36,6 +36,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "tests"))
+import _results  # noqa: E402  (benchmarks/ is on sys.path: this script's folder)
 
 
 def make_images(folder: Path, n: int) -> list[str]:
@@ -194,13 +195,18 @@ def main(argv=None) -> None:
         r = bench_images(paths, args.repeats)
         threads = r.pop("_torch_threads")
         print(f"\n== images: {len(paths)} x 512x512 PNG, median of {args.repeats}, torch threads {threads}")
+        rows = []
         for k, (ips, cpu) in r.items():
             print(f"  {k:42s} {ips:8.1f} images/s   {cpu:8.1f} CPU ms/image")
+            rows.append({"measure": f"{k}, 512x512 PNG", "items/s": round(ips, 2), "CPU ms/item": round(cpu, 2)})
+        summary = {"torch threads": threads, "images": len(paths), "median of": args.repeats}
         print("  ratios (same run; by wall time, and by CPU time):")
         for a, b, note in [("nss brisque part", "brisque pkg features", ""),
                            ("nss all 49", "brisque pkg features", "   (goal >= 3x)"),
                            ("nss (decode incl.)", "decode", "   (share of decode speed)")]:
             print(f"    {a} / {b}: {r[a][0] / r[b][0]:.2f}x wall, {r[b][1] / r[a][1]:.2f}x CPU{note}")
+            summary[f"{a} / {b}{note.strip() and ' ' + note.strip()}"] = \
+                f"{r[a][0] / r[b][0]:.2f}x wall, {r[b][1] / r[a][1]:.2f}x CPU"
         if not args.skip_video:
             mp4 = write_mp4_512(tmp / "clip512.mp4")
             gifs = sorted(glob.glob(str(REPO.parent / "shared" / "data" / "fetv" / "videos" / "*" / "*.gif")))
@@ -209,11 +215,14 @@ def main(argv=None) -> None:
                   + ("" if gifs else "  [FETV GIFs absent: ../shared/data]"))
             for k, (val, cpu) in v.items():
                 print(f"  {k:78s} {val:8.1f}   ({cpu:.2f} CPU ms each)")
+                rows.append({"measure": f"PyAV {k}", "items/s": round(val, 2), "CPU ms/item": round(cpu, 2)})
             for name in ("mp4 512x512", "FETV GIFs"):
                 a = v.get(f"{name}: videos/s uniform 8")
                 b = v.get(f"{name}: videos/s uniform 8, naive decode-all-then-pick")
                 if a and b:
                     print(f"  ratio {name}: uniform 8 vs naive: {a[0] / b[0]:.2f}x wall, {b[1] / a[1]:.2f}x CPU")
+                    summary[f"{name}: uniform 8 / decode all then pick"] = f"{a[0] / b[0]:.2f}x wall, {b[1] / a[1]:.2f}x CPU"
+        _results.write("offline", rows, summary)
     print(f"\nload average at end: {os.getloadavg()[0]:.1f}")
 
 

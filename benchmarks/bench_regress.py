@@ -31,6 +31,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "benchmarks"))
+import _results  # noqa: E402
 
 
 def features(n: int, dims: int, seed: int = 0):
@@ -105,6 +106,12 @@ def bench_full(args) -> dict:
            "tuning_s_per_head": {k: round(v.get("seconds", 0.0), 1) for k, v in heads.items()},
            "cv_main": main_score(cv["stack"], y[cv["scored"]]), "config": cfg.to_dict()}
     print(json.dumps({"full": out}, indent=1), flush=True)
+    cpu = out["cpu_s"]
+    _results.write("regress_full", [{
+        "items × dims": f"{out['items']:,} × {out['dims']:,}", "features": real, "workers": out["workers"],
+        "wall s (CV + final fit)": round(total), "CV s": round(t_cv), "CPU s in the workers": round(cpu["workers"]),
+        "main process peak MB": round(out["peak_rss_mb"]), "largest worker peak MB": round(cpu["worker_peak_rss_mb"]),
+        "CV main": round(out["cv_main"], 4)}], {"tuning s per head": out["tuning_s_per_head"]})
     return out
 
 
@@ -120,6 +127,11 @@ def bench_scaling(args) -> dict:
             rows.append({"items": n, "dims": X.shape[1], "head": kind, "seconds": time.perf_counter() - t0,
                          "load_avg": load_avg()})
             print(rows[-1], flush=True)
+    table = {}
+    for r in rows:  # one row per size, one column per head
+        table.setdefault((r["items"], r["dims"]), {"items × dims": f"{r['items']:,} × {r['dims']:,}"})[
+            f"{r['head']} s"] = round(r["seconds"], 2)
+    _results.write("regress_scaling", list(table.values()), {"fit": "one fit per head, per-block PCA to 128"})
     return {"rows": rows}
 
 
@@ -140,6 +152,11 @@ def bench_pruning(args) -> dict:
         res["load_avg"] = load_avg()
         out[kind] = res
         print(json.dumps({"pruning": {kind: res}}, indent=1), flush=True)
+    _results.write("regress_pruning", [
+        {"head": k, "pruned / unpruned wall": round(r["time_ratio_pruned_over_unpruned"], 2),
+         "trials pruned": f"{r['pruned']['n_pruned']} of {args.trials}", "best pruned": round(r["pruned"]["best"], 4),
+         "best unpruned": round(r["unpruned"]["best"], 4)} for k, r in out.items()],
+        {"search": f"{args.trials} trials, 4,000 × 400, 3 folds"})
     return out
 
 

@@ -22,6 +22,8 @@ import tempfile
 import time
 from pathlib import Path
 
+import _results
+
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -69,11 +71,29 @@ def main() -> int:
              "extraction": t["extraction"], "prediction": t["prediction"]}
     print("one cold run: " + ", ".join(f"{k} {v:.2f} s ({v / c[0]:.0%})" for k, v in parts.items()))
     print(f"extraction alone (cold): {n / t['extraction']:.1f} items/s; cached/cold wall: {c[0] / w:.1f}x faster")
-    _in_process(args, n)
+    api_cold, api_warm = _in_process(args, n)
+    rows = [{"run": "`aigcq score`, fresh process, empty cache (cold)", "wall s": round(c[0], 2), "items/s": round(n / c[0], 1)},
+            {"run": "`aigcq score`, fresh process, everything cached", "wall s": round(w, 2), "items/s": round(n / w, 1)},
+            {"run": "`Predictor.score` in one process, cold (models loaded)", "wall s": round(api_cold, 3),
+             "items/s": round(n / api_cold, 1)},
+            {"run": "`Predictor.score` in one process, cached", "wall s": round(api_warm, 4), "items/s": round(n / api_warm)}]
+    summary = {"model": args.model, "blocks the model reads": ", ".join(_blocks_read(args.model)),
+               "items": n, "median of": args.repeat, "torch threads": 1}
+    summary |= {f"one cold run: {k}": f"{v:.2f} s ({v / c[0]:.0%})" for k, v in parts.items()}
+    _results.write("score", rows, summary)
     return 0
 
 
-def _in_process(args, n: int) -> None:
+def _blocks_read(model: str) -> list[str]:
+    """The blocks the bundle reads (kept_blocks; every block of a bundle without it)."""
+    import json
+
+    b = json.loads(((REPO / model) if (REPO / model).exists() else Path(model)).joinpath("bundle.json").read_text())
+    kept = b.get("kept_blocks")
+    return [f["block"] for f in b["features"] if kept is None or f["block"] in kept]
+
+
+def _in_process(args, n: int) -> tuple[float, float]:
     """The Python API in one process (imports and first weights load paid once, outside the timing)."""
     import torch
 
@@ -99,6 +119,7 @@ def _in_process(args, n: int) -> None:
     c, w = statistics.median(cold[1:]), statistics.median(warm[1:])  # the first pair loaded the weights
     print(f"Predictor.score in one process (models loaded): cold {n / c:.1f} items/s, cached {n / w:.0f} items/s "
           f"({c / w:.0f}x)")
+    return c, w
 
 
 if __name__ == "__main__":

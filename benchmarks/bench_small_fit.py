@@ -25,6 +25,7 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+import _results  # noqa: E402  (benchmarks/ is on sys.path: this script's folder)
 
 
 def load_avg() -> list[float]:
@@ -74,6 +75,10 @@ def main() -> None:
             print(json.dumps(row), flush=True)
     if args.out:
         Path(args.out).write_text(json.dumps(rows, indent=1))
+    _results.write("small_fit", [{"labelled items": r["items"], "nesting": f"{r['nested']} ({r['resolved']})",
+                                  "wall s": round(r["wall_s"]), "main (CV)": round(r["main"], 4),
+                                  "items scored": r["scored"], "load before": r["load_before"][0]} for r in rows],
+                   {"features": args.extractors, "trials": args.trials or "StackConfig default"})
 
 
 if __name__ == "__main__":

@@ -44,6 +44,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "benchmarks"))
+import _results  # noqa: E402
 
 NOISE_DIMS = 1000
 STORE_BLOCKS = {"demo": ("image", ["generator", "prompt_minilm", "nss", "effnet_lite0"], "mos"),
@@ -134,17 +135,22 @@ def selection_only(name, X, y, groups, blocks, cfg, args) -> None:
           f"(selection only); load {os.getloadavg()[0]:.1f}", flush=True)
     print("| blocks offered | kept | dropped | proxy score per subset (mean over folds) | s |\n|---|---|---|---|---|")
     Xn, bn = with_noise(X, blocks)
+    table = []
     for label, Xv, bv in (("all", X, blocks), ("all + noise", Xn, bn)):
         kept, info = select_blocks(Xv[sub], y[sub], groups[sub], bv, seed=c.seed, protocol=c.protocol, pca=c.pca,
                                    tolerance=c.select_tolerance)
         scores = ", ".join(f"{k} {v:.3f}" for k, v in sorted(info["scores"].items(), key=lambda kv: -kv[1]))
         print(f"| {label} | {'+'.join(kept)} | {'+'.join(info['dropped']) or '—'} | {scores} | {info['seconds']:.0f} |",
               flush=True)
+        table.append({"blocks offered": label, "kept": "+".join(kept), "dropped": "+".join(info["dropped"]) or None,
+                      "proxy score per subset": scores, "seconds": round(info["seconds"])})
         if args.out:
             with open(args.out, "a") as f:
                 f.write(json.dumps({"dataset": name, "variant": f"selection only: {label}", "kept": kept,
                                     "scores": info["scores"], "rows": info["rows"], "seconds": info["seconds"],
                                     "load": os.getloadavg()[0]}) + "\n")
+    _results.write(f"stack_selection-{name}", table, {"items": n, "groups": len(set(groups)), "nesting": nested,
+                                                       "tuning set": len(sub)})
 
 
 def main() -> None:
@@ -214,10 +220,12 @@ def main() -> None:
               flush=True)
         ref, ref_kept = None, None
         full = "+".join(names)
+        table = []
         for label, cfg, Xv, bv in rows:
             if label == "before: all blocks" and ref_kept and all(k == full for k in ref_kept):
                 # selection kept every block in every tuning: `before` is the very same computation
                 print(f"| {label} | same as after: selection kept every block | | | |", flush=True)
+                table.append({"variant": label, "main [95% CI]": "same as after: selection kept every block"})
                 continue
             scored, pred, secs, kept = run_cv(Xv, y, groups, bv, cfg)
             ev = evaluate(pred, y[scored], n_boot=args.n_boot, seed=0)
@@ -234,12 +242,16 @@ def main() -> None:
                 delta = f"{d:+.3f} [{dlo:+.3f}, {dhi:+.3f}]"
             kept_s = "; ".join(sorted(set(kept), key=kept.index)) if kept else "—"
             print(f"| {label} | {ev['main']:.3f} [{lo:.3f}, {hi:.3f}] | {delta} | {kept_s} | {secs:.0f} |", flush=True)
+            table.append({"variant": label, "main [95% CI]": f"{ev['main']:.3f} [{lo:.3f}, {hi:.3f}]",
+                          "Δ vs first row [95% CI]": delta, "blocks kept (per tuning)": kept_s, "seconds": round(secs)})
             if args.out:
                 with open(args.out, "a") as f:
                     f.write(json.dumps({"dataset": name, "variant": label, "main": ev["main"], "ci": [lo, hi],
                                         "delta": delta, "kept": kept, "n_scored": int(len(scored)),
                                         "seconds": secs, "trials": args.trials, "heads": args.heads,
                                         "max_tune_items": args.max_tune_items, "load": os.getloadavg()[0]}) + "\n")
+        _results.write(f"stack-{name}", table, {"items": len(y), "groups": len(set(groups)), "trials per head": args.trials,
+                                                "heads": args.heads, "max tune items": args.max_tune_items})
 
 
 if __name__ == "__main__":

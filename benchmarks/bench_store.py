@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+import _results
 from features_store import FeatureStore, load_features
 from features_store.manifest import Manifest
 
@@ -79,6 +80,7 @@ def main() -> None:
         size_mb = x.nbytes / 1e6
         print(f"{n} x {d} {args.dtype} ({size_mb:.0f} MB), median of {args.repeat}")
         print(f"{'':28s}{'seconds':>9s}{'MB/s':>9s}{'numpy/store':>13s}")
+        rows = []
         for name, t, ref in [
             ("numpy.save", t_npw, None), ("store write (+manifest)", t_stw, t_npw),
             ("numpy.load", t_npr, None), ("store open + full read", t_str, t_npr),
@@ -86,8 +88,13 @@ def main() -> None:
         ]:
             ratio = f"{ref / t:12.2f}x" if ref else ""
             print(f"{name:28s}{t:9.3f}{size_mb / t:9.0f}{ratio:>13s}")
+            rows.append({"operation": name, "seconds": round(t, 4), "MB/s": round(size_mb / t),
+                         "numpy time / store time": round(ref / t, 2) if ref else None})
         print(f"goal: full read >= 0.50x numpy -> {'met' if t_npr / t_str >= 0.5 else 'NOT met'} "
               f"({t_npr / t_str:.2f}x with open, {t_npr / t_raw:.2f}x read alone)")
+        _results.write("store", rows, {"array": f"{n} x {d} {args.dtype} ({size_mb:.0f} MB)",
+                                       "median of": args.repeat,
+                                       "goal: full read >= 0.5x numpy": "met" if t_npr / t_str >= 0.5 else "NOT met"})
 
 
 if __name__ == "__main__":

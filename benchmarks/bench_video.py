@@ -29,6 +29,7 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
+import _results  # noqa: E402  (benchmarks/ is on sys.path: this script's folder)
 
 
 def make_videos(folder: Path, n: int, seconds: float = 4.0) -> list[Path]:
@@ -148,6 +149,12 @@ def main(argv=None) -> None:
     for r in results:
         print(f"| {r['label']} | {r['dim']} | {r['decode']:.3f} | {r['prepare']:.3f} | {r['compute']:.3f} "
               f"| {r['vps']:.3f} | {r['vps_overlap']:.3f} | {100 * r['decode_share']:.1f}% |")
+    _results.write(f"video-{args.device.split(':')[0]}", [
+        {"extractor": r["label"], "dim": r["dim"], "decode s/video": round(r["decode"], 3),
+         "prepare s/video": round(r["prepare"], 3), "compute s/video": round(r["compute"], 3),
+         "videos/s (serial)": round(r["vps"], 3), "videos/s (prepare overlapped)": round(r["vps_overlap"], 3),
+         "decode share": f"{100 * r['decode_share']:.1f}%"} for r in results],
+        {"videos": source, "threads": torch.get_num_threads(), "precision": args.precision, "batch": args.batch})
 
 
 if __name__ == "__main__":

@@ -29,6 +29,8 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+import _results  # noqa: E402  (benchmarks/ is on sys.path: this script's folder)
+
 SHARED = Path(os.environ.get("AIGCQ_SHARED_DATA", REPO.parent / "shared" / "data"))
 CACHE = Path(os.environ.get("AIGCQ_CACHE", "/tmp/aigcq_cache"))
 
@@ -183,6 +185,19 @@ def main() -> None:
                   f"{r['stack_prompt_only']['main']:.4f} | {r['stack_prompt_only']['n_scored']} |")
     if args.out:
         Path(args.out).write_text(json.dumps(results, indent=2))
+    rows = []
+    for r in results:
+        u, st = r["untuned"], r["stack"]
+        rows.append({"dataset": r["dataset"], "items": r["n"], "prompts": r["prompts"], "protocol": r["protocol"],
+                     "mean MOS per generator": round(u["floor"], 4),
+                     "stacked heads, generator + prompt": round(st["main"], 4), "items scored": st["n_scored"],
+                     "prompt only": round(r["stack_prompt_only"]["main"], 4) if "stack_prompt_only" in r else None,
+                     **({} if args.skip_untuned else {f"untuned {k}": round(u[k], 4)
+                                                       for k in ("ridge", "svr", "lgbm", "average")}),
+                     "stack seconds": round(st["seconds"])})
+    suffix = "" if (args.dataset, args.protocol) == ("both", "both") else f"-{args.dataset}-{args.protocol}"
+    _results.write(f"floor{suffix}", rows, {"metric": "main = (|SRCC| + |PLCC|) / 2, 5-fold, nested",
+                                            "trials per head": args.trials, "nested": args.nested, "seed": args.seed})
 
 
 if __name__ == "__main__":

@@ -18,7 +18,6 @@ intervals), ``predictions.csv`` (out-of-fold prediction per item and configurati
 """
 from __future__ import annotations
 
-import argparse
 import hashlib
 import json
 import os
@@ -354,16 +353,26 @@ def run_ablation(store: str | os.PathLike, extractors: Sequence[Any] | None = No
         raise ValueError("give extractors=[...] or a recipe")
     target = target or "mos"
     folds, seed, protocol = folds or 5, seed or 0, protocol or "grouped"
-    blocks = load_blocks(store, extractors, target=target, split=split, track=track)
     outdir = Path(out) if out is not None else None
-    if outdir is not None:
-        outdir.mkdir(parents=True, exist_ok=True)
+    if outdir is not None:  # new, empty or an earlier ablation's (marked): never a folder aigcq did not make
+        from regressors.rundir import claim_folder
+
+        claim_folder(outdir, "ablate")
+    blocks = load_blocks(store, extractors, target=target, split=split, track=track)
+    from dataclasses import replace
+
+    from features_store.targets import check_target
+    from regressors import target_scale
+
+    check_target(blocks.y, blocks.ids, target, where=f"{store}: ")  # inf, 1e308, constant, too few: one line
+    labels, k = blocks.y, target_scale.exponent(blocks.y)  # an extreme scale (1e-300) is fitted times 2**k
+    blocks = replace(blocks, y=target_scale.scale(blocks.y, k))
     cache = ParamCache(outdir / "tuned_params.json" if outdir is not None else None)
     fold_list = make_folds(len(blocks.y), blocks.groups, folds, seed, protocol)
     confs = configurations(blocks.names)
     preds, kept = ablation_oof(blocks, confs, head, fold_list, trials=trials, inner_folds=inner_folds, seed=seed,
                                protocol=protocol, cache=cache, select=select_blocks, n_jobs=n_jobs, progress=progress)
-    rows = []
+    rows = []  # scores ignore the scale: computed at the fit's (exact) scaling, predictions reported in the target's
     for label, kind, subset in confs:
         p = preds[label]
         try:
@@ -382,6 +391,8 @@ def run_ablation(store: str | os.PathLike, extractors: Sequence[Any] | None = No
             row["delta_lo"], row["delta_hi"] = _paired_delta(p, preds[ALL], blocks.y, min(n_boot, 500), seed)
         rows.append(row)
     table = pd.DataFrame(rows)
+    preds = {c: target_scale.unscale(p, k) for c, p in preds.items()}
+    blocks = replace(blocks, y=labels)
     pred_df = pd.DataFrame({"item_id": blocks.ids, "generator": blocks.generators, "group": blocks.groups,
                             target: blocks.y, **{f"pred[{k}]": v for k, v in preds.items()}})
     per_gen = per_generator_table(pred_df, target)
@@ -470,6 +481,11 @@ def bar_chart(table: pd.DataFrame, path: str | os.PathLike | None = None, title:
     return fig
 
 
+#: what an ablation writes into its folder (listed in the folder's marker: a later run may replace them)
+OUTPUT_FILES = ("ablation.csv", "predictions.csv", "per_generator.csv", "ablation.png", "ablation.md",
+                "tuned_params.json")
+
+
 def write_outputs(result: AblationResult, **meta: Any) -> None:
     out = result.out
     assert out is not None
@@ -502,6 +518,9 @@ def write_outputs(result: AblationResult, **meta: Any) -> None:
         f"({result.seconds:.0f} s)",
     ]
     (out / "ablation.md").write_text("\n".join(text) + "\n")
+    from regressors.rundir import record_files
+
+    record_files(out, [out / n for n in OUTPUT_FILES], job="ablate")
 
 
 def frame_markdown(df: pd.DataFrame) -> str:
@@ -518,36 +537,30 @@ def frame_markdown(df: pd.DataFrame) -> str:
 
 # ---------------------------------------------------------------------------- CLI
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m experiments.ablate", description=__doc__.split("\n\n")[0])
-    ap.add_argument("--track", choices=("image", "video"), default=None)
-    ap.add_argument("--store", required=True, help="feature store (.h5) holding the extractors' features")
-    ap.add_argument("--target", default=None, help="label column (default: the recipe's, else mos)")
-    ap.add_argument("--out", required=True, help="output folder (the tuned-parameter cache lives there too)")
-    ap.add_argument("--recipe", default=None, help="recipe name or YAML path (default: --extractors)")
-    ap.add_argument("--extractors", default=None, help="comma-separated extractor specs (when no recipe)")
-    ap.add_argument("--head", default="svr", choices=("svr", "enet", "lgbm"))
-    ap.add_argument("--trials", type=int, default=10, help="Optuna trials per outer fold (0: default parameters)")
-    ap.add_argument("--folds", type=int, default=None, help="outer folds (default: the recipe's, else 5)")
-    ap.add_argument("--inner-folds", type=int, default=3)
-    ap.add_argument("--seed", type=int, default=None)
-    ap.add_argument("--protocol", choices=("grouped", "random"), default=None)
-    ap.add_argument("--n-boot", type=int, default=1000)
-    ap.add_argument("--split", default="train")
-    ap.add_argument("--no-select-blocks", action="store_true",
-                    help="every row reads all its blocks (default: nested block selection per outer fold, as the stack)")
-    ap.add_argument("--jobs", type=int, default=-1, help="worker processes (default -1: all cores, at most 8)")
+    from .ablate_args import parser
+
+    ap = parser()
     args = ap.parse_args(argv)
     exs = [s for s in (args.extractors or "").split(",") if s.strip()] or None
     if args.recipe is None and exs is None:
         ap.error("give --recipe or --extractors")
-    res = run_ablation(args.store, exs, recipe=args.recipe, target=args.target, head=args.head, trials=args.trials,
-                       folds=args.folds, inner_folds=args.inner_folds, seed=args.seed, protocol=args.protocol,
-                       n_boot=args.n_boot, out=args.out, track=args.track, split=args.split,
-                       select_blocks=not args.no_select_blocks, n_jobs=args.jobs)
+    from features_store.targets import TargetError
+    from regressors.rundir import RunFolderError
+
+    try:
+        res = run_ablation(args.store, exs, recipe=args.recipe, target=args.target, head=args.head,
+                           trials=args.trials, folds=args.folds, inner_folds=args.inner_folds, seed=args.seed,
+                           protocol=args.protocol, n_boot=args.n_boot, out=args.out, track=args.track,
+                           split=args.split, select_blocks=not args.no_select_blocks, n_jobs=args.jobs)
+    except (RunFolderError, TargetError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     print(markdown_table(res.table))
     print(f"\nwrote {res.out}/ablation.md, ablation.csv, ablation.png, per_generator.csv ({res.seconds:.0f} s)")
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from features_store.console import run_main
+
+    sys.exit(run_main(main))

@@ -7,7 +7,9 @@
 3. tune, cross-validate (grouped by source photo) and fit with ``python -m regressors fit``;
 4. a quick ablation (every extractor alone / all minus each), unless ``--no-ablation``;
 5. ``aigcq score`` with the model bundle on images of photos held out of the dataset (never in
-   the store, the CV or the fit), printed next to their synthetic labels.
+   the store, the CV or the fit), printed next to their synthetic labels with their 90% intervals
+   and ``in_domain``; and on three foreign images (a text page, flat grey, noise), which
+   ``in_domain`` should flag.
 
 The steps run the same command lines a user types (``make features`` / ``make regress``),
 so the demo checks the real entry points. Rerunning reuses the dataset and the store.
@@ -22,7 +24,7 @@ import sys
 import time
 from pathlib import Path
 
-from .demo_data import DemoConfig, build_demo_dataset
+from .demo_data import DemoConfig, build_demo_dataset, write_foreign_images
 
 EXTRACTORS = ("nss", "effnet_lite0", "prompt_minilm", "generator")
 BANNER = (
@@ -69,19 +71,31 @@ def _headline(metrics: dict) -> str:
 
 
 def _heldout_table(listing: Path, scores_csv: Path) -> str:
-    """Held-out images: model score next to the synthetic label, and their rank agreement."""
+    """Held-out images: model score (with its interval and in_domain) next to the synthetic label, their rank
+    agreement and how many of the labels fall in their intervals; then the foreign images (rows after the list's)."""
     import pandas as pd
     from scipy.stats import spearmanr
 
     lab = pd.read_csv(listing)
-    sc = pd.read_csv(scores_csv)
+    sc = pd.read_csv(scores_csv, keep_default_na=False, na_values=[""])
+    held, foreign = sc.iloc[:len(lab)].reset_index(drop=True), sc.iloc[len(lab):]
     df = pd.DataFrame({"image": lab["path"].map(lambda p: Path(p).stem), "generator": lab["generator"],
-                       "synthetic label": lab["mos"].round(2), "score": sc["score"].round(2), "status": sc["status"]})
+                       "synthetic label": lab["mos"].round(2), "score": held["score"].round(2),
+                       "interval": [f"{a:.2f}–{b:.2f}" for a, b in zip(held["score_lo"], held["score_hi"])],
+                       "in_domain": held["in_domain"], "status": held["status"]})
     ok = df["status"] == "ok"
     rho = spearmanr(df.loc[ok, "score"], df.loc[ok, "synthetic label"]).statistic if ok.sum() > 2 else float("nan")
+    inside = int(((lab["mos"] >= held["score_lo"]) & (lab["mos"] <= held["score_hi"]))[ok].sum())
     lines = [f"\nHeld-out images (their photos were never in the store, the CV or the fit); "
-             f"SRCC with the synthetic labels {rho:.3f} on {int(ok.sum())} images:", ""]
+             f"SRCC with the synthetic labels {rho:.3f} on {int(ok.sum())} images; {inside} of {int(ok.sum())} labels "
+             f"inside their 90% interval; in_domain True for {int((held['in_domain'] == True).sum())}:", ""]  # noqa: E712
     lines.append(df.sort_values("synthetic label", ascending=False).to_string(index=False))
+    if len(foreign):
+        f = pd.DataFrame({"image": foreign["path"].map(lambda p: Path(p).stem), "score": foreign["score"].round(2),
+                          "interval": [f"{a:.2f}–{b:.2f}" for a, b in zip(foreign["score_lo"], foreign["score_hi"])],
+                          "in_domain": foreign["in_domain"], "domain_score": foreign["domain_score"].round(2)})
+        lines += ["", "Foreign images (not photos; in_domain False means: the score is an extrapolation):", "",
+                  f.to_string(index=False)]
     return "\n".join(lines)
 
 
@@ -100,6 +114,14 @@ def main(argv: list[str] | None = None) -> int:
 
     t_start = time.perf_counter()
     out = Path(args.out)
+    from regressors.rundir import RunFolderError, claim_folder, foreign_entries, record_files
+
+    try:  # new, empty or an earlier demo's folder (marked): never a folder aigcq did not make
+        claim_folder(out, "demo")
+    except RunFolderError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    not_ours = set(foreign_entries(out))  # files someone put here since the last demo stay theirs
     py = sys.executable
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
@@ -133,11 +155,13 @@ def main(argv: list[str] | None = None) -> int:
     heldout = data.parent / "heldout" / "list.csv"
     scores_csv = out / "heldout_scores.csv"
     if args.heldout_sources:
+        foreign = write_foreign_images(data.parent / "foreign", size=args.size)
         timings["score"] = _run(
-            [py, "-m", "aigcq", "score", str(reg / "model"), str(heldout), "-o", str(scores_csv),
+            [py, "-m", "aigcq", "score", str(reg / "model"), str(heldout), *map(str, foreign), "-o", str(scores_csv),
              "--cache", str(out / "score-cache.h5")],
-            "score images held out of the dataset with the model bundle (aigcq score)")
+            "score images held out of the dataset, and three foreign ones, with the model bundle (aigcq score)")
         print(_heldout_table(heldout, scores_csv))
+    record_files(out, [out / f for f in foreign_entries(out) if f not in not_ours], job="demo")
     total = time.perf_counter() - t_start
     metrics_path = reg / "metrics.json"
     headline = _headline(json.loads(metrics_path.read_text())) if metrics_path.is_file() else "(no metrics.json)"
@@ -158,4 +182,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from features_store.console import run_main
+
+    sys.exit(run_main(main))

@@ -224,6 +224,32 @@ def build_demo_dataset(out_dir: str | os.PathLike, config: DemoConfig | None = N
     return yaml_path
 
 
+#: clearly foreign inputs for a model trained on photos: `make demo` scores them to show ``in_domain``
+FOREIGN = ("text_page", "flat_grey", "noise")
+
+
+def write_foreign_images(folder: str | os.PathLike, size: int = 256, seed: int = 0) -> list[Path]:
+    """A white page with black lines of text, a flat grey square and uniform RGB noise (PNG files): inputs no
+    photo-trained quality model should score as if it knew them (``in_domain`` should say False)."""
+    from PIL import Image, ImageDraw
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    page = Image.new("RGB", (2 * size, size), "white")
+    draw = ImageDraw.Draw(page)
+    for y in range(size // 16, size - size // 16, max(size // 14, 12)):
+        draw.text((size // 16, y), "The quick brown fox jumps over the lazy dog. " * 3, fill="black")
+    rng = np.random.default_rng(seed)
+    images = {"text_page": page, "flat_grey": Image.new("RGB", (size, size), (128, 128, 128)),
+              "noise": Image.fromarray(rng.integers(0, 256, (size, size, 3), dtype=np.uint8))}
+    out = []
+    for name in FOREIGN:
+        path = folder / f"{name}.png"
+        images[name].save(path)
+        out.append(path)
+    return out
+
+
 def build_demo_store(out_dir: str | os.PathLike, config: DemoConfig | None = None,
                      extractors: tuple[str, ...] = ("nss", "prompt_minilm", "generator"), progress: bool = False) -> Path:
     """Dataset + feature store in one call (tests and the notebook use a tiny one).

@@ -204,10 +204,10 @@ def from_dict(data: dict, path: str = "") -> Recipe:
 
 def load(name_or_path: str | Path) -> Recipe:
     """A recipe by name (``experiments/recipes/<name>.yaml``) or path."""
-    import yaml
+    from features_store.hints import read_yaml
 
     path = _resolve(name_or_path)
-    data = yaml.safe_load(path.read_text())
+    data = read_yaml(path)
     if not isinstance(data, dict):
         raise ValueError(f"recipe {path}: expected a mapping of keys (name, extractors, heads, ...)")
     return from_dict(data, str(path))
@@ -232,7 +232,9 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from features_store.console import run_main
+
+    sys.exit(run_main(main))
 
 
 # ------------------------------------------------------------------ store lookup

@@ -112,6 +112,14 @@ def main(argv: list[str] | None = None) -> int:
     print(f"recipe {recipe.summary()}")
     print(f"dataset {manifest.name}: {manifest.summary()['splits']} items per split")
     specs = _drop_unknown_generator(recipe, manifest)
+    out = Path(args.out or f"runs/reproduce-{manifest.name}-{args.track}-{recipe.name}")
+    from regressors.rundir import RunFolderError, check_replaceable
+
+    try:  # before hours of features: the run folder must be new, empty or one aigcq wrote
+        check_replaceable(out)
+    except RunFolderError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     if args.store:
         base_store = Path(args.store)
     else:  # the dataset-identifying default every entry point uses (features_store.naming)
@@ -154,7 +162,6 @@ def main(argv: list[str] | None = None) -> int:
     from regressors.stacking import StackConfig
     from regressors.workflow import fit_command
 
-    out = Path(args.out or f"runs/reproduce-{manifest.name}-{args.track}-{recipe.name}")
     cfg = StackConfig(heads=tuple(recipe.heads), n_trials=recipe.trials if args.trials is None else args.trials,
                       block_head="svr" if recipe.stack else None, outer_folds=recipe.folds,
                       protocol=recipe.protocol, seed=recipe.seed, n_jobs=args.jobs)
@@ -166,6 +173,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
     zips = [str(_zip(Path(s["folder"]))) for s in metrics.get("submissions", {}).values() if "folder" in s]
+    from regressors.rundir import record_files
+
+    record_files(out, zips)  # written by this run: a later run may replace them
     print(f"\nfeatures {t_feat:.0f} s, regression {metrics.get('timing', {}).get('total_s', float('nan')):.0f} s")
     print(f"cross-validated main {metrics.get('main', float('nan')):.4f}; report {out / 'report.md'}")
     for z in zips:
@@ -174,4 +184,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from features_store.console import run_main
+
+    sys.exit(run_main(main))

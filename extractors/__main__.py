@@ -54,7 +54,8 @@ def _run(args) -> int:
     # first, before torch or numpy allocate much: every later buffer follows these thresholds
     set_malloc_thresholds(args.malloc_threshold)
     threads = parse_threads(args.threads)  # torch is set (and loaded) only if something is computed
-    from features_store.manifest import ManifestError, dataset_from_args, problems_frame
+    from features_store.adapters import dataset_from_args
+    from features_store.manifest import ManifestError, problems_frame
     from features_store.store import FeatureStore
 
     from .registry import for_track
@@ -145,7 +146,8 @@ def _run_ray(args, manifest, specs, store) -> int:
     for s in summaries:
         rate = f", {s['done'] / s['seconds']:.1f} items/s per worker" if s["seconds"] > 0 and s["done"] else ""
         print(f"{s['key']}: {s['done']} computed, {s['failed']} failed, {s['skipped']} already in the store, "
-              f"dim {s['dim']}, {s['shards']} shards on {len(s['pids'])} worker process(es){rate}")
+              f"dim {s['dim']}, {s['shards']} shards on {len(s['pids'])} worker process(es){rate}"
+              + (f", {s['requeued']} requeued after a lost worker" if s["requeued"] else ""))
         for iid, msg in s["failures"][:20]:
             print(f"  failed {iid}: {msg}")
         if s["failed"] > 20:
@@ -206,16 +208,20 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--plugins", default=None, help="modules to import that register extra extractors (or AIGCQ_PLUGINS)")
     g = p.add_argument_group("Ray engine (pip install 'aigc-quality[ray]'; docs/scale.md)")
     g.add_argument("--engine", default="local", choices=["local", "ray"],
-                   help="ray: shards as Ray actors (one GPU each with --device cuda), merged into --store at the end")
+                   help="ray: shards of items computed by Ray actors (one GPU each with --device cuda); their rows "
+                        "come back to this process, which alone writes --store (docs/scale.md)")
     g.add_argument("--address", default=None,
                    help="Ray cluster: auto (the one `ray start` made on this node), head:6379, or ray://head:10001 "
                         "(Ray Client: pip install 'ray[client]'); default: a local one")
     g.add_argument("--shard-size", type=int, default=None,
-                   help="items per shard (rounded up to whole batches; default ~4 shards per actor and extractor)")
+                   help="items per shard (rounded up to whole batches; default ~4 shards per actor and extractor, "
+                        "at most 2,048)")
     g.add_argument("--actors-per-gpu", type=int, default=1, help="shard workers sharing one GPU")
     g.add_argument("--actors", type=int, default=None,
-                   help="shard workers (default: GPUs x --actors-per-gpu, or CPUs / max(1, --workers))")
-    g.add_argument("--max-restarts", type=int, default=3, help="times Ray restarts a lost worker and retries its shard")
+                   help="shard workers, at most what the nodes hold (default: all they hold: per node, its GPUs x "
+                        "--actors-per-gpu, or its CPUs / max(1, --workers))")
+    g.add_argument("--max-restarts", "--max-retries", type=int, default=3,
+                   help="times a shard goes back to the queue after its worker (process or node) was lost")
     p.set_defaults(func=_run)
     args = ap.parse_args(argv)
     try:
@@ -232,4 +238,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from features_store.console import run_main
+
+    sys.exit(run_main(main))

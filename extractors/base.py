@@ -21,13 +21,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass
 from importlib import metadata
 from typing import Any, ClassVar, Sequence
 
 import numpy as np
 
 from features_store.hints import suggest  # one copy, in the lowest room (registry, recipes, aigcq import it from here)
+from features_store.item import Item  # the manifest makes items (ground floor); extractors import it from here
 
 KINDS = ("image", "video", "text", "meta")
 PRECISIONS = ("fp32", "fp16", "bf16")
@@ -42,17 +42,6 @@ class WeightsNotFoundError(RuntimeError):
 
     The message must name the missing file or hub id and say how to provide it.
     """
-
-
-@dataclass(frozen=True)
-class Item:
-    """One row of a manifest, as an extractor sees it."""
-
-    index: int  # row in the manifest / store
-    item_id: str
-    path: str | None  # absolute path of the media file; None when the dataset has no media
-    prompt: str = ""
-    generator: str | None = None
 
 
 def _check_option_type(extractor: str, key: str, value: Any, default: Any) -> None:
@@ -83,6 +72,31 @@ def library_versions(packages: Sequence[str]) -> dict[str, str]:
     return out
 
 
+_FILE_DIGESTS: dict[tuple, str] = {}
+
+
+def file_identity(path: str) -> dict[str, Any]:
+    """A weights file as an identity records it: its name and sha256 (None when it does not exist yet; setup
+    then fails naming the path). Digests are cached by (real path, size, mtime): identity() is called often."""
+    import os
+
+    p = os.path.expanduser(str(path))
+    try:
+        st = os.stat(p)
+    except OSError:
+        return {"file": os.path.basename(p), "sha256": None}
+    if os.path.isdir(p):  # an extractor that takes a folder resolves the file first (reiqa); else its name only
+        return {"folder": os.path.basename(p.rstrip(os.sep)), "sha256": None}
+    cache_key = (os.path.realpath(p), st.st_size, st.st_mtime_ns)
+    if cache_key not in _FILE_DIGESTS:
+        h = hashlib.sha256()
+        with open(p, "rb") as f:
+            for chunk in iter(lambda: f.read(1 << 20), b""):
+                h.update(chunk)
+        _FILE_DIGESTS[cache_key] = h.hexdigest()
+    return {"file": os.path.basename(p), "sha256": _FILE_DIGESTS[cache_key]}
+
+
 def config_hash(identity: dict) -> str:
     canonical = json.dumps(identity, sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256(canonical.encode()).hexdigest()[:12]
@@ -105,6 +119,14 @@ class Extractor:
     summary: ClassVar[str] = ""
     #: whether the prompt changes the numbers (a cache keyed by file content must then include it)
     uses_prompt: ClassVar[bool] = True
+    #: options whose value is not plain data (audited in docs/security.md): ``"path"`` names a local file (the
+    #: identity records its content, :func:`file_identity`, never the path); ``"weights"`` names hub weights by id
+    #: (a local folder only when the user gives it); ``"filename"`` a file inside those weights; ``"revision"`` a hub
+    #: revision (from a bundle a plain ref name only); ``"code"`` lets a file run code when it is loaded (it changes no
+    #: number, so it stays out of the identity). A bundle never supplies a path or code (extractors.bundle_options).
+    local_options: ClassVar[dict[str, str]] = {}
+    #: values of a ``"path"`` option that are names, not paths (raft_motion's ``weights="default"``)
+    path_keywords: ClassVar[tuple[str, ...]] = ()
     #: read media of the other kind anyway (a video's frame 0 on the image track, an image as a
     #: 1-frame video): off by default, set by the runner on request (--allow-media-mismatch). Not
     #: an option: an item's numbers are the same whenever it is computed, only refusals change.
@@ -129,10 +151,22 @@ class Extractor:
         return {
             "name": self.name,
             "version": self.version,
-            "options": self.options,
+            "options": self.identity_options(),
             "precision": self.precision,
             "libraries": library_versions(self.packages),
         }
+
+    def identity_options(self, options: dict[str, Any] | None = None) -> dict[str, Any]:
+        """``options`` (default: this extractor's) as they enter the identity: a local file by its content
+        (:func:`file_identity`), not its path, so the same weights give the same key on any machine; options that
+        only allow code to run left out (they change no number)."""
+        out = dict(self.options if options is None else options)
+        for k, kind in self.local_options.items():
+            if kind == "code":
+                out.pop(k, None)
+            elif kind == "path" and isinstance(out.get(k), str) and out[k] and out[k] not in self.path_keywords:
+                out[k] = file_identity(out[k])
+        return out
 
     def key(self) -> str:
         """Store key: name plus a hash of the identity (readable, and unique per configuration)."""
@@ -147,7 +181,16 @@ class Extractor:
         that the rebuilt key equals the recorded one. Subclasses whose identity does not
         hold their options under ``"options"`` override this.
         """
-        return dict(identity.get("options", {}))
+        return cls.strip_file_identities(dict(identity.get("options", {})))
+
+    @classmethod
+    def strip_file_identities(cls, options: dict[str, Any]) -> dict[str, Any]:
+        """A local file recorded by its content cannot be rebuilt from the record: the option is left unset (the
+        user names the file; its content must then match for the key to match)."""
+        for k, kind in cls.local_options.items():
+            if kind == "path" and isinstance(options.get(k), dict):
+                options[k] = None
+        return options
 
     def output_dim(self) -> int | None:
         """Vector length if known without loading weights, else None (the store learns it)."""

@@ -36,6 +36,7 @@ class BLIP2Features(ImageExtractor):
     defaults = {"model": "Salesforce/blip2-itm-vit-g", "revision": None, "max_text_tokens": 32}
     packages = ImageExtractor.packages + ("transformers", "tokenizers")
     needs = "transformers + Salesforce/blip2-itm-vit-g"
+    local_options = {"model": "weights", "revision": "revision"}
     summary = "BLIP-2 Q-Former image tokens (mean), prompt embedding, ITC similarity, ITM probability"
 
     def __init__(self, **options: Any) -> None:

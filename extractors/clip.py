@@ -96,6 +96,7 @@ class CLIPFeatures(ImageExtractor):
     }
     packages = ImageExtractor.packages + ("open_clip_torch", "timm")
     needs = "open_clip_torch + checkpoint"
+    local_options = {"checkpoint": "path", "model": "weights", "revision": "revision"}
     summary = "open_clip image/prompt embeddings, cosine, IPCE five-level match, CLIP-IQA antonym pairs"
 
     def __init__(self, **options: Any) -> None:
@@ -207,11 +208,7 @@ class CLIPFeatures(ImageExtractor):
         ident["preprocess"] = {k: list(v) if isinstance(v, tuple) else v for k, v in self.preprocess_cfg().items()}
         ident["quick_gelu"] = self._quick_gelu()
         ident["texts"] = {"levels": [LEVEL_TEMPLATE, list(LEVELS)], "iqa_pairs": [list(p) for p in IQA_PAIRS]}
-        ckpt = self.options["checkpoint"]
-        if ckpt:  # a local file: its name and size stand in for its content
-            p = os.path.expanduser(str(ckpt))
-            ident["checkpoint_file"] = [os.path.basename(p), os.path.getsize(p) if os.path.exists(p) else None]
-        return ident
+        return ident  # a local checkpoint enters by its content (options, base.file_identity)
 
     # ---------------------------------------------------------------- weights
     def _checkpoint_path(self) -> str | None:

@@ -31,6 +31,7 @@ class DINOv2Features(ImageExtractor):
     defaults = {"model": "facebook/dinov2-base", "revision": None, "size": 224}
     packages = ImageExtractor.packages + ("transformers",)
     needs = "transformers + facebook/dinov2-*"
+    local_options = {"model": "weights", "revision": "revision"}
     summary = "DINOv2 CLS token and mean patch token (self-supervised ViT)"
 
     def __init__(self, **options: Any) -> None:

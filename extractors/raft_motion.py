@@ -192,6 +192,8 @@ class RAFTMotion(Extractor):
     }
     packages = ("numpy", "torch", "torchvision", "av")
     needs = "torchvision RAFT weights (torch hub cache or a local .pth)"
+    local_options = {"weights": "path"}
+    path_keywords = ("default", "torchvision")
     summary = "optical-flow motion statistics (magnitude, acceleration, warp error, camera vs local)"
 
     def output_dim(self) -> int:
@@ -204,7 +206,7 @@ class RAFTMotion(Extractor):
         ident = super().identity()
         ident["frames"] = frames_identity(self.options["n_frames"], self.options["sampling"])
         # pair_batch changes memory use, not numbers: keep it out of the key.
-        ident["options"] = {k: v for k, v in self.options.items() if k != "pair_batch"}
+        ident["options"] = {k: v for k, v in ident["options"].items() if k != "pair_batch"}
         return ident
 
     # ------------------------------------------------------------------ weights

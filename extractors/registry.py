@@ -98,7 +98,11 @@ def get_extractor(spec: str | dict, **options: Any) -> Extractor:
     else:
         name, parsed = parse_spec(spec)
         options = {**parsed, **options}
-    return extractor_class(name)(**options)
+    cls = extractor_class(name)
+    from features_store.console import require
+
+    require(cls.packages)  # an optional package missing (clip: open_clip_torch): one line before any work
+    return cls(**options)
 
 
 def for_track(spec: str | dict, track: str) -> Extractor:

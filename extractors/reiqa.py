@@ -120,6 +120,7 @@ class ReIQAFeatures(ImageExtractor):
         "allow_pickle": False,  # full unpickling of a checkpoint weights_only refuses
     }
     needs = "torchvision + Re-IQA checkpoints (local paths)"
+    local_options = {"content_ckpt": "path", "quality_ckpt": "path", "allow_pickle": "code"}
     summary = "Re-IQA content + quality ResNet-50 features, full + half scale (8192)"
 
     def __init__(self, **options: Any) -> None:
@@ -144,16 +145,18 @@ class ReIQAFeatures(ImageExtractor):
             for i in range(FEATURE_DIM)
         ]
 
+    def identity_options(self, options=None) -> dict:
+        # a checkpoint by its content (name and sha256), never its path: the same file gives the same key anywhere;
+        # a folder stands for the checkpoint file inside it
+        opts = dict(self.options if options is None else options)
+        for enc, option in CKPT_OPTION.items():
+            path = opts.get(option)
+            if path and os.path.isdir(os.path.expanduser(str(path))):
+                opts[option] = os.path.join(os.path.expanduser(str(path)), CKPT_FILE[enc])
+        return super().identity_options(opts)
+
     def identity(self) -> dict:
         ident = super().identity()
-        weights = {}
-        for enc in self.options["encoders"]:
-            path = self.options[CKPT_OPTION[enc]]
-            entry = {"path": os.path.abspath(os.path.expanduser(path)) if path else None}
-            if path and os.path.isfile(os.path.expanduser(path)):
-                entry["bytes"] = os.path.getsize(os.path.expanduser(path))
-            weights[enc] = entry
-        ident["weights"] = weights
         ident["input"] = {"scales": ["full", "half"], "max_side": self.options["max_side"], "half_resample": "PIL bicubic"}
         return ident
 

@@ -40,6 +40,10 @@ class ContractError(RuntimeError):
     """The extractor broke its contract (e.g. wrong output shape): a bug, so the run stops."""
 
 
+class BrokenExtractor(RuntimeError):
+    """Every item of the first MAX_BROKEN_BATCHES batches failed in compute and none ever worked."""
+
+
 @dataclass
 class RunSummary:
     key: str
@@ -211,6 +215,8 @@ def run_extraction(
     worker_stall_s: float | None = None,
     allow_media_mismatch: bool = False,
     media_checked: bool = False,
+    stored_names: list[str] | None = None,
+    stop_if_broken: bool = True,
 ) -> RunSummary:
     """Compute ``extractor`` for the pending items of ``manifest`` (a Manifest or a list of
     Items) into ``store`` (a path or an open FeatureStore in mode "a").
@@ -222,6 +228,14 @@ def run_extraction(
     ``on_changed``: items whose media file changed since their features were computed are
     recomputed ("recompute", with a warning naming them) or the run is refused ("refuse");
     see features_store.fingerprint.
+
+    ``stored_names``: the feature names the caller's store holds for the extractor's key, when ``store``
+    is not that store (a Ray worker's scratch store): what the extractor learnt then (``fit_manifest``,
+    e.g. the generator vocabulary, hence the block's columns) is kept, as in a single run.
+
+    ``stop_if_broken``: stop with :class:`BrokenExtractor` when every item of the first
+    MAX_BROKEN_BATCHES batches failed in compute (False: items of a run that is known to have computed
+    rows elsewhere, a Ray shard, fail one by one instead).
 
     ``media_checked``: the caller already compared the media with their fingerprints (the Ray driver
     does, on the whole store, before handing out shards whose new stores hold no fingerprints yet:
@@ -264,7 +278,8 @@ def run_extraction(
         extractor.allow_media_mismatch = bool(allow_media_mismatch)
         if hasattr(extractor, "fit_manifest"):
             k = extractor.key()
-            stored = st.feature_names(k) if k in st.keys() and st.config(k)["dim"] else None
+            stored = stored_names if stored_names is not None else \
+                st.feature_names(k) if k in st.keys() and st.config(k)["dim"] else None
             extractor.fit_manifest((manifest if learn_from is None else learn_from).df, stored)
         key = _declare(st, extractor)
         summary = RunSummary(key, extractor.name)
@@ -300,7 +315,7 @@ def run_extraction(
             ]
             t_loop = time.perf_counter()
             _loop(st, key, extractor, items, summary, batch_size, workers, progress,
-                  checkpoint_every_s, checkpoint_every_batches, ThreadGovernor(threads), worker_stall_s)
+                  checkpoint_every_s, checkpoint_every_batches, ThreadGovernor(threads), worker_stall_s, stop_if_broken)
             if summary.done:  # decode + forward wall time, for submission readmes
                 st.add_timing(key, time.perf_counter() - t_loop, summary.done, device)
         summary.dim = st.config(key)["dim"]
@@ -366,14 +381,14 @@ def _declare(st, extractor: Extractor) -> str:
 
 
 def _loop(st, key, ex, items, summary, batch_size, workers, progress, every_s, every_batches,
-          governor: ThreadGovernor | None = None, stall_s: float | None = None) -> None:
+          governor: ThreadGovernor | None = None, stall_s: float | None = None, stop_if_broken: bool = True) -> None:
     from tqdm.auto import tqdm
 
     from .loader import WorkerError
 
     bar = tqdm(total=len(items), desc=key, unit="item", disable=not progress, dynamic_ncols=True)
     last_ckpt, batches_since, broken = time.monotonic(), 0, 0
-    names_set = False
+    names_set = new_names = False
     id_of = {it.index: it.item_id for it in items}
     try:
         for positions, batch, failures, singles in _batches(ex, items, batch_size, workers, stall_s):
@@ -419,18 +434,23 @@ def _loop(st, key, ex, items, summary, batch_size, workers, progress, every_s, e
                     done_idx = list(np.asarray(done_idx)[finite])
                     values = values[finite]
                 if not names_set and len(done_idx):
-                    st.set_feature_names(key, ex.feature_names(values.shape[1]))
+                    names = ex.feature_names(values.shape[1])
+                    new_names = st.feature_names(key) != names  # [] before the first row; placeholders after a kill
+                    st.set_feature_names(key, names)
                     names_set = True
             st.record(key, done_idx, values, fail_idx, fail_msg)
+            if new_names:  # the file takes names once it knows the width: now, not at the next checkpoint, so that
+                st.checkpoint()  # a run killed in between does not leave rows named generator_0 ... (once per key)
+                new_names = False
             summary.done += len(done_idx)
             summary.failed += len(fail_idx)
             if fail_idx:
                 summary.failures += [(id_of[i], m) for i, m in zip(fail_idx, fail_msg)]
             # an extractor that fails on every item from the start is broken: stop, say why
-            if good and not done_idx and summary.done == 0 and batch_error is not None:
+            if stop_if_broken and good and not done_idx and summary.done == 0 and batch_error is not None:
                 broken += 1
                 if broken >= MAX_BROKEN_BATCHES:
-                    raise RuntimeError(f"extractor {ex.name!r} failed on every item of the first {broken} batches; "
+                    raise BrokenExtractor(f"extractor {ex.name!r} failed on every item of the first {broken} batches; "
                                        f"last error: {fail_msg[-1]}")
             bar.update(len(positions) + len(failures))
             if summary.failed:

@@ -68,6 +68,8 @@ class TemporalConsistency(OverFrames):
     def identity(self) -> dict[str, Any]:
         ident = super().identity()
         ident["options"] = {k: v for k, v in self.options.items() if k != "frame_batch"}
+        # the base's local files by content, as its own identity holds them (a path never enters a key)
+        ident["options"]["base_options"] = self.base.identity_options(self.options["base_options"] or {})
         ident["frames"] = frames_identity(self.options["n_frames"], self.options["sampling"])
         base = self.base
         base.precision = self.precision  # the base runs at our precision

@@ -131,11 +131,12 @@ class VideoMAEFeatures(Extractor):
     }
     packages = ("numpy", "torch", "torchvision", "transformers", "av")
     needs = "transformers + MCG-NJU/videomae-* (hub cache or local folder)"
+    local_options = {"model": "weights", "revision": "revision"}
     summary = "VideoMAE mean-token clip embeddings, mean and std over clips"
 
     def identity(self) -> dict[str, Any]:
         ident = super().identity()
-        ident["options"] = {k: v for k, v in self.options.items() if k != "clip_batch"}
+        ident["options"] = {k: v for k, v in ident["options"].items() if k != "clip_batch"}
         ident["frames"] = {"decoder": "pyav", "clips": "equal segments, uniform within"}
         return ident
 

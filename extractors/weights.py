@@ -11,13 +11,29 @@ so that offline behaviour is the same everywhere:
 from __future__ import annotations
 
 import os
+from contextlib import contextmanager
+from contextvars import ContextVar
 from pathlib import Path
 
 from .base import WeightsNotFoundError
 
+#: set while extractors named by a model bundle are built and run: hub weights come from the local cache only
+_CACHE_ONLY: ContextVar[bool] = ContextVar("aigcq_weights_cache_only", default=False)
+
+
+@contextmanager
+def cache_only():
+    """Weights named by a model bundle are resolved from the user's own cache: nothing is downloaded (a bundle
+    never makes the toolkit fetch anything; a missing file is refused naming the id, the revision and how to get it)."""
+    token = _CACHE_ONLY.set(True)
+    try:
+        yield
+    finally:
+        _CACHE_ONLY.reset(token)
+
 
 def hub_offline() -> bool:
-    return os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes", "on")
+    return _CACHE_ONLY.get() or os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes", "on")
 
 
 def is_local(source: str) -> bool:
@@ -28,7 +44,8 @@ def _how_to(source: str, revision: str | None, filename: str | None) -> str:
     what = f"{source}" + (f"@{revision}" if revision else "") + (f" file {filename!r}" if filename else "")
     return (
         f"weights not found: {what}. "
-        f"{'HF_HUB_OFFLINE is set, so nothing was downloaded. ' if hub_offline() else ''}"
+        + ("The weights a model bundle names come from your local cache only, so nothing was downloaded. "
+           if _CACHE_ONLY.get() else "HF_HUB_OFFLINE is set, so nothing was downloaded. " if hub_offline() else "") +
         "Download them on a machine with access (`huggingface-cli download "
         f"{source}{' --revision ' + revision if revision else ''}`) and copy the hub cache, "
         "or pass a local path to the option that names the weights."

@@ -5,10 +5,12 @@ import argparse
 import json
 import sys
 
-from .manifest import ManifestError, add_dataset_arguments, dataset_from_args, problems_frame
+from .cliargs import add_dataset_arguments  # light: `--help` imports no pandas
 
 
 def _describe(args) -> int:
+    from .adapters import dataset_from_args
+
     m = dataset_from_args(args)
     out = m.summary()
     problems = m.problems(check_media=False)
@@ -17,6 +19,7 @@ def _describe(args) -> int:
     # every problem and warning by name ("problems: 1" alone sent users hunting)
     out["warnings"] = list(m.notes)
     out["problem_count"] = len(problems)
+    out["label_problems"] = m.label_problems()
     out["problems"] = [str(p) for p in problems[:DESCRIBE_LIMIT]]
     if len(problems) > DESCRIBE_LIMIT:
         out["problems"].append(f"... and {len(problems) - DESCRIBE_LIMIT} more: `aigcq validate DATA --report f.csv` "
@@ -32,6 +35,9 @@ DESCRIBE_LIMIT = 100
 
 
 def _validate(args) -> int:
+    from .adapters import dataset_from_args
+    from .manifest import problems_frame
+
     m = dataset_from_args(args)
     for note in m.notes:
         print(f"warning: {note}", file=sys.stderr)
@@ -42,8 +48,12 @@ def _validate(args) -> int:
         print(p)
     if len(problems) > args.limit:
         print(f"... and {len(problems) - args.limit} more" + (f" (all in {args.report})" if args.report else ""))
-    print(f"{m.name}: {len(m)} items, {len(problems)} problem(s)")
-    return 1 if problems else 0
+    labels = m.label_problems()  # columns no model could be fitted to as the target (`aigcq regress` refuses them)
+    for line in labels:
+        print(line)
+    print(f"{m.name}: {len(m)} items, {len(problems)} problem(s)"
+          + (f", {len(labels)} label column problem(s)" if labels else ""))
+    return 1 if problems or labels else 0
 
 
 def _info(args) -> int:
@@ -114,11 +124,13 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     try:
         return args.func(args)
-    except (ManifestError, FileNotFoundError, KeyError, ValueError, RuntimeError) as err:
+    except (FileNotFoundError, KeyError, ValueError, RuntimeError) as err:  # ManifestError is a ValueError
         msg = err.args[0] if isinstance(err, KeyError) and err.args else err
         print(f"error: {msg}", file=sys.stderr)
         return 2
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from .console import run_main
+
+    sys.exit(run_main(main))

@@ -16,13 +16,15 @@ from __future__ import annotations
 import inspect
 import os
 import re
+import zipfile
 from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
 import pandas as pd
 
-from .hints import suggest
+from .cliargs import parse_options
+from .hints import read_yaml, suggest
 from .manifest import Manifest, Note
 from .table_cache import cached_table
 
@@ -40,10 +42,21 @@ def _read_table(path: Path, sep: str | None = None, sheet: Any = 0, header: Any 
 
     def read(h):
         if suffix in (".xlsx", ".xls", ".xlsm"):  # slow to parse: kept parsed, keyed by the file's bytes
-            return cached_table(path, lambda: pd.read_excel(path, sheet_name=sheet, header=h, dtype=str),
-                                reader="read_excel", sheet=sheet, header=h)
+            try:
+                return cached_table(path, lambda: pd.read_excel(path, sheet_name=sheet, header=h, dtype=str),
+                                    reader="read_excel", sheet=sheet, header=h)
+            except (ValueError, KeyError, IndexError, zipfile.BadZipFile) as err:  # a sheet typo, not a workbook
+                raise ValueError(f"{path}: cannot be read as a spreadsheet: {err}") from None
         s = sep or ("\t" if suffix in (".tsv", ".tab") else ",")
-        return pd.read_csv(path, sep=s, header=h, dtype=str, keep_default_na=False, encoding="utf-8-sig")
+        try:
+            return pd.read_csv(path, sep=s, header=h, dtype=str, keep_default_na=False, encoding="utf-8-sig")
+        except pd.errors.EmptyDataError:
+            raise ValueError(f"{path}: the label file is empty (no header row, no rows)") from None
+        except UnicodeDecodeError as err:
+            raise ValueError(f"{path}: not UTF-8 text (byte {err.object[err.start:err.start + 1]!r} at offset "
+                             f"{err.start}); save it as UTF-8 (CSV UTF-8 in a spreadsheet)") from None
+        except pd.errors.ParserError as err:
+            raise ValueError(f"{path}: cannot be read as a table: {str(err).strip().splitlines()[-1]}") from None
 
     if header == "auto":
         df = read(0)
@@ -66,7 +79,14 @@ def _generator_from_name(names: pd.Series, pattern: str | re.Pattern | None) -> 
     """Apply ``pattern`` (named group ``generator`` or group 1) to each file stem."""
     if pattern is None:
         return pd.Series([None] * len(names), index=names.index, dtype=object)
-    rx = re.compile(pattern) if isinstance(pattern, str) else pattern
+    if not isinstance(pattern, (str, re.Pattern)):
+        raise ValueError(f"table: generator_regex must be a pattern in quotes, e.g. '^(?P<generator>[^_]+)_', "
+                         f"got {pattern!r}")
+    try:
+        rx = re.compile(pattern)
+    except re.error as err:
+        raise ValueError(f"table: generator_regex {getattr(pattern, 'pattern', pattern)!r} is not a valid regular "
+                         f"expression ({err})") from None
 
     def one(name: str):
         stem = os.path.splitext(os.path.basename(str(name)))[0]  # Path(name).stem, without a Path per row
@@ -227,12 +247,13 @@ def load_table(labels: str | os.PathLike, root: str | os.PathLike | None = None,
         raise ValueError(f"table: media must be 'image' or 'video', got {media!r}.{suggest(str(media), ['image', 'video'])}")
     labels = Path(labels).expanduser()
     columns = dict(columns or {})
-    bad_keys = set(columns) - set(TABLE_GUESSES) - {"path"}
-    if bad_keys:
-        raise ValueError(f"table: unknown column role(s) {sorted(bad_keys)}.{suggest(sorted(bad_keys)[0], [*TABLE_GUESSES, 'path'])} "
-                         f"Roles: item_id, path, {', '.join(list(TABLE_GUESSES)[1:])}")
+    label_columns = _as_list(label_columns, "label_columns")
+    if columns.get("generator") is not None and generator_regex:  # one would silently win over the other
+        raise ValueError(f"table: both columns.generator ({columns['generator']!r}) and generator_regex "
+                         f"({generator_regex!r}) say where the generator comes from; keep one of them")
     expect = tuple(c for v in columns.values() for c in (v if isinstance(v, (list, tuple)) else [v]) if isinstance(c, str))
     df = _read_table(labels, sep=sep, sheet=sheet, header=header, names=names, expect=expect)
+    _refuse_unknown_roles(columns, df, labels)
     lower = {c.lower(): c for c in df.columns}
     notes: list[str] = []
 
@@ -245,6 +266,7 @@ def load_table(labels: str | os.PathLike, root: str | os.PathLike | None = None,
             return col
         return next((lower[g] for g in TABLE_GUESSES.get(role, ()) if g in lower), None)
 
+    id_col = None
     if _is_composite(columns.get("item_id")):
         ids = _composite_ids(df, columns["item_id"], labels)
     else:
@@ -257,10 +279,12 @@ def load_table(labels: str | os.PathLike, root: str | os.PathLike | None = None,
     if path_col is not None and path_col not in df:
         raise ValueError(f"{labels}: column {path_col!r} (for path) not found.{suggest(path_col, df.columns)} "
                          f"Columns are {list(df.columns)}")
+    sources: dict[str, str] = {}  # role -> the file's column it was read from
     for role in ("prompt", "mos", "split", "group", "generator"):
         col = pick(role)
         if col is not None:
             out[role] = df[col]
+            sources[role] = col
             if role == "mos" and "mos" not in columns and col != "mos":
                 notes.append(Note(f"{labels.name}: the target 'mos' is not mapped, so column {col!r} is used as the "
                                   f"rating to predict (guessed from its name). If it is not that rating (e.g. a sum "
@@ -268,24 +292,94 @@ def load_table(labels: str | os.PathLike, root: str | os.PathLike | None = None,
                                   f"-O columns.mos=<column>)", "target"))
     if "split" not in out:
         out["split"] = split
+    guessed_gen = sources.get("generator") if "generator" not in columns else None
     if generator_regex:
         out["generator"] = _generator_from_name(df[path_col] if path_col else ids, generator_regex)
+        sources.pop("generator", None)
+        if guessed_gen:
+            notes.append(Note(f"{labels.name}: the generator comes from generator_regex {generator_regex!r}; column "
+                              f"{guessed_gen!r} is not used for it (map it instead: columns: {{generator: "
+                              f"{guessed_gen}}} without generator_regex)", "generator"))
         notes += _generator_notes(out, f"generator_regex {generator_regex!r}", "matches",
                                   "check case and dots (e.g. '^(?P<generator>[^_]+)_' takes all before the first '_')")
     elif "generator" in out:
+        if guessed_gen and guessed_gen.lower() != "generator":
+            notes.append(Note(f"{labels.name}: column {guessed_gen!r} is used as the generator (the model that made "
+                              f"each item; guessed from its name). If it is something else, map the right column: "
+                              f"columns: {{generator: <column>}}, or give generator_regex", "generator"))
         notes += _generator_notes(out, f"column {pick('generator')!r} (generator)", "fills",
                                   "fill the column, or give generator_regex")
-    extra = [c for c in (label_columns or []) if c not in out]
+    read_from = {"item_id": id_col, "name": id_col, "path": path_col or id_col, **sources}
+    for c in label_columns:  # the file's column c, shadowed by a role of that name reading another column
+        if c in out and c in df and read_from.get(c) != c:
+            src = read_from.get(c) or "(composite ids)"
+            fix = (f"to fit the file's {c!r}, map it as the main rating, columns: {{mos: {c}}}, and list {src!r} in "
+                   f"label_columns" if c == "mos" else "rename that column in the file")
+            raise ValueError(f"{labels}: label column {c!r} (in label_columns) has the name of the {c!r} role, which "
+                             f"reads column {src!r}, so the file's {c!r} cannot be kept under its name; {fix}")
+    extra = [c for c in label_columns if c not in out]
     for c in extra:
         if c not in df:
-            raise ValueError(f"{labels}: label column {c!r} not found; columns are {list(df.columns)}")
+            hint = suggest(c, df.columns)
+            raise ValueError(f"{labels}: label column {c!r} (in label_columns) not found.{hint} "
+                             f"Columns are {list(df.columns)}")
         out[c] = df[c]
+    if "mos" not in out and not extra:
+        notes.append(Note(_no_target_note(labels, df), "target"))
+    elif "mos" not in out:
+        notes.append(Note(f"{labels.name}: no column is mapped to the target 'mos', so the default target has no "
+                          f"values; fit one of the label columns: aigcq regress --target {extra[0]} (make regress "
+                          f"TARGET={extra[0]}), or map the main rating: columns: {{mos: <column>}}", "target"))
     base = Path(root).expanduser() if root else labels.parent
     mroot = base.resolve()
     rel = (df[path_col] if path_col else ids).astype(str)
     # absolute paths inside the root become relative; others stay as given and fail validation
     out["path"] = [os.path.relpath(p, mroot) if os.path.isabs(p) and Path(p).is_relative_to(mroot) else p for p in rel]
-    return Manifest(out, mroot, name or labels.stem, label_columns=extra, adapter="table", media=media, notes=notes)
+    # the file's name of the target is accepted as --target too (features_store.api.resolve_target)
+    aliases = {sources["mos"]: "mos"} if sources.get("mos", "mos") != "mos" else {}
+    m = Manifest(out, mroot, name or labels.stem, label_columns=extra, adapter="table", media=media, notes=notes,
+                 label_aliases=aliases)
+    m.source_columns = {"item_id": columns.get("item_id", id_col), **sources}
+    return m
+
+
+def _as_list(value, option: str) -> list[str]:
+    """``label_columns: mos_align`` (one name, or 'a, b') as a list: a string is not a list of characters."""
+    if value is None:
+        return []
+    if isinstance(value, str):
+        return [v.strip() for v in value.split(",") if v.strip()]
+    if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) for v in value):
+        raise ValueError(f"table: {option} must be a list of column names, e.g. {option}: [mos_align], got {value!r}")
+    return list(value)
+
+
+ROLES = ("item_id", "path", "prompt", "mos", "split", "group", "generator")
+
+
+def _refuse_unknown_roles(columns: dict, df: pd.DataFrame, labels: Path) -> None:
+    """``columns`` maps our roles to the file's columns; a key that is no role gets the advice that fits it."""
+    bad = [k for k in columns if k not in ROLES]
+    if not bad:
+        return
+    key = bad[0]
+    value = columns[key]
+    roles = f"Roles: {', '.join(ROLES)}"
+    if key in df or not suggest(key, ROLES):
+        # not a typo of a role (columns: {moss: ...}) but a second rating, e.g. columns: {mos_align: mos_align}
+        col = key if key in df else value if isinstance(value, str) and value in df else "<column>"
+        raise ValueError(f"table: {key!r} is not a column role (columns: maps roles to the file's columns; {roles}). "
+                         f"A second label is listed, under its own name, in label_columns: [{col}] and fitted with "
+                         f"aigcq regress --target {col} (make regress TARGET={col}); the main rating is "
+                         f"columns: {{mos: <column>}}. See docs/datasets.md.")
+    raise ValueError(f"table: unknown column role(s) {sorted(bad)}.{suggest(key, ROLES)} {roles}")
+
+
+def _no_target_note(labels: Path, df: pd.DataFrame) -> str:
+    return (f"{labels.name}: no target: no column is mapped to 'mos' and none is named like one "
+            f"({', '.join(TABLE_GUESSES['mos'])}); columns are {list(df.columns)}. Fine for items to score; to fit a "
+            f"model, map the rating: columns: {{mos: <column>}} (command line: -O columns.mos=<column>), and further "
+            f"ratings with label_columns: [<column>, ...]")
 
 
 def _is_composite(spec) -> bool:
@@ -342,8 +436,30 @@ def _refuse_unknown(adapter: str, unused: dict) -> None:
         skip = {"unused"} if adapter == "table" else {"root", "unused"}  # a folder adapter's root is the dataset
         known = [p for p in inspect.signature(ADAPTERS[adapter]).parameters if p not in skip]
         first = sorted(unused)[0]
-        raise ValueError(f"adapter {adapter!r} has no option(s) {sorted(unused)}.{suggest(first, known)} "
+        hint = _misplaced_option(adapter, first, unused[first]) or suggest(first, known)
+        raise ValueError(f"adapter {adapter!r} has no option(s) {sorted(unused)}.{hint} "
                          f"Options: {', '.join(known)}")
+
+
+def _misplaced_option(adapter: str, option: str, value) -> str:
+    """Advice for an option a first-time author writes in the wrong place (empty when none fits)."""
+    text = value if isinstance(value, str) else "<column>"
+    if option in ("target", "targets", "target_column", "label", "label_column"):
+        if adapter != "table":
+            return (f" The target is chosen when fitting: aigcq regress --target {text} (make regress TARGET={text}); "
+                    f"aigcq describe lists the dataset's labels.")
+        return (f" The target is chosen when fitting, not in the dataset: list the column in label_columns: [{text}] "
+                f"(the main rating: columns: {{mos: <column>}}) and fit it with aigcq regress --target {text} "
+                f"(make regress TARGET={text}). See docs/datasets.md.")
+    if adapter != "table":
+        return ""
+    role = option[:-len("_column")] if option.endswith("_column") else option[:-len("_col")] if option.endswith("_col") \
+        else option
+    role = {"id": "item_id", "name": "item_id", "image": "item_id", "video": "item_id", "file": "item_id",
+            "model": "generator", "score": "mos", "text": "prompt", "caption": "prompt"}.get(role, role)
+    if role in ROLES and role not in ("split", "path"):  # `split:` is an option of its own (every row's split)
+        return f" Columns are mapped under columns: write columns: {{{role}: {text}}} (command line: -O columns.{role}={text})."
+    return ""
 
 
 def detect(folder: Path) -> str:
@@ -362,13 +478,20 @@ def detect(folder: Path) -> str:
     )
 
 
-def _from_yaml(path: Path, adapter: str | None, options: dict) -> Manifest:
-    import yaml
+def _merged(cfg: dict, options: dict) -> dict:
+    """The YAML's options with the command line's on top, mapping by mapping: ``-O columns.generator=model``
+    adds to the YAML's ``columns:``, it does not replace them (which would drop its ``mos:`` without a word)."""
+    out = dict(cfg)
+    for k, v in options.items():
+        out[k] = _merged(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
 
-    cfg = yaml.safe_load(path.read_text()) or {}
+
+def _from_yaml(path: Path, adapter: str | None, options: dict) -> Manifest:
+    cfg = read_yaml(path) or {}
     if not isinstance(cfg, dict):
         raise ValueError(f"{path}: expected a mapping such as {{adapter: table, labels: file.csv, columns: {{...}}}}")
-    cfg = {**cfg, **options}
+    cfg = _merged(cfg, options)
     adapter = adapter or cfg.pop("adapter", "table")
     cfg.pop("adapter", None)
     if adapter not in ADAPTERS:  # before "needs path:", which would hide a typo such as `tabel`
@@ -397,6 +520,11 @@ def _from_yaml(path: Path, adapter: str | None, options: dict) -> Manifest:
 def load(source: str | os.PathLike, adapter: str | None = None, **options: Any) -> Manifest:
     allow_links = options.pop("allow_outside_links", None)
     m = _load(source, adapter, **options)
+    name = str(m.name)
+    if not name.strip() or name.strip() in (".", "..") or "/" in name or "\\" in name:
+        # the name is part of file names (stores/<name>-<track>-<id>.h5, runs/...): a path would put them elsewhere
+        raise ValueError(f"dataset name {m.name!r} cannot be part of a file name (stores/<name>-<track>-<id>.h5): "
+                         "give a name without '/' or '\\' (e.g. name: agiqa3k)")
     if not getattr(m, "source", ""):  # the innermost source wins (a YAML naming a dataset folder: the folder)
         m.source = str(Path(source).expanduser().resolve())
     if allow_links is not None:
@@ -440,3 +568,13 @@ def _load(source: str | os.PathLike, adapter: str | None = None, **options: Any)
     if adapter == "table":
         raise ValueError(f"adapter 'table' needs a label file, not the folder {src}")
     return ADAPTERS[adapter](src, **options)
+
+
+def load_dataset(source: str | os.PathLike, adapter: str | None = None, **options: Any) -> Manifest:
+    """Load a dataset folder or label/YAML file as a :class:`Manifest` (adapter auto-detected)."""
+    return load(source, adapter=adapter, **options)
+
+
+def dataset_from_args(args) -> Manifest:
+    """The dataset of a command line's ``--data``, ``--adapter`` and ``-O key=value`` (``cliargs``)."""
+    return load_dataset(args.data, adapter=args.adapter, **parse_options(args.data_option))

@@ -51,12 +51,54 @@ def _open(store) -> tuple[FeatureStore, bool]:
     return FeatureStore(os.fspath(store), mode="r"), True
 
 
+#: how a dataset gets a label the store does not hold yet (docs/datasets.md)
+MAP_A_LABEL = ("map it in the dataset (YAML: columns: {mos: <column>} for the main rating, label_columns: [<column>] "
+               "for more; command line: -O columns.mos=<column>) and run `aigcq features` again (computed features "
+               "are kept)")
+
+
+def _label_column(st: FeatureStore, target: str) -> str:
+    """The store's label column for ``target``: the label itself, or the one the dataset file's column of
+    that name was mapped to (``mos_quality`` -> ``mos`` for ``columns: {mos: mos_quality}``)."""
+    labels = json.loads(st.meta.get("labels", "[]"))
+    aliases = json.loads(st.meta.get("label_aliases", "{}"))
+    if target in labels or target == "mos":
+        return target
+    if target in aliases:
+        return aliases[target]
+    if target in st.df.columns:  # the column is there, but it is no label: it holds no value at all
+        from .targets import TargetError
+
+        raise TargetError(f"{st.path}: label column {target!r} has no values (all {len(st.df)} items empty or NaN): "
+                          "nothing to fit")
+    from .hints import suggest
+
+    mapped = "".join(f"; the file's column {k!r} is the label {v!r}" for k, v in aliases.items())
+    raise KeyError(f"{st.path}: no label {target!r}.{suggest(target, [*labels, *aliases])} Labels: {labels}{mapped}. "
+                   f"To fit another column of the dataset's file, {MAP_A_LABEL}")
+
+
+def resolve_target(store, target: str) -> tuple[str, str]:
+    """(the store's label column for ``target``, a note when the name given was the file's name for it).
+
+    For command lines: a ``--target`` the store does not know is a KeyError that says how to add it."""
+    st, own = _open(store)
+    try:
+        column = _label_column(st, target)
+    finally:
+        if own:
+            st.close(checkpoint=False)
+    note = (f"target {target!r} is the dataset file's column mapped to {column!r}: fitting {column!r}"
+            if column != target else "")
+    return column, note
+
+
 def _select(st: FeatureStore, keys: list[str], split: str | None, target: str | None, incomplete: str):
     if incomplete not in INCOMPLETE:
         raise ValueError(f"incomplete must be one of {INCOMPLETE}, got {incomplete!r}")
     labels = json.loads(st.meta.get("labels", "[]"))
-    if target is not None and target not in labels and target != "mos":
-        raise KeyError(f"{st.path}: no label column {target!r}; labels: {labels}")
+    if target is not None:
+        target = _label_column(st, target)
     df = st.columns(["item_id", "split", "group", *([target] if target else [])])
     rows = np.arange(len(df)) if split is None else np.flatnonzero((df["split"] == split).to_numpy())
     if split is not None and not len(rows):
@@ -79,7 +121,12 @@ def _select(st: FeatureStore, keys: list[str], split: str | None, target: str | 
         y = df[target].to_numpy(dtype=float)[rows]
         labelled = ~np.isnan(y)
         if not labelled.any():
-            raise ValueError(f"split {split!r} has no {target!r} labels; pass target=None for unlabelled items")
+            others = [c for c in labels if c != target]
+            fix = (f"its {target!r} values lie in other splits (Python: target=None reads features without "
+                   "labels)" if target in labels else
+                   f"fit one of the store's labels {others} instead (command line: --target <label>)" if others
+                   else f"the dataset maps no rating column: {MAP_A_LABEL}")
+            raise ValueError(f"{st.path}: no item of split {split!r} has a {target!r} label; {fix}")
         if not labelled.all():
             warnings.warn(f"{(~labelled).sum()} items without {target!r} dropped", stacklevel=3)
             rows, y = rows[labelled], y[labelled]

@@ -34,6 +34,10 @@ from typing import Sequence
 
 import numpy as np
 
+from .errors import StoreError
+from .layout import DONE, FAILED, PENDING
+from .manifest import media_path
+
 MEDIA_KINDS = ("image", "video")
 _HASH_THREADS = 4  # hashlib releases the GIL: reading and hashing overlap
 
@@ -122,8 +126,6 @@ def _stat_against_record(st, paths: Sequence[str | None], rows: np.ndarray) -> _
 def check_media(st, paths: Sequence[str | None], rows: np.ndarray, on_changed: str = "recompute") -> list[str]:
     """Compare the media of store ``rows`` (files ``paths``) with the record; returns the ids of
     items whose media changed after features were computed from them (see the module doc)."""
-    from .store import FAILED, PENDING, StoreError
-
     if on_changed not in ("recompute", "refuse"):
         raise ValueError(f"on_changed must be 'recompute' or 'refuse', got {on_changed!r}")
     rows = np.asarray(rows, np.int64)
@@ -206,8 +208,6 @@ def changed_media(st, keys: Sequence[str], rows: np.ndarray | None = None) -> Me
 
 def media_paths(st, rows: np.ndarray) -> list[str | None]:
     """The media files of store ``rows``, as the store's manifest locates them (its root + path)."""
-    from .manifest import media_path
-
     root = st.meta.get("root", "")
     return [media_path(root, rel) for rel in st.columns(["path"])["path"].to_numpy(dtype=object)[rows]]
 
@@ -219,8 +219,6 @@ def media_keys(st, keys: Sequence[str]) -> list[str]:
 
 def _computed(st, keys: Sequence[str], rows: np.ndarray, with_failed: bool = False) -> np.ndarray:
     """Per row: whether any of ``keys`` holds a result for it (done; or failed, with ``with_failed``)."""
-    from .store import DONE, FAILED
-
     states = (DONE, FAILED) if with_failed else (DONE,)
     out = np.zeros(len(rows), bool)
     for k in keys:

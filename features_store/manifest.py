@@ -3,7 +3,7 @@
 ``load_dataset(source)`` turns a dataset folder (AIGIQA-20K, T2VQA-DB, FETV, detected
 from the files it ships) or a YAML/CSV/TSV/XLSX label file into a :class:`Manifest`:
 one row per item with ``item_id, path, prompt, generator, mos, split, group`` plus any
-extra label columns. Adapters live in :mod:`features_store.adapters`.
+extra label columns. Adapters (and ``load_dataset``) live in :mod:`features_store.adapters`.
 
 Validation never drops silently: ``validate(policy="stop")`` raises a
 :class:`ManifestError` naming every bad item; ``policy="skip"`` returns the clean
@@ -18,6 +18,8 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+
+from .item import Item
 
 #: the standard columns, in order
 COLUMNS = ("item_id", "path", "prompt", "generator", "mos", "split", "group")
@@ -52,17 +54,26 @@ class Problem:
         return f"{self.item_id}{where}: {self.reason}"
 
 
+#: in the reason of a duplicate id whose rows name other generators (file names repeating across models)
+ACROSS_GENERATORS = "from another generator"
+
+
 class ManifestError(ValueError):
     """Raised by ``validate(policy="stop")``; ``.problems`` holds every problem."""
 
-    def __init__(self, name: str, problems: list[Problem], limit: int = 20):
+    def __init__(self, name: str, problems: list[Problem], limit: int = 20,
+                 source_columns: dict[str, str] | None = None):
         self.problems = list(problems)
         lines = "\n".join(f"  - {p}" for p in self.problems[:limit])
         more = f"\n  ... and {len(self.problems) - limit} more" if len(self.problems) > limit else ""
-        dup = any(p.reason.startswith("duplicate item_id") for p in self.problems)
+        # the composite-id advice fits ids that repeat across generators, not the same item listed twice
+        across = any(p.reason.startswith("duplicate item_id") and ACROSS_GENERATORS in p.reason for p in self.problems)
+        cols = source_columns or {}
+        gen = cols.get("generator") or "model_column"
+        iid = cols.get("item_id") if isinstance(cols.get("item_id"), str) else "name_column"
         hint = ("\nDuplicate ids: when file names repeat across generators (one folder per model), make the id "
-                "composite in the YAML table: columns: {item_id: [model_column, name_column]} "
-                "(or a template: item_id: '{model_column}/{name_column}')." if dup else "")
+                f"composite in the YAML table: columns: {{item_id: [{gen}, {iid}]}} "
+                f"(or a template: item_id: '{{{gen}}}/{{{iid}}}')." if across else "")
         super().__init__(
             f"dataset {name!r}: {len(self.problems)} invalid item(s):\n{lines}{more}\n"
             "Fix them, or leave them out with a report: make ... ON_INVALID=skip (command line: --on-invalid skip; "
@@ -106,6 +117,11 @@ class Manifest:
 
     media: str | None = None  # class defaults for manifests built without __init__ (a store's)
     notes: list[str] | tuple = ()
+    #: the file's name of a label -> ours ({"mos_quality": "mos"} for columns: {mos: mos_quality}); never
+    #: changed in place (a class default)
+    label_aliases: dict[str, str] = {}
+    #: role -> the file's column it was read from (table adapter), for messages that name real columns
+    source_columns: dict[str, str] = {}
     #: media reached through a symlink that leads outside the root are a problem unless this is set
     #: (dataset option allow_outside_links: true; CLI -O allow_outside_links=true)
     allow_outside_links: bool = False
@@ -120,6 +136,7 @@ class Manifest:
         load_problems: list[Problem] | None = None,
         media: str | None = None,
         notes: list[str] | None = None,
+        label_aliases: dict[str, str] | None = None,
     ):
         self.root = os.path.abspath(os.fspath(root))
         self.name = name
@@ -129,6 +146,7 @@ class Manifest:
         #: things a user must hear about (a guessed target column, items without a generator, ...)
         self.notes: list[str] = list(notes or [])
         self.load_problems: list[Problem] = list(load_problems or [])
+        self.label_aliases = dict(label_aliases or {})
         # the folder / label file / YAML it was loaded from (set by load_dataset): the dataset's
         # identity in default store names and stores (features_store.naming)
         self.source = ""
@@ -166,6 +184,20 @@ class Manifest:
         """Numeric label columns that hold at least one value (``mos`` first when labelled)."""
         return [c for c in self._label_columns if c in self.df and self.df[c].notna().any()]
 
+    def label_problems(self) -> list[str]:
+        """One line per label column no model could be fitted to as the target, over its labelled splits:
+        non-finite or astronomically scaled values, no values, too few, constant (features_store.targets).
+        ``mos``'s single bad values are item problems (:meth:`problems`) and are not repeated here."""
+        from .targets import column_problems
+
+        out = []
+        for col in self._label_columns:
+            if col not in self.df or (col == "mos" and self.df[col].isna().all()):
+                continue  # a dataset without ratings (e.g. a test set) is not a problem
+            out += column_problems(self.df[col].to_numpy(dtype=float), self.df["item_id"].to_numpy(), col,
+                                   per_item=col != "mos")
+        return out
+
     def __len__(self) -> int:
         return len(self.df)
 
@@ -175,10 +207,8 @@ class Manifest:
     def abspath(self, rel: str) -> str | None:
         return media_path(self.root, rel)
 
-    def items(self, split: str | None = None) -> list["Item"]:  # noqa: F821
-        """Items (``extractors.base.Item``) with absolute media paths; ``index`` = row here."""
-        from extractors.base import Item
-
+    def items(self, split: str | None = None) -> list[Item]:
+        """Items (:class:`features_store.item.Item`) with absolute media paths; ``index`` = row here."""
         df = self.df
         rows = np.arange(len(df)) if split is None else np.flatnonzero((df["split"] == split).to_numpy())
         return [
@@ -197,6 +227,7 @@ class Manifest:
         m.root, m.name, m.adapter, m.load_problems = self.root, self.name, self.adapter, []
         m.media, m.notes, m.allow_outside_links = self.media, list(self.notes), self.allow_outside_links
         m.source = getattr(self, "source", "")
+        m.label_aliases, m.source_columns = dict(self.label_aliases), dict(self.source_columns)
         m._label_columns = list(self._label_columns)
         m.df = self.df[np.asarray(mask, dtype=bool)].reset_index(drop=True)
         return m
@@ -224,6 +255,9 @@ class Manifest:
             "items": int(len(df)),
             "labelled": labelled,
             "labels": self.labels,
+            # which file column each label was read from, where the names differ (--target takes either)
+            **({"label_sources": {ours: theirs for theirs, ours in self.label_aliases.items()}}
+               if self.label_aliases else {}),
             "splits": {str(k): int(v) for k, v in df["split"].value_counts(sort=False).items()},
             "generators": {str(k): int(v) for k, v in sorted(gens.items())},
             "items_without_generator": int(df["generator"].isna().sum()),
@@ -241,7 +275,7 @@ class Manifest:
             if not iid:
                 out.append(Problem(f"<row {pos}>", "empty item_id", pos))
             elif iid in seen:
-                out.append(Problem(iid, f"duplicate item_id (first at row {seen[iid]})", pos))
+                out.append(Problem(iid, self._duplicate_reason(seen[iid], pos), pos))
             else:
                 seen[iid] = pos
         empty = np.array([not s.strip() for s in df["prompt"].to_numpy(dtype=object)], dtype=bool)
@@ -256,6 +290,11 @@ class Manifest:
             if pos not in parse_bad:
                 what = "missing (empty or NaN)" if np.isnan(mos[pos]) else f"not finite ({mos[pos]})"
                 out.append(Problem(ids[pos], f"MOS {what} in labelled split {split[pos]!r}", int(pos)))
+        from .targets import ASTRONOMICAL, astronomical
+
+        for pos in astronomical(mos):  # 1e308 among ratings of 1..5: a unit or parsing error
+            out.append(Problem(ids[pos], f"MOS {mos[pos]:.6g} is astronomically far from the others (more than "
+                                         f"{ASTRONOMICAL:.0e} spreads from the median)", int(pos)))
         root = Path(self.root)
         outside = None if self.allow_outside_links else _OutsideLinks(self.root)
         for pos, rel in enumerate(df["path"].to_numpy()):
@@ -273,6 +312,24 @@ class Manifest:
                 out.append(Problem(ids[pos], f"media file missing: {root / rel}", pos))
         return sorted(out, key=lambda p: -1 if p.row is None else p.row)  # stable: row order
 
+    def _duplicate_reason(self, first: int, pos: int) -> str:
+        """A repeated id is either one item listed twice (same file, same generator) or file names that
+        repeat across generators (one folder per model): the two need different fixes."""
+        df = self.df
+        gen_a, gen_b = df["generator"].iat[first], df["generator"].iat[pos]
+        if gen_a is not None and gen_b is not None and gen_a != gen_b:
+            return f"duplicate item_id (first at row {first}, {ACROSS_GENERATORS}: {gen_a!r} there, {gen_b!r} here)"
+        path_a, path_b = df["path"].iat[first], df["path"].iat[pos]
+        if path_a != path_b:
+            return (f"duplicate item_id (first at row {first}, with another file: {path_a!r}, here {path_b!r}); "
+                    "make the id unique (e.g. map the path column to item_id)")
+        mos_a, mos_b = df["mos"].iat[first], df["mos"].iat[pos]
+        ratings = (f"rated {mos_a:g} there and {mos_b:g} here" if np.isfinite(mos_a) and np.isfinite(mos_b) and
+                   mos_a != mos_b else "")
+        made_by = f" by {gen_a!r}" if gen_a is not None else ""
+        return (f"duplicate item_id (first at row {first}): the same item listed twice (same file{made_by}"
+                f"{'; ' + ratings if ratings else ''}); keep one row" + (" (or their mean rating)" if ratings else ""))
+
     def validate(self, policy: str = "stop", check_media: bool = True) -> tuple["Manifest", list[Problem]]:
         """Check the items. ``stop``: raise :class:`ManifestError` listing every problem.
         ``skip``: return (manifest without the bad rows, problems) — the caller reports them.
@@ -283,7 +340,7 @@ class Manifest:
         if not problems:
             return self, []
         if policy == "stop":
-            raise ManifestError(self.name, problems)
+            raise ManifestError(self.name, problems, source_columns=self.source_columns)
         bad_rows = {p.row for p in problems if p.row is not None}
         keep = np.ones(len(self.df), dtype=bool)
         keep[sorted(bad_rows)] = False
@@ -324,16 +381,8 @@ def problems_frame(problems: list[Problem]) -> pd.DataFrame:
                         columns=["item_id", "row", "reason"])
 
 
-def load_dataset(source: str | os.PathLike, adapter: str | None = None, **options: Any) -> Manifest:
-    """Load a dataset folder or label/YAML file as a :class:`Manifest` (adapter auto-detected)."""
-    from .adapters import load
-
-    return load(source, adapter=adapter, **options)
-
-
 # command-line helpers live in a light module (no pandas) so `--help`/`list` start fast
 from .cliargs import add_dataset_arguments, parse_options  # noqa: E402,F401
 
-
-def dataset_from_args(args) -> Manifest:
-    return load_dataset(args.data, adapter=args.adapter, **parse_options(args.data_option))
+# load_dataset and dataset_from_args live in features_store.adapters (they pick an adapter, and the
+# adapters build on this module); `from features_store import load_dataset` finds them there.

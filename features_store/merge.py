@@ -34,11 +34,13 @@ def merge(out: str | os.PathLike, shards: Sequence[str | os.PathLike], allow_par
             for s in srcs:
                 dst.set_manifest(s.manifest())  # compares the shard's rows only (FeatureStore.manifest_changes)
                 carry(dst, s, dst.index_of(s.df["item_id"]))
+            names = {key: _real_names([dst, *srcs], key) for key in {k for s in srcs for k in s.keys()}}
             for s in srcs:
                 for key in s.keys():
                     c = s.config(key)
-                    dst.ensure_config(key, c["identity"], feature_names=s.feature_names(key) if c["dim"] else None,
-                                      name=c["name"], kind=c["kind"] or "")
+                    dst.ensure_config(key, c["identity"], feature_names=names[key], name=c["name"], kind=c["kind"] or "")
+                    if names[key]:
+                        dst.set_feature_names(key, names[key])
                     dst.set_batch_sizes(key, {*dst.batch_sizes(key), *s.batch_sizes(key)})  # every one recorded
             for key in sorted({k for s in srcs for k in s.keys()}):
                 owner: dict[int, str] = {}
@@ -79,6 +81,27 @@ def merge(out: str | os.PathLike, shards: Sequence[str | os.PathLike], allow_par
     finally:
         for s in srcs:
             s.close(checkpoint=False)
+
+
+def _real_names(stores: list[FeatureStore], key: str) -> list[str] | None:
+    """``key``'s feature names, whatever the order of ``stores``. A store killed after rows reached its
+    journal but before its names reached a checkpoint reports placeholders (``nss_0 ...``): real
+    names from any store win over them; two stores naming the features differently are refused."""
+    found: dict[tuple[str, ...], str] = {}
+    for st in stores:
+        if key not in st.keys():
+            continue
+        c = st.config(key)
+        names = st.feature_names(key)
+        if c["dim"] and names != [f"{c['name'] or key}_{i}" for i in range(c["dim"])]:
+            found.setdefault(tuple(names), str(st.path))
+    if len(found) > 1:
+        (a, pa), (b, pb) = list(found.items())[:2]
+        diff = next(i for i, (x, y) in enumerate(zip(a, b)) if x != y) if len(a) == len(b) else None
+        what = f"feature {diff} is {a[diff]!r} in {pa}, {b[diff]!r} in {pb}" if diff is not None else \
+            f"{len(a)} names in {pa}, {len(b)} in {pb}"
+        raise StoreError(f"{key}: the stores name its features differently ({what}); they cannot be merged")
+    return list(next(iter(found))) if found else None
 
 
 def _check_shard_set(srcs: list[FeatureStore], allow_partial: bool) -> None:

@@ -19,6 +19,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 import tempfile
 from pathlib import Path
 from typing import Any, Callable
@@ -28,6 +29,9 @@ import pandas as pd
 log = logging.getLogger(__name__)
 
 ENV = "AIGCQ_CACHE_DIR"
+#: an entry's name (a 40-hex digest): eviction removes only these, so a cache pointed at a folder of the
+#: user's own files (AIGCQ_CACHE_DIR=~/tables) never deletes one of them
+ENTRY_NAME = re.compile(r"[0-9a-f]{40}\.json")
 FORMAT = 1  # bump when the stored form changes
 MAX_ENTRIES = 64  # AIGIQA-20K's three tables with a few read options each fit many times over
 MAX_BYTES = 256 * 1024 * 1024  # its train table is ~2 MB as JSON
@@ -122,7 +126,7 @@ def evict(folder: Path, keep: Path | None = None) -> list[Path]:
     (``keep`` is never removed). Returns what was removed; an entry another process removed first is skipped."""
     entries = []
     for p in folder.glob("*.json"):
-        if p.name.startswith("."):  # another process's temporary, being written
+        if not ENTRY_NAME.fullmatch(p.name):  # another process's temporary, or a file this cache did not write
             continue
         try:
             st = p.stat()

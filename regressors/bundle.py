@@ -13,8 +13,8 @@
 
 Why skops: a pickle runs code when it is loaded, so a checksum beside it only stops a
 corrupted file, not a crafted one. ``skops.io.load`` rebuilds objects from a JSON schema
-and refuses any type that is neither one skops trusts (numpy, scipy, scikit-learn) nor in
-:data:`TRUSTED_TYPES`; nothing in the file decides which code runs.
+and refuses any type that is neither one skops trusts (builtins, numpy, scipy) nor in
+:data:`TRUSTED_TYPES` or :data:`SKLEARN_TYPES`; nothing in the file decides which code runs.
 
 Adding an estimator class that a fitted model holds (e.g. a new head in
 ``regressors/heads.py``) takes one line in :data:`TRUSTED_TYPES`; the round-trip test
@@ -30,10 +30,13 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from .bundle_integrity import BundleError  # noqa: F401 (defined in the module below; callers import it from here)
+
 FORMAT = "aigcq-model-bundle"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: the model records what its heads depend on; bundle.json a manifest (bundle_integrity)
 BUNDLE_JSON, MODEL_FILE, CARD = "bundle.json", "model.skops", "MODEL.md"
 LEGACY_PICKLE = "model.pkl"
+MODEL_DIR = "model"  # the bundle folder inside a run folder
 
 #: Types a bundle may hold beyond those skops trusts by default. One line per class.
 TRUSTED_TYPES: tuple[str, ...] = (
@@ -42,13 +45,28 @@ TRUSTED_TYPES: tuple[str, ...] = (
     "lightgbm.sklearn.LGBMRegressor",
     "regressors.generator_probe.GeneratorProbe",
     "regressors.generator_probe.ProbedModel",
+    "regressors.conformal.ConformalIntervals",
+    "regressors.domain.DomainDetector",
     "regressors.heads.BlockTransformer",
     "regressors.heads.CosineWeights",
     "regressors.heads.ElasticNetHead",
     "regressors.heads.KNNHead",
     "regressors.heads.LGBMHead",
     "regressors.heads.SVRHead",
-    "regressors.stacking.StackedModel",
+    "regressors.stacked_model.StackedModel",
+    "regressors.stacking.StackedModel",  # its name in bundles written before it moved (same class)
+)
+
+#: scikit-learn classes a bundle may hold, by public name (trusted under the defining module's name,
+#: which is what skops records). Listed rather than discovered: see :func:`skops_io`.
+SKLEARN_TYPES: tuple[str, ...] = (
+    "sklearn.decomposition.PCA",
+    "sklearn.linear_model.ElasticNet",
+    "sklearn.linear_model.LinearRegression",
+    "sklearn.linear_model.LogisticRegression",  # the generator probe
+    "sklearn.neighbors.KNeighborsRegressor",
+    "sklearn.preprocessing.StandardScaler",  # the domain detector (regressors/domain.py)
+    "sklearn.svm.SVR",
 )
 
 #: libraries whose versions are recorded (the heads' numbers depend on them)
@@ -58,9 +76,6 @@ REQUIRED = ("format", "format_version", "track", "target", "features", "files")
 #: extractor kinds read from the prompt or the generator name, not from the media file (extractors.base.KINDS)
 METADATA_KINDS = ("text", "meta")
 
-
-class BundleError(ValueError):
-    """A model bundle that cannot be used; the message names the file and what to do (one line)."""
 
 
 def sha256_file(path: str | Path) -> str:
@@ -81,24 +96,100 @@ def library_versions() -> dict[str, str]:
     return out
 
 
+def skops_io():
+    """``skops.io``, imported without scikit-learn's estimator discovery.
+
+    skops builds its default trusted list when it is imported, from
+    ``sklearn.utils.all_estimators()``, which imports every scikit-learn module and, through
+    scikit-learn's array-API shim, torch: about 2 s of a one-image ``aigcq score`` whose model
+    needs neither. Bundles do not rely on that list (:func:`trusted_types` names every class they
+    hold), so the discovery finds nothing while skops is imported here. Imported elsewhere first,
+    skops keeps its full list; :func:`untrusted_types` still refuses every scikit-learn class not listed.
+    """
+    import sys
+
+    if "skops.io" not in sys.modules:
+        # skops also finds the module of each of scipy's ~230 ufuncs by scanning the loaded modules in load
+        # order: scipy.special loaded first (just after numpy) ends each scan after ~250 modules, not ~600
+        import scipy.special  # noqa: F401
+        import sklearn.utils
+
+        discover = sklearn.utils.all_estimators
+        sklearn.utils.all_estimators = lambda type_filter=None: []
+        try:
+            import skops.io  # noqa: F401
+        finally:
+            sklearn.utils.all_estimators = discover
+    return sys.modules["skops.io"]
+
+
+def trusted_types() -> list[str]:
+    """Every type a bundle may hold beyond builtins and numpy: TRUSTED_TYPES and SKLEARN_TYPES (the
+    latter under their defining module's name, as skops records them)."""
+    import importlib
+
+    out = list(TRUSTED_TYPES)
+    for name in SKLEARN_TYPES:
+        module, cls = name.rsplit(".", 1)
+        t = getattr(importlib.import_module(module), cls)
+        out.append(f"{t.__module__}.{t.__qualname__}")
+    return out
+
+
+def untrusted_types(sio, path: str | Path | bytes) -> list[str]:
+    """Types in the skops file at ``path`` (or of its bytes) outside :func:`trusted_types`: those skops does not
+    trust by default, and every scikit-learn class not listed in SKLEARN_TYPES. skops trusts scikit-learn's whole
+    estimator list when it was imported before :func:`skops_io` (by the user's own code, say); listing the
+    scikit-learn classes the file holds keeps what a bundle may hold the same in every process."""
+    import io
+    import zipfile
+
+    data = path if isinstance(path, bytes) else None
+    with zipfile.ZipFile(io.BytesIO(data) if data is not None else path) as z:
+        todo, held = [json.loads(z.read("schema.json"))], set()
+    while todo:
+        node = todo.pop()
+        if isinstance(node, dict):
+            if isinstance(node.get("__module__"), str) and isinstance(node.get("__class__"), str) \
+                    and node["__module__"].split(".")[0] == "sklearn":
+                held.add(f"{node['__module__']}.{node['__class__']}")
+            todo += node.values()
+        elif isinstance(node, list):
+            todo += node
+    skops_says = sio.get_untrusted_types(data=data) if data is not None else sio.get_untrusted_types(file=path)
+    return sorted((set(skops_says) | held) - set(trusted_types()))
+
+
 # ---------------------------------------------------------------- writing
 def save_bundle(folder: str | Path, model: Any, info: dict) -> Path:
-    """Write ``model.skops``, ``bundle.json`` (``info`` + format, versions, checksum) and ``MODEL.md``."""
-    import skops.io as sio
-
+    """Write ``model.skops`` (holding the record of what its heads depend on), ``MODEL.md`` and ``bundle.json``
+    (``info`` + format, versions, the sha256 of every file and of every field: regressors.bundle_integrity)."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    sio.dump(model, folder / MODEL_FILE)
-    untrusted = sorted(set(sio.get_untrusted_types(file=folder / MODEL_FILE)) - set(TRUSTED_TYPES))
-    if untrusted:  # fail when saving, not when a user loads it
-        raise BundleError(f"the fitted model holds types outside regressors.bundle.TRUSTED_TYPES: {untrusted}; "
-                          "add each (one line) if it is a plain estimator class of this project")
-    meta = {"format": FORMAT, "format_version": FORMAT_VERSION,
-            "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), **info,
-            "libraries": library_versions(), "files": {MODEL_FILE: sha256_file(folder / MODEL_FILE)}}
-    (folder / BUNDLE_JSON).write_text(json.dumps(meta, indent=2, default=_jsonable) + "\n")
-    (folder / CARD).write_text(model_card(meta))
+    write_contents(folder, model, {"format": FORMAT, "format_version": FORMAT_VERSION,
+                                   "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), **info,
+                                   "libraries": library_versions()})
     return folder
+
+
+def write_contents(folder: Path, model: Any, meta: dict) -> dict:
+    """model.skops, MODEL.md and the sealed bundle.json of ``meta``; returns bundle.json as written."""
+    sio = skops_io()
+
+    from . import bundle_integrity
+
+    # the record is derived from bundle.json as a reader will parse it (numpy numbers, tuples -> JSON)
+    meta = json.loads(json.dumps({k: v for k, v in meta.items() if k not in ("files", "manifest")},
+                                 default=_jsonable))
+    meta["files"] = {}
+    bundle_integrity.attach(model, meta)
+    sio.dump(model, folder / MODEL_FILE)
+    untrusted = untrusted_types(sio, folder / MODEL_FILE)
+    if untrusted:  # fail when saving, not when a user loads it
+        raise BundleError(f"the fitted model holds types outside regressors.bundle.TRUSTED_TYPES/SKLEARN_TYPES: "
+                          f"{untrusted}; add each (one line) if it is a plain estimator class")
+    (folder / CARD).write_text(model_card(meta))
+    return bundle_integrity.seal(folder, meta)
 
 
 def _jsonable(o):
@@ -136,6 +227,9 @@ def read_info(folder: str | Path) -> dict:
     except json.JSONDecodeError as err:
         raise BundleError(f"{path} is not valid JSON ({err.msg}, line {err.lineno} column {err.colno}): "
                           "the bundle is damaged; train again (`aigcq regress`)") from None
+    except RecursionError:  # [[[[...]]]] thousands deep: no bundle aigcq writes nests beyond a few levels
+        raise BundleError(f"{path} nests its JSON too deeply to be a bundle: the file is damaged or was not written "
+                          "by `aigcq regress`") from None
     if not isinstance(info, dict):
         raise BundleError(f"{path} holds a JSON {type(info).__name__}, not an object: the bundle is damaged")
     missing = [k for k in REQUIRED if k not in info]
@@ -149,6 +243,9 @@ def read_info(folder: str | Path) -> dict:
         raise BundleError(f"{path}: format {info['format']!r} version {info['format_version']!r} is not one this "
                           f"version reads ({FORMAT} <= {FORMAT_VERSION}); upgrade aigc-quality")
     check_shape(info, path)
+    from . import bundle_integrity
+
+    bundle_integrity.verify(folder, info)  # no field edited, no file added, removed or changed since it was written
     return info
 
 
@@ -204,32 +301,48 @@ def metadata_only_warning(info: dict) -> str | None:
 
 def load_bundle(folder: str | Path) -> tuple[Any, dict]:
     """(model, info). Verifies the checksum, then loads with skops and the explicit trusted types."""
-    import zipfile
-
-    import skops.io as sio
-
     folder = Path(folder)
     info = read_info(folder)
+    model = load_model_file(folder, info)
+    from . import bundle_integrity
+
+    bundle_integrity.check_model(model, info, folder)  # bundle.json agrees with what the heads were fitted on
+    return model, info
+
+
+def load_model_file(folder: Path, info: dict) -> Any:
+    """The fitted model in ``folder``'s model.skops: its sha256 as ``info`` records it, only trusted types, any
+    failure one line (BundleError). Checks nothing of what it records (:func:`load_bundle` does)."""
+    import zipfile
+
+    sio = skops_io()
     path = folder / MODEL_FILE
     if not path.is_file():
         raise BundleError(f"{path} is missing: the bundle is incomplete; train again (`aigcq regress`)")
     if path.stat().st_size == 0:
         raise BundleError(f"{path} is empty (0 bytes): the bundle is damaged; train again (`aigcq regress`)")
     expected = str(info["files"].get(MODEL_FILE, "")).lower()
-    actual = sha256_file(path)
+    data = path.read_bytes()  # read once: the bytes checked below are the bytes loaded (not a file swapped meanwhile)
+    actual = hashlib.sha256(data).hexdigest()
     if actual != expected:
         raise BundleError(f"{path}: sha256 {actual[:16]}… does not match {expected[:16] or '(none)'}… recorded in "
                           f"{BUNDLE_JSON} (changed or corrupted after it was saved)")
     try:
-        untrusted = sorted(set(sio.get_untrusted_types(file=path)) - set(TRUSTED_TYPES))
+        trusted = trusted_types()
+        untrusted = untrusted_types(sio, data)
     except zipfile.BadZipFile:
         raise BundleError(f"{path} is not a skops file (not a zip archive); refusing to load it") from None
     except Exception as err:
         raise BundleError(f"{path} cannot be read as a skops file ({type(err).__name__}: {err})") from None
     if untrusted:
         raise BundleError(f"refusing to load {path}: it holds types outside the trusted list: {', '.join(untrusted)}")
-    model = sio.load(path, trusted=list(TRUSTED_TYPES))
-    return model, info
+    try:
+        model = sio.loads(data, trusted=trusted)
+    except Exception as err:  # a damaged or crafted array (an object array, a shape of 10**11 floats): one line
+        why = (str(err).splitlines() or [""])[0]
+        raise BundleError(f"{path} cannot be loaded ({type(err).__name__}: {why}); the bundle is damaged: train again "
+                          "(`aigcq regress`)") from None
+    return model
 
 
 def load_legacy_pickle(path: str | Path, trust_pickle: bool = False) -> tuple[Any, dict]:
@@ -248,6 +361,49 @@ def load_legacy_pickle(path: str | Path, trust_pickle: bool = False) -> tuple[An
         raise BundleError(str(err)) from None
 
 
+def load_model_any(path, trust_pickle: bool = False):
+    """(model, info) from a bundle folder (no code runs), or from a legacy ``model.pkl`` with ``trust_pickle``."""
+    p = Path(path)
+    if is_bundle(p):
+        return load_bundle(p)
+    if p.is_dir() and (p / MODEL_DIR / BUNDLE_JSON).is_file():  # a run folder
+        return load_bundle(p / MODEL_DIR)
+    if p.suffix == ".pkl" or (p.is_dir() and (p / LEGACY_PICKLE).is_file()):
+        model, meta = load_legacy_pickle(p, trust_pickle=trust_pickle)
+        return model, legacy_info(meta, p)
+    read_info(p)  # raises the precise error (missing folder, missing/invalid bundle.json)
+    raise BundleError(f"{p} is not a model bundle")
+
+
+def read_model_info(path) -> dict:
+    """bundle.json of a bundle or run folder, without loading the model (a legacy pickle's .json likewise)."""
+    p = Path(path)
+    if p.is_dir() and not is_bundle(p) and (p / MODEL_DIR / BUNDLE_JSON).is_file():
+        p = p / MODEL_DIR
+    if p.suffix == ".pkl" or (p.is_dir() and (p / LEGACY_PICKLE).is_file() and not is_bundle(p)):
+        from . import model_io
+
+        pkl = p if p.suffix == ".pkl" else p / LEGACY_PICKLE
+        try:
+            return legacy_info(model_io.read_meta(pkl), model_io.meta_path(pkl))
+        except ValueError as err:  # read_meta's message names the file and what to do
+            raise BundleError(str(err)) from None
+    return read_info(p)
+
+
+def legacy_info(meta: dict, where="the legacy model's .json") -> dict:
+    try:
+        info = {"track": meta["track"], "target": {"name": meta["target"]}, "n_features": meta["n_features"],
+                "features": [{"block": b, "key": k} for b, k in meta["store_keys"].items()], "legacy_pickle": True,
+                "files": {}}
+    except (KeyError, TypeError, AttributeError) as err:
+        raise BundleError(
+            f"{where}: expected an object with track, target, n_features and store_keys ({type(err).__name__}: "
+            f"{err}); the file is damaged: restore it or train again (`aigcq regress` writes a model bundle)") from None
+    check_shape(info, where)
+    return info
+
+
 # ---------------------------------------------------------------- the card
 def _reads_line(info: dict) -> str:
     kept = kept_blocks(info)
@@ -258,6 +414,12 @@ def _reads_line(info: dict) -> str:
 
 def _fmt(v, nd=3) -> str:
     return "–" if v is None else (f"{v:.{nd}f}" if isinstance(v, (int, float)) else str(v))
+
+
+def _trust_lines(info: dict) -> list[str]:
+    from .trust import card_lines  # in_domain, domain_score, score_lo/score_hi: regressors/trust.py
+
+    return card_lines(info)
 
 
 def model_card(info: dict) -> str:
@@ -295,6 +457,7 @@ def model_card(info: dict) -> str:
     lines += ["", "## Model", "",
               f"{len(heads)} heads ({', '.join(heads)}) stacked by a non-negative linear meta-learner"
               + (f" (weights: {', '.join(f'{k} {v:.2f}' for k, v in w.items() if v)})" if w else "") + ".", "",
+              *_trust_lines(info),
               "## Use", "", "```bash", "aigcq score <this folder> images/ --prompts prompts.csv -o scores.csv", "```",
               "", "```python", "from aigcq import Predictor",
               "p = Predictor.load('<this folder>')", "df = p.score(['a.png', 'b.png'], prompts=['...', '...'])",

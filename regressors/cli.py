@@ -5,7 +5,7 @@ import argparse
 import os
 import sys
 
-from .stacking import StackConfig
+from .config import StackConfig  # light: `--help` imports no numpy, scikit-learn or Optuna
 
 MEDIA_HELP = ("read the stored features without comparing them with the media files they were computed from "
               "(default: items whose file changed size or modification time since, or is missing, are refused, "
@@ -86,6 +86,9 @@ def _parser(prog: str = "python -m regressors", job_progs: dict[str, str] | None
     p.add_argument("--trust-pickle", action="store_true",
                    help="load a legacy model.pkl (a pickle runs code when loaded: only files you produced)")
     p.add_argument("--skip-media-check", action="store_true", help=MEDIA_HELP)
+    p.add_argument("--level", default=None, metavar="COVERAGE",
+                   help="coverage of the prediction intervals score_lo..score_hi in predictions.csv (0.9 or 90%%; "
+                        "default 90%%)")
     return ap
 
 
@@ -121,14 +124,31 @@ def main(argv: list[str] | None = None, prog: str | None = None, job_progs: dict
                 import_ray()  # without ray: one line saying how to install it, before any work
                 if args.address:
                     os.environ["RAY_ADDRESS"] = args.address  # ray.init() joins this cluster
+            if os.path.isfile(args.store):  # TARGET may be the file's name of a mapped column (mos_quality -> mos)
+                from features_store.api import resolve_target
+
+                args.target, note = resolve_target(args.store, args.target)
+                if note:
+                    print(f"note: {note}", file=sys.stderr)
+            if args.engine == "ray":
+                from .ray_tasks import shared_storage
+
+                cfg.storage = shared_storage(cfg.storage)  # the same file on every node, checked before any work
+            if cfg.storage:
+                from .tuning import create_storage
+
+                create_storage(cfg.storage)  # an RDB's tables, before parallel searches race to make them
             exts = [e for e in args.extractors.split(",") if e.strip()] or None
             fit_command(args.track, args.store, exts, args.target, args.out, cfg, n_boot=args.bootstrap,
                         submit_split=args.submit_split, allow_incomplete=args.allow_incomplete,
                         media_check=not args.skip_media_check)
         else:
+            from .conformal import parse_level
+
             predict_command(args.model, args.store, args.split, args.out, n_boot=args.bootstrap,
                             allow_incomplete=args.allow_incomplete, allow_in_sample=args.allow_in_sample,
-                            trust_pickle=args.trust_pickle, media_check=not args.skip_media_check)
+                            trust_pickle=args.trust_pickle, media_check=not args.skip_media_check,
+                            level=None if args.level is None else parse_level(args.level))
     except (MissingFeaturesError, ModelChecksumError, BundleError, IncompleteFeaturesError, InSampleError,
             FileNotFoundError, KeyError, ValueError, RuntimeError) as err:
         msg = err.args[0] if isinstance(err, KeyError) and err.args else err

@@ -191,7 +191,14 @@ def evaluate(pred, target, fit: str = "cubic", n_boot: int = 1000, seed: int = 0
     interval is left out (O(n log n) per resample, and nobody ranks on it).
     """
     p, t = check_inputs(pred, target)
+    # every score but RMSE ignores the scale: extreme ones (1e-300) are computed at an exact power-of-two
+    # rescaling (none for ordinary targets: k = 0), RMSE brought back to the target's units
+    from .target_scale import exponent, unscale
+
+    kp, kt = exponent(p), exponent(t)
+    p, t = np.ldexp(p, kp), np.ldexp(t, kt)
     s, r, e = _fast_scores(p, t, fit)
+    e = float(unscale(e, kt))
     out = {
         "srcc": s,
         "plcc": r,
@@ -204,6 +211,7 @@ def evaluate(pred, target, fit: str = "cubic", n_boot: int = 1000, seed: int = 0
     if n_boot:
         boots = _bootstrap(p, t, fit, n_boot, seed)
         lo, hi = (1 - level) / 2 * 100, (1 + level) / 2 * 100
+        boots[:, 2] = unscale(boots[:, 2], kt)
         out["ci"] = {
             name: [float(np.nanpercentile(boots[:, j], lo)), float(np.nanpercentile(boots[:, j], hi))]
             for j, name in enumerate(("srcc", "plcc", "rmse", "main"))

@@ -59,7 +59,8 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -67,66 +68,14 @@ from sklearn.linear_model import LinearRegression
 from tqdm.auto import tqdm
 
 from .block_selection import select_blocks
+from .config import StackConfig  # noqa: F401 (re-exported: importers use stacking.StackConfig)
 from .heads import make_head
 from .metrics import MetricError, main_score
+from .stacked_model import StackedModel, bounded_combine, clip_to  # noqa: F401 (re-exported; bundles before it moved name it here)
 from .task_pool import MAX_AUTO_WORKERS, resolve_jobs, run_graph, run_tasks, task  # noqa: F401 (re-exported)
 from .tuning import GROUP_BLOCK, make_folds, subsample_groups, tune_head
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class StackConfig:
-    heads: tuple[str, ...] = ("svr", "enet", "lgbm", "knn")  # tuned heads (knn: on the non-generator blocks)
-    block_head: str | None = "enet"  # kind of the per-block heads (None: off); enet: cheap on 2 cores
-    # untuned preset heads (FIXED_PRESETS) to add to the stack; none by default: svr_smooth did not
-    # lift the stack on AIGIQA-20K or T2VQA-DB and scored 0.19 on FETV
-    fixed_heads: tuple[str, ...] = ()
-    n_trials: int = 12  # per tuned head
-    tune_folds: int = 3
-    max_tune_items: int = 4000
-    tune_fraction: float = 0.5  # of the labelled items, at most, go to the tuning set (nested="split");
-    # 0.5 rather than 0.3: T2VQA-DB grouped (7,000 items) stack 0.727 tuned on 3,500 vs 0.712 on 2,100
-    outer_folds: int = 5
-    nested: str = "auto"  # auto | split | full (see module doc)
-    auto_full_below: int = 3000  # nested="auto": "split" from this many labelled items, "cross" or "full" below
-    # nested="auto": "cross" from this many labelled items up to auto_full_below, "full" below. At 2,982 items
-    # (AIGIQA-20K label-only subsample, 400 dims) cross took 0.29x the time of full at the same score (0.7375
-    # vs 0.7358 main); full stays on tiny sets (FETV: 174 clips), where it is cheap and tunes on more items
-    auto_cross_from: int = 1000
-    pca: int | None = 128  # per-block PCA for blocks wider than this (None: off)
-    interact_components: int = 16  # enet: generator one-hot x this many prompt components (0: off)
-    protocol: str = "grouped"  # grouped | random
-    seed: int = 0
-    storage: str | None = None
-    prune: bool = True
-    n_jobs: int = -1  # worker processes for tuning and refits (-1: all cores, at most 8); LightGBM 1 thread each
-    # nested block selection (regressors.block_selection): on the tuning set, untuned proxy heads propose the
-    # smallest block subset that scores within select_tolerance of the best subset (select_confirm decides)
-    select_blocks: bool = True
-    select_tolerance: float = 0.005
-    # the proxies only propose a drop: the heads are then tuned on all blocks and on the proposed subset, and
-    # the subset is kept only when its tuned stack scores at least select_margin above all blocks' on the
-    # tuning set (heads and meta-learner out-of-fold); False: the proxies' choice is final (the behaviour before
-    # issue 20). 0.015: on the evaluation panel the drops that cost on the scored items had gained at most
-    # +0.011 on their tuning sets (AIGIQA-20K, 500 items), the drops that paid at least +0.028 (the demo);
-    # evidence: docs/defaults.md
-    select_confirm: bool = True
-    select_margin: float = 0.015
-    # every head's prediction and the stack's bounded to the training target range (StackedModel.bounds)
-    bound_scores: bool = True
-    meta_learner: str = "positive"  # positive (non-negative least squares) | mean | best (see _fit_meta)
-    # split/cross: the final model reuses the first tuning set's hyper-parameters and meta-learner (reuse), or
-    # is tuned again on up to max_tune_items of all items (retune: one more tuning)
-    final_tuning: str = "reuse"
-    # fit: a generator probe (regressors.generator_probe) fills the generator block of items whose generator
-    # is unknown (T2VQA-DB val/test) with probabilities predicted from their content blocks
-    generator_probe: bool = False
-    engine: str = "local"  # local (n_jobs worker processes) | ray: the same tasks on a Ray cluster (ray_tasks.py)
-    trial_workers: int = 1  # engine=ray + storage: Ray tasks sharing each search (order-dependent results)
-
-    def to_dict(self) -> dict:
-        return asdict(self)
 
 
 @dataclass
@@ -189,55 +138,6 @@ def base_specs(blocks: dict[str, list[int]] | None, cfg: StackConfig, keep: list
                 p["pca"] = cfg.pca
             specs.append(HeadSpec(f"block:{b}", cfg.block_head, p, tune=False))
     return specs
-
-
-class StackedModel:
-    """Fitted base heads + non-negative linear meta-learner, bounded to the training target range. Picklable.
-
-    ``bounds`` = (lo, hi), the range of the target the heads were fitted on: every head's prediction
-    is clipped to it before the meta-learner combines them, and so is the stack's. A linear head
-    extrapolates without limit on features unlike any training item (the demo model, unbounded,
-    scored a page of text -24.58 on a 1.14-5.0 scale: ElasticNet -44.35, the nss block head -66.59),
-    so a bounded head cannot drag the others' vote, and no score leaves the range the model was
-    trained on. ``None``: unbounded (``StackConfig.bound_scores=False``, or a model saved before
-    bounds existed, which has no such attribute).
-    """
-
-    def __init__(self, heads: dict[str, Any], meta: LinearRegression, info: dict,
-                 bounds: tuple[float, float] | None = None):
-        self.heads = heads
-        self.meta = meta
-        self.info = info
-        self.bounds = None if bounds is None else (float(bounds[0]), float(bounds[1]))
-
-    @property
-    def names(self) -> list[str]:
-        return list(self.heads)
-
-    def predict_heads(self, X) -> dict[str, np.ndarray]:
-        """Every head's own prediction (unbounded: what the head says)."""
-        return {n: h.predict(X) for n, h in self.heads.items()}
-
-    def combine(self, head_preds: dict[str, np.ndarray]) -> np.ndarray:
-        """The stack's prediction from its heads' predictions (as predict_heads gives them), bounded."""
-        return bounded_combine(self.meta, np.column_stack([head_preds[n] for n in self.names]),
-                               getattr(self, "bounds", None))
-
-    def predict(self, X) -> np.ndarray:
-        return self.combine(self.predict_heads(X))
-
-    def weights(self) -> dict[str, float]:
-        return {n: float(w) for n, w in zip(self.names, self.meta.coef_)}
-
-
-def clip_to(values: np.ndarray, bounds: tuple[float, float] | None) -> np.ndarray:
-    """``values`` clipped to ``bounds`` (lo, hi); unchanged when ``bounds`` is None."""
-    return values if bounds is None else np.clip(values, bounds[0], bounds[1])
-
-
-def bounded_combine(meta: LinearRegression, head_preds: np.ndarray, bounds: tuple[float, float] | None) -> np.ndarray:
-    """The meta-learner's combination of the heads' predictions (columns), each bounded first, bounded again."""
-    return clip_to(meta.predict(clip_to(np.asarray(head_preds, dtype=np.float64), bounds)), bounds)
 
 
 def target_bounds(y: np.ndarray, cfg: StackConfig) -> tuple[float, float] | None:
@@ -400,7 +300,9 @@ def _run_tuning(tunings: list[_Tuning], blocks, cfg: StackConfig, desc: str, fol
     """
     tune = _tune_one
     if cfg.engine == "ray" and cfg.trial_workers > 1:  # each search split over Ray tasks on its stored study
-        from .ray_tasks import _tune_shared as tune
+        from .ray_tasks import _tune_shared
+
+        tune = partial(_tune_shared, _tune_one)
 
     def searches(p: int, c: int) -> list:
         # longest search first, so that the cheap ones fill the gaps (with 2 workers, LightGBM's search

@@ -20,7 +20,9 @@ import heapq
 import itertools
 import os
 import shutil
+import sys
 import tempfile
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Hashable, Iterable
@@ -34,6 +36,8 @@ from tqdm.auto import tqdm
 MAX_AUTO_WORKERS = 8
 #: arrays larger than this reach the workers as a memory map (Ray: the object store); smaller ones are pickled
 SHARE_BYTES = 1 << 20
+#: Ray: a task lost this many seconds after a node was found lost is taken as lost with that node
+RECENT_LOSS_S = 60.0
 
 
 def usable_cores() -> int:
@@ -119,15 +123,24 @@ class _LocalPool:
         shutil.rmtree(self.folder, ignore_errors=True)
 
 
+class _Lost(Exception):
+    """A Ray task's worker process or node is gone: the task can run again elsewhere."""
+
+
 class _RayPool:
     def __init__(self):
-        from .ray_tasks import MAX_RETRIES, _call, import_ray
+        from .ray_tasks import MAX_RETRIES, _call, start_ray
 
-        self.ray = import_ray()
-        if not self.ray.is_initialized():
-            self.ray.init(log_to_driver=False)  # RAY_ADDRESS, when set, names the cluster to join
-        # one BLAS thread per task (one CPU each), as a loky worker on a fully used machine has
-        self.remote = self.ray.remote(num_cpus=1, max_retries=MAX_RETRIES)(_call)
+        self.ray = start_ray()
+        # one BLAS thread per task (one CPU each), as a loky worker on a fully used machine has. Retries
+        # are run_graph's (max_retries=0 here), so that a lost node or worker is said, not silent
+        self.remote = self.ray.remote(num_cpus=1, max_retries=0)(_call)
+        self.max_retries = MAX_RETRIES
+        self.tries: dict[Hashable, int] = {}
+        from extractors.ray_cluster import alive_nodes
+
+        self.nodes = alive_nodes(self.ray)  # the nodes a lost task may have run on
+        self.lost: dict[str, tuple[str, float]] = {}  # node id -> (what it was, when it was found lost)
         self.put: dict[int, tuple[np.ndarray, Any]] = {}  # id(array) -> (array kept alive, ObjectRef)
 
     def _arg(self, a):
@@ -138,6 +151,7 @@ class _RayPool:
         return a
 
     def submit(self, task: Task):
+        self.tries[task.key] = self.tries.get(task.key, 0) + 1
         return self.remote.remote(task.fn, 1, *(self._arg(a) for a in task.args))
 
     def wait(self, futures: list) -> list:
@@ -148,6 +162,34 @@ class _RayPool:
             return self.ray.get(ref)
         except self.ray.exceptions.RayTaskError as err:  # the head's own error, as a local run raises it
             raise err.as_instanceof_cause() from None
+        except self.ray.exceptions.TaskCancelledError:
+            raise
+        except self.ray.exceptions.RayError as err:  # its worker process, or its node, is gone
+            raise _Lost(self._what_was_lost(err)) from None
+
+    def _what_was_lost(self, err: BaseException) -> str:
+        from extractors.ray_cluster import alive_nodes, gone
+
+        self.nodes.update(alive_nodes(self.ray))
+        lost = gone(self.ray, self.nodes)  # Ray's record lags: ask each node's raylet
+        now = time.monotonic()
+        for node, what in lost.items():
+            del self.nodes[node]
+            self.lost[node] = (what, now)
+        # a node lost a moment ago takes several tasks with it: the later ones find it gone already
+        recent = lost or {n: w for n, (w, t) in self.lost.items() if now - t < RECENT_LOSS_S}
+        if recent:
+            return ", ".join(f"node {what}" for what in recent.values()) + " lost"
+        return f"a worker process was lost ({type(err).__name__})"
+
+    def again(self, task: Task, what: str):
+        """Submit ``task`` once more after its worker was lost (at most MAX_RETRIES times)."""
+        tries = self.tries.get(task.key, 1)
+        if tries > self.max_retries:
+            raise RuntimeError(f"task {task.key}: {what}; it lost its worker {tries} times, giving up") from None
+        print(f"ray: {what}: task {task.key} runs again (try {tries + 1} of {self.max_retries + 1})",
+              file=sys.stderr, flush=True)
+        return self.submit(task)
 
     def abort(self, running: list) -> None:
         for ref in running:
@@ -196,7 +238,13 @@ def run_graph(tasks: Iterable[Task], n_jobs: int, desc: str, engine: str = "loca
                 task = heapq.heappop(queue)
                 running[pool.submit(task)] = task
             for fut in pool.wait(list(running)):
-                finished(running.pop(fut), pool.result(fut))
+                task = running.pop(fut)
+                try:
+                    result = pool.result(fut)
+                except _Lost as lost:  # Ray only: the same task again, on a worker that is alive
+                    running[pool.again(task, str(lost))] = task
+                    continue
+                finished(task, result)
     except BaseException:  # a task failed, or Ctrl-C: the other tasks' results are not wanted, stop them now
         pool.abort(list(running))
         raise

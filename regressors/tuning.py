@@ -117,6 +117,13 @@ class TuneResult:
     oof: np.ndarray | None = None
 
 
+def create_storage(storage: str | None) -> None:
+    """Make an RDB storage's tables now, in this one process: parallel searches (loky workers, Ray
+    tasks) opening a new database at once race to create them ("table studies already exists")."""
+    if storage and "://" in storage:
+        optuna.storages.RDBStorage(storage)
+
+
 def open_study(name: str, storage: str | None, seed: int, prune: bool) -> optuna.Study:
     """Create or resume a study. ``storage`` may be an RDB URL or a journal file path."""
     if storage and "://" not in storage:

@@ -10,14 +10,18 @@ import numpy as np
 import pandas as pd
 
 from . import bundle as bundle_io
+from . import target_scale
+from .bundle import MODEL_DIR, legacy_info, load_model_any, read_model_info  # noqa: F401 (re-exported)
 from .data import (IncompleteFeaturesError, check_media_unchanged, completeness, incomplete_message, load_track,
                    splits_of)
 from .report import markdown_report, per_group, safe_evaluate, scatter_plot, write_json
-from .rundir import staged
+from .rundir import check_replaceable, staged
 from .stacking import StackConfig, cross_validate
 from .submission import check_names, write_submission
+from .in_sample import REFUSE_FROM, overlap, training_items
+from .trust import assess, trust_summary
+from .trust_fit import fit_trust
 
-MODEL_DIR = "model"  # the bundle folder inside a run folder
 NESTED_NOTE = {
     "split": "hyper-parameters and meta-learner weights chosen on a held-apart tuning subset of whole prompts; "
              "the CV score covers only the other items, none of which was seen in tuning",
@@ -141,10 +145,13 @@ def _bundle_info(track: str, target: str, store, data, cfg: StackConfig, metrics
     y = data.y
     vocab = next(iter(data.vocabularies.values()), None) if data.vocabularies else None
     cv = {k: metrics.get(k) for k in ("main", "srcc", "plcc", "krcc", "rmse", "n", "ci") if k in metrics}
+    k = target_scale.exponent(y)  # mean and sd computed at the fit's scale: no underflow at mos x 1e-300
+    ys = target_scale.scale(y, k)
     return {
         "track": track,
-        "target": {"name": target, "min": float(np.min(y)), "max": float(np.max(y)), "mean": float(np.mean(y)),
-                   "sd": float(np.std(y))},
+        "target": {"name": target, "min": float(np.min(y)), "max": float(np.max(y)),
+                   "mean": float(target_scale.unscale(np.mean(ys), k)), "sd": float(target_scale.unscale(np.std(ys), k)),
+                   **({"scale_exp": k} if k else {})},
         "features": _feature_specs(store, data),
         "kept_blocks": _blocks_read(model, data.blocks, data.X.shape[1]),
         "n_features": int(data.X.shape[1]),
@@ -154,7 +161,8 @@ def _bundle_info(track: str, target: str, store, data, cfg: StackConfig, metrics
         "config": cfg.to_dict(),
         "training": {**_store_meta(store), "store": str(store), "split": "train", "items": int(len(y)),
                      "protocol": cfg.protocol, "nested": metrics.get("nested"), "folds": metrics.get("folds"),
-                     "cv": cv, "items_missing_features": data.incomplete or None},
+                     "cv": cv, "items_missing_features": data.incomplete or None,
+                     "item_keys": training_items(store, data.ids)},  # predict's in-sample check (in_sample.py)
     }
 
 
@@ -167,9 +175,13 @@ def fit_command(track: str, store: str, extractors: list[str] | None, target: st
     the training items and the ones predicted); see :func:`_check_media`."""
     t_start = time.perf_counter()
     final_dir = Path(out)
+    check_replaceable(final_dir)  # before any work: --out must be new, empty or a run folder aigcq wrote
     _check_media(store, extractors, None, track, media_check)
     data = load_track(store, extractors, split="train", target=target, allow_incomplete=allow_incomplete,
                       track=track, what="the fit")
+    from features_store.targets import check_target
+
+    check_target(data.y, data.ids, target, where=f"{store}, split 'train': ")  # inf, 1e308, constant, too few
     splits = splits_of(store, target)
     refused = _precheck_splits(store, list(data.keys.values()), splits, track, allow_incomplete)
     print(f"train: {len(data.y)} labelled items, {data.X.shape[1]} features in blocks "
@@ -177,7 +189,7 @@ def fit_command(track: str, store: str, extractors: list[str] | None, target: st
     if data.incomplete:
         print(f"note: fitting on the done subset ({len(data.y)} items; --allow-incomplete)")
 
-    with staged(final_dir) as out_dir:
+    with staged(final_dir, job="regress") as out_dir:
         metrics = _fit_into(out_dir, final_dir, track, store, data, splits, refused, target, cfg, n_boot,
                             submit_split, allow_incomplete, t_start)
     print(f"main {metrics.get('main', float('nan')):.4f} (SRCC {metrics.get('srcc', float('nan')):.4f}, "
@@ -212,8 +224,12 @@ def _fit_into(out_dir: Path, final_dir: Path, track, store, data, splits, refuse
             probe_info["filled"] = {s: int((~probe.known_mask(p.X)).sum()) for s, p in parts.items()}
             other_x = [fill_generator(x, probe) for x in other_x]
         print(f"generator probe: {probe_info}")
-    cv = cross_validate(data.X, data.y, data.groups, data.blocks, cfg,
+    # an extreme target scale (mos x 1e-300) is fitted times an exact power of two; k = 0 (no change) otherwise
+    k = target_scale.exponent(data.y)
+    cv = cross_validate(data.X, target_scale.scale(data.y, k), data.groups, data.blocks, cfg,
                         final_predict=np.vstack(other_x) if other_x else data.X[:0])
+    if k:
+        _unscale_cv(cv, k)
     t_cv = time.perf_counter() - t0
     scored = cv["scored"]
     y_s = data.y[scored]
@@ -225,6 +241,11 @@ def _fit_into(out_dir: Path, final_dir: Path, track, store, data, splits, refuse
     if data.incomplete:
         metrics["train_items_missing_features"] = data.incomplete
     metrics.update(safe_evaluate(cv["stack"], y_s, n_boot=n_boot))
+    if not np.isfinite(metrics.get("main", np.nan)):  # never a model whose honest score is undefined
+        from features_store.targets import TargetError
+
+        raise TargetError(f"the cross-validated score of {target!r} is undefined "
+                          f"({metrics.get('error', 'main is NaN')}): no model written")
     metrics["heads"] = {n: _head_evaluate(p, y_s) for n, p in cv["heads"].items()
                         if not n.startswith(("block:", "fixed:"))}
     metrics["fixed_heads"] = {n.split(":", 1)[1]: _head_evaluate(p, y_s)
@@ -238,6 +259,8 @@ def _fit_into(out_dir: Path, final_dir: Path, track, store, data, splits, refuse
     # tuned on exactly the subset the final fit would tune on, cross reuses its first share's; full: tuned on
     # all items there), and it predicted the other splits and the training items not scored (split's tuning set)
     model, per_row = cv["final"], cv["final_predict_s_per_row"]
+    if k:
+        model.target_scale_exp = k  # StackedModel.predict divides by 2**k: the bundle scores in the target's units
     in_sample, train_pred = cv["final_in_sample"]
     others = cv["final_predictions"]
     metrics["meta_weights"] = model.weights()
@@ -249,6 +272,9 @@ def _fit_into(out_dir: Path, final_dir: Path, track, store, data, splits, refuse
     if probe_info is not None:
         metrics["generator_probe"] = probe_info
     info = _bundle_info(track, target, store, data, cfg, metrics, model)
+    # in_domain and score_lo/score_hi: calibrated on the cross-validated items, saved with the model
+    info["trust"] = metrics["trust"] = fit_trust(model, data.X, data.y, data.groups, info, cv, seed=cfg.seed,
+                                                 protocol=cfg.protocol)
     bundle_io.save_bundle(out_dir / MODEL_DIR, model, info)
     metrics["kept_blocks"] = info["kept_blocks"]
     warning = bundle_io.metadata_only_warning(info)
@@ -327,6 +353,16 @@ def _head_evaluate(pred, y) -> dict:
     return out
 
 
+def _unscale_cv(cv: dict, k: int) -> None:
+    """cross_validate's predictions of a target fitted times 2**k, back in the target's units (exact)."""
+    cv["stack"] = target_scale.unscale(cv["stack"], k)
+    cv["heads"] = {n: target_scale.unscale(p, k) for n, p in cv["heads"].items()}
+    if "final_predictions" in cv:
+        cv["final_predictions"] = target_scale.unscale(cv["final_predictions"], k)
+        rows, pred = cv["final_in_sample"]
+        cv["final_in_sample"] = (rows, target_scale.unscale(pred, k))
+
+
 def _vocab_by_key(data) -> dict[str, list[str]]:
     return {data.keys[b]: v for b, v in data.vocabularies.items()}
 
@@ -357,52 +393,12 @@ def check_store_has(store: str, needed: dict[str, str]) -> None:
             "\nRun `make features` with the same extractor options on this dataset first (store keys must match).")
 
 
-def load_model_any(path, trust_pickle: bool = False):
-    """(model, info) from a bundle folder (no code runs), or from a legacy ``model.pkl`` with ``trust_pickle``."""
-    p = Path(path)
-    if bundle_io.is_bundle(p):
-        return bundle_io.load_bundle(p)
-    if p.is_dir() and (p / MODEL_DIR / bundle_io.BUNDLE_JSON).is_file():  # a run folder
-        return bundle_io.load_bundle(p / MODEL_DIR)
-    if p.suffix == ".pkl" or (p.is_dir() and (p / bundle_io.LEGACY_PICKLE).is_file()):
-        model, meta = bundle_io.load_legacy_pickle(p, trust_pickle=trust_pickle)
-        return model, legacy_info(meta, p)
-    bundle_io.read_info(p)  # raises the precise error (missing folder, missing/invalid bundle.json)
-    raise bundle_io.BundleError(f"{p} is not a model bundle")
-
-
-def read_model_info(path) -> dict:
-    """bundle.json of a bundle or run folder, without loading the model (a legacy pickle's .json likewise)."""
-    p = Path(path)
-    if p.is_dir() and not bundle_io.is_bundle(p) and (p / MODEL_DIR / bundle_io.BUNDLE_JSON).is_file():
-        p = p / MODEL_DIR
-    if p.suffix == ".pkl" or (p.is_dir() and (p / bundle_io.LEGACY_PICKLE).is_file() and not bundle_io.is_bundle(p)):
-        from . import model_io
-
-        pkl = p if p.suffix == ".pkl" else p / bundle_io.LEGACY_PICKLE
-        try:
-            return legacy_info(model_io.read_meta(pkl), model_io.meta_path(pkl))
-        except ValueError as err:  # read_meta's message names the file and what to do
-            raise bundle_io.BundleError(str(err)) from None
-    return bundle_io.read_info(p)
-
-
-def legacy_info(meta: dict, where="the legacy model's .json") -> dict:
-    try:
-        info = {"track": meta["track"], "target": {"name": meta["target"]}, "n_features": meta["n_features"],
-                "features": [{"block": b, "key": k} for b, k in meta["store_keys"].items()], "legacy_pickle": True,
-                "files": {}}
-    except (KeyError, TypeError, AttributeError) as err:
-        raise bundle_io.BundleError(
-            f"{where}: expected an object with track, target, n_features and store_keys ({type(err).__name__}: "
-            f"{err}); the file is damaged: restore it or train again (`aigcq regress` writes a model bundle)") from None
-    bundle_io.check_shape(info, where)
-    return info
-
-
 def predict_command(model_path: str, store: str, split: str, out: str, n_boot: int = 1000,
                     allow_incomplete: bool = False, allow_in_sample: bool = False,
-                    trust_pickle: bool = False, media_check: bool = True) -> dict:
+                    trust_pickle: bool = False, media_check: bool = True, level: float | None = None) -> dict:
+    """Score split ``split`` of ``store``; predictions.csv has per item the prediction, its interval at ``level``
+    (score_lo, score_hi; default the bundle's 90%), in_domain and domain_score (regressors.trust)."""
+    check_replaceable(Path(out))
     info = read_model_info(model_path)  # nothing is loaded before the store and split checks
     # only the blocks the model reads: a block nested selection dropped need not be in the store
     kept = set(bundle_io.kept_blocks(info))
@@ -414,13 +410,20 @@ def predict_command(model_path: str, store: str, split: str, out: str, n_boot: i
     labelled = splits.get(split)
     if labelled is None:
         raise ValueError(f"{store} has no split {split!r}; splits: {sorted(splits)}")
-    in_sample = _is_training_split(info, store, split)
+    in_sample, n_train, n_split = _in_sample(info, store, split)
     if in_sample and not allow_in_sample:
+        how = "same media content, or the same item id, prompt and generator where no media is recorded"
+        what = ("it is the split this model was trained on" if n_train is None else
+                f"it is the split this model was trained on (all {n_split} items: {how})" if n_train == n_split else
+                f"{n_train} of its {n_split} items are items this model was trained on ({how})")
         raise InSampleError(
-            f"split {split!r} of {store} is the split this model was trained on: its score would be in-sample "
+            f"split {split!r} of {store}: {what}: its score would be in-sample "
             f"(optimistic), not a test score; the honest cross-validated score is in the model's card "
             f"(main {info.get('training', {}).get('cv', {}).get('main', float('nan')):.3f}). Score another split, "
             "or pass --allow-in-sample to see the in-sample fit (no submission is written for it)")
+    if n_train:
+        print(f"warning: {n_train} of the {n_split} items of split {split!r} are training items of this model "
+              "(same media content, or id, prompt and generator): their predictions are in-sample", file=sys.stderr)
     vocabs = {f["key"]: f["vocabulary"] for f in info["features"] if f.get("vocabulary") is not None}
     data = load_track(store, list(needed.values()), split=split, target=target if labelled else None,
                       allow_incomplete=allow_incomplete, vocabularies=vocabs, track=info["track"],
@@ -429,12 +432,14 @@ def predict_command(model_path: str, store: str, split: str, out: str, n_boot: i
     if X.shape[1] != info["n_features"]:
         raise MissingFeaturesError(f"features read have {X.shape[1]} columns, the model expects {info['n_features']}")
     model, info = load_model_any(model_path, trust_pickle=trust_pickle)
-    with staged(out) as out_dir:
+    with staged(out, job="predict") as out_dir:
         t0 = time.perf_counter()
         p = model.predict(X)
         dt = time.perf_counter() - t0
-        df = pd.DataFrame({"item_id": data.ids, "prediction": p})
-        result: dict = {"split": split, "n": int(len(p)), "model": str(model_path), "in_sample": in_sample}
+        trust = assess(model, X, p, level)
+        df = pd.DataFrame({"item_id": data.ids, "prediction": p, **trust})
+        result: dict = {"split": split, "n": int(len(p)), "model": str(model_path), "in_sample": in_sample,
+                        "training_items_in_split": n_train, **trust_summary(trust, data.y if labelled else None)}
         if data.incomplete:
             result["items_missing_features"] = data.incomplete
         if labelled:
@@ -479,6 +484,21 @@ def _model_columns(data, info: dict) -> np.ndarray:
         else:
             parts.append(np.zeros((len(data.X), int(f["dim"]))))
     return np.hstack(parts)
+
+
+def _in_sample(info: dict, store, split: str) -> tuple[bool, int | None, int]:
+    """(whether scoring ``split`` would be in-sample, how many of its items are training items (None: the bundle
+    records no training items), how many items it has). Compares item keys (media sha256, else item id), so
+    a copy of the training data elsewhere is recognised; a bundle without them falls back to dataset + split."""
+    from features_store import FeatureStore
+
+    with FeatureStore(os.fspath(store), mode="r") as st:
+        df = st.columns(["item_id", "split"])
+        ids = df.loc[df["split"] == split, "item_id"].astype(str).tolist()
+    n_train = overlap(info, store, ids)
+    if n_train is None:
+        return _is_training_split(info, store, split), None, len(ids)
+    return bool(n_train and n_train >= REFUSE_FROM * len(ids)), n_train, len(ids)
 
 
 def _is_training_split(info: dict, store, split: str) -> bool:

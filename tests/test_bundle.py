@@ -51,13 +51,27 @@ def test_every_head_round_trips_exactly(stack, tmp_path):
 
 
 def test_trusted_list_covers_the_stack_and_nothing_more_is_accepted(stack, tmp_path):
-    import skops.io as sio
+    import zipfile
 
+    sio = bundle.skops_io()
     model, _ = stack
     sio.dump(model, tmp_path / "m.skops")
     found = set(sio.get_untrusted_types(file=tmp_path / "m.skops"))
-    missing = found - set(bundle.TRUSTED_TYPES)
-    assert not missing, f"add these to regressors.bundle.TRUSTED_TYPES: {sorted(missing)}"
+    missing = found - set(bundle.trusted_types())
+    assert not missing, f"add these to regressors.bundle.TRUSTED_TYPES (scikit-learn's: SKLEARN_TYPES): {sorted(missing)}"
+    # whether skops was imported with scikit-learn's full estimator list or without (bundle.skops_io), loading
+    # trusts exactly the listed scikit-learn classes: every one the stack holds is listed
+    held, todo = set(), [json.loads(zipfile.ZipFile(tmp_path / "m.skops").read("schema.json"))]
+    while todo:
+        node = todo.pop()
+        if isinstance(node, dict):
+            if "__module__" in node and "__class__" in node:
+                held.add(f"{node['__module__']}.{node['__class__']}")
+            todo += node.values()
+        elif isinstance(node, list):
+            todo += node
+    sklearn = {t for t in held if t.startswith("sklearn.")}
+    assert sklearn and not sklearn - set(bundle.trusted_types()), sorted(sklearn - set(bundle.trusted_types()))
 
 
 class Planted:
@@ -102,7 +116,7 @@ def test_a_crafted_pickle_is_refused_and_never_runs(tmp_path):
 
 
 def test_a_skops_file_with_an_untrusted_type_is_refused(tmp_path):
-    import skops.io as sio
+    sio = bundle.skops_io()
 
     marker = tmp_path / "PWNED"
     folder = tmp_path / "model"
@@ -112,6 +126,45 @@ def test_a_skops_file_with_an_untrusted_type_is_refused(tmp_path):
     with pytest.raises(bundle.BundleError, match="outside the trusted list: .*Planted"):
         bundle.load_bundle(folder)
     assert not marker.exists()
+
+
+def test_what_a_bundle_may_hold_does_not_depend_on_who_imported_skops_first(tmp_path):
+    """bundle.skops_io() imports skops without scikit-learn's estimator list; a process that imported skops
+    itself first (a notebook, any library) has that list. Before: there a bundle holding an unlisted
+    scikit-learn estimator (Ridge) loaded, and saved without a word, though `aigcq score` refuses it."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    code = f"""
+import json, sys
+import numpy as np
+import skops.io  # first: with scikit-learn's whole estimator list, as a user's own process may have it
+from sklearn.linear_model import Ridge
+from regressors import bundle
+model = Ridge().fit(np.eye(3), [1.0, 2.0, 3.0])
+folder = {str(tmp_path / "m")!r}
+try:
+    bundle.save_bundle(folder, model, {{"track": "image", "target": {{"name": "mos"}}, "features": []}})
+    print("saved")
+except bundle.BundleError as err:
+    print("save refused:", err)
+    skops.io.dump(model, folder + "/model.skops")
+    (pathlib := __import__("pathlib")).Path(folder, "bundle.json").write_text(json.dumps({{
+        "format": bundle.FORMAT, "format_version": 1, "track": "image", "target": {{"name": "mos"}},
+        "features": [], "files": {{"model.skops": bundle.sha256_file(folder + "/model.skops")}}}}))
+try:
+    bundle.load_bundle(folder)
+    print("loaded")
+except bundle.BundleError as err:
+    print("load refused:", err)
+"""
+    repo = Path(__file__).resolve().parents[1]
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
+                         env={**__import__("os").environ, "PYTHONPATH": str(repo)})
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert "save refused:" in res.stdout and "Ridge" in res.stdout, res.stdout
+    assert "load refused:" in res.stdout and "sklearn.linear_model._ridge.Ridge" in res.stdout, res.stdout
 
 
 @pytest.mark.parametrize("damage, expected", [

@@ -110,7 +110,7 @@ def test_checkpoint_file_with_registered_config(tiny, ex, astronaut):
     e.setup()
     x = e.transform(astronaut)[None]
     np.testing.assert_allclose(e.compute(x, items(["a"])), ex.compute(x, items(["a"])), atol=1e-6)
-    assert e.identity()["checkpoint_file"][0] == "tiny_clip_state.pt"
+    assert e.identity()["options"]["checkpoint"]["file"] == "tiny_clip_state.pt"
 
 def test_identity_names_model_and_versions(ex):
     ident = ex.identity()

@@ -104,7 +104,8 @@ def test_identity_and_weights_option(tmp_path):
     other.parent.mkdir()
     other.write_bytes(local.read_bytes())
     a, b = EffNetLite0(weights=str(local)), EffNetLite0(weights=str(other))
-    assert a.identity()["weights_sha256"] == b.identity()["weights_sha256"]
+    assert a.identity()["options"]["weights"] == b.identity()["options"]["weights"]  # by content, not path
+    assert a.identity()["options"]["weights"]["sha256"] and a.key() == b.key()
 
 
 def test_weights_load_without_pickled_code(monkeypatch):

@@ -174,7 +174,8 @@ def test_describe_names_every_problem_and_warning(tmp_path, capsys):
     cap = capsys.readouterr()
     out = json.loads(cap.out)
     assert out["problem_count"] == 1 and out["problems"] == ["sdxl_normal_005.jpg (row 6): duplicate item_id "
-                                                             "(first at row 5)"]
+                                                             "(first at row 5): the same item listed twice (same "
+                                                             "file by 'sdxl'); keep one row"]
     (warning,) = out["warnings"]
     # the README's own regex: 4 of 7 rows (2 of 5 generator names among the first) get a generator
     assert "matches 4 of 7 items; 3 have no generator (e.g. 'AttnGAN_normal_000.jpg'" in warning
@@ -271,7 +272,7 @@ def test_file_names_repeating_across_generators_take_a_composite_id(tmp_path):
     with pytest.raises(ManifestError) as exc:
         load_dataset(tmp_path / "plain.yaml").validate("stop")
     msg = str(exc.value)
-    assert "ON_INVALID=skip" in msg and "--on-invalid skip" in msg and "item_id: [model_column, name_column]" in msg
+    assert "ON_INVALID=skip" in msg and "--on-invalid skip" in msg and "item_id: [model, image]" in msg  # the table's own columns
     (tmp_path / "c.yaml").write_text("adapter: table\nlabels: labels.csv\n"
                                      "columns: {item_id: [model, image], generator: model}\n")
     m = load_dataset(tmp_path / "c.yaml")

@@ -122,3 +122,24 @@ def test_predict_refuses_store_without_the_features(fitted, tmp_path, capsys):
     assert rc == 2
     assert "prompt_minilm-bbbbbbbbbbbb" in err and "no 'prompt_minilm' features" in err
     assert "only with another configuration: generator-cccccccccccc" in err
+
+
+def test_an_sqlite_storage_has_its_tables_before_the_searches_start(tmp_path, monkeypatch):
+    """``--storage sqlite:///studies.db`` (the help's example): parallel searches (loky workers, Ray tasks)
+    opening a new database at once raced to create its tables and the fit died with Optuna's traceback
+    ("table studies already exists", 1 run in 2 with --jobs 2 here). The tables are made first, once."""
+    import sqlite3
+
+    import regressors.workflow as workflow
+
+    seen = {}
+
+    def fit_command(*args, **kwargs):  # stands for the searches: what they find when they start
+        with sqlite3.connect(tmp_path / "studies.db") as db:
+            seen["tables"] = {r[0] for r in db.execute("select name from sqlite_master where type='table'")}
+
+    monkeypatch.setattr(workflow, "fit_command", fit_command)
+    store = _make_store(tmp_path / "toy.h5")
+    assert main(["fit", "--track", "image", "--store", str(store), "--out", str(tmp_path / "o"),
+                 "--storage", f"sqlite:///{tmp_path / 'studies.db'}"]) == 0
+    assert {"studies", "trials", "alembic_version"} <= seen["tables"]

@@ -161,4 +161,4 @@ def test_a_run_never_replaces_a_folder_that_is_not_a_run(store, tmp_path, capsys
     keep.mkdir()
     (keep / "precious.txt").write_text("x")
     assert _fit(store, keep) == 2
-    assert "is not a run folder" in capsys.readouterr().err and (keep / "precious.txt").is_file()
+    assert "was not made by aigcq" in capsys.readouterr().err and (keep / "precious.txt").is_file()

@@ -244,3 +244,34 @@ def test_runner_records_runtime_per_item(tmp_path):
     with FeatureStore(store, mode="r") as st:
         attrs = st._cfg(summary.key).attrs
         assert attrs["items_timed"] == 6 and attrs["seconds_per_item"] > 0 and attrs["device"] == "cpu"
+
+
+class _Killed(BaseException):
+    """Stands for kill -9: nothing after it runs, no final checkpoint (the runner's store is closed unsaved)."""
+
+
+def test_a_run_killed_after_its_first_rows_keeps_their_feature_names(tmp_path, monkeypatch):
+    """The rows reach the journal at once; the names, which the file takes only once it knows the width,
+    used to wait for the next checkpoint (60 s): a runner killed in between left generator_0 ... in the
+    store, for good when the rerun had nothing left to compute (killed after its last batch)."""
+    from extractors.registry import get_extractor
+
+    m, store = toy(8), tmp_path / "s.h5"
+    real_record = FeatureStore.record
+
+    def record_then_die(self, key, done_idx=(), *args, **kwargs):
+        real_record(self, key, done_idx, *args, **kwargs)
+        if len(done_idx) and len(self.pending(key)) == 0:  # the last batch is in the journal
+            raise _Killed
+
+    monkeypatch.setattr(FeatureStore, "record", record_then_die)
+    with pytest.raises(_Killed):
+        run_extraction(m, get_extractor("generator"), store, batch_size=4, progress=False)
+    monkeypatch.undo()
+    names = ["generator=g0", "generator=g1", "generator=g2", "generator_unknown"]
+    with FeatureStore(store, "r") as st:
+        (key,) = st.keys()
+        assert st.counts(key)["done"] == 8 and st.feature_names(key) == names
+    assert run_extraction(m, get_extractor("generator"), store, batch_size=4, progress=False).done == 0
+    with FeatureStore(store, "r") as st:
+        assert st.feature_names(key) == names

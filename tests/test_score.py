@@ -26,17 +26,9 @@ FAST_FIT = ["--trials", "0", "--folds", "3", "--tune-folds", "2", "--bootstrap",
 
 
 @pytest.fixture(scope="module")
-def model(tmp_path_factory):
+def model(score_model):
     """A bundle trained on the tiny demo dataset (nss, prompt_minilm, generator), and the held-out images."""
-    from experiments.demo_data import DemoConfig, build_demo_store
-    from regressors.cli import main
-
-    root = tmp_path_factory.mktemp("score")
-    cfg = DemoConfig(n_sources=5, crops_per_source=2, size=48, heldout_sources=1)
-    store = build_demo_store(root / "demo", cfg, extractors=("nss", "prompt_minilm", "generator"))
-    run = root / "run"
-    assert main(["fit", "--track", "image", "--store", str(store), "--out", str(run), *FAST_FIT]) == 0
-    return run / "model", root / "demo" / "data" / "heldout"
+    return score_model
 
 
 def _score(capsys, *args):
@@ -57,9 +49,10 @@ def test_a_folder_is_scored_then_cached_and_an_edited_file_recomputed(model, tmp
     df = pd.read_csv(io.StringIO(out))
     names = sorted(p.name for p in folder.glob("*.png"))
     assert [Path(p).name for p in df["path"]] == names  # one row per image, in (sorted) input order
-    assert (df["status"] == "ok").all() and np.isfinite(df["score"]).all() and df["score"].nunique() > 1
+    # the model reads the prompt and none was given: scored with an empty one, and every row says so
+    assert (df["status"] == "no_prompt").all() and np.isfinite(df["score"]).all() and df["score"].nunique() > 1
     assert "skipped 1 file(s) that are not media: notes.md" in err
-    assert "without a prompt" in err and "generator_unknown" in err
+    assert "scored without a prompt (status no_prompt)" in err and "generator_unknown" in err
     assert f"features computed for {len(names) + 1} item-block(s)" in err  # nss per image + one (empty) prompt
 
     rc, out2, err = _score(capsys, bundle, folder, "--cache", cache)
@@ -131,7 +124,7 @@ def test_wrong_media_kind_and_unknown_generator(model, tmp_path, capsys):
                           "--cache", tmp_path / "c.h5")
     assert rc == 1
     df = pd.read_csv(io.StringIO(out), keep_default_na=False)
-    assert df["status"].tolist() == ["ok", "failed", "failed"]
+    assert df["status"].tolist() == ["no_prompt", "failed", "failed"]  # scored (with an empty prompt), two failed
     assert "a video, but this model scores images" in df["error"][1] and "clip.gif" in df["error"][1]
     assert "file not found" in df["error"][2]
     assert "generator_unknown flag" in err
@@ -145,7 +138,10 @@ def test_predictor_api(model, tmp_path):
     assert p.track == "image" and p.target == "mos" and "fakegen-blur" in p.vocabulary
     paths = [str(heldout / x) for x in listing["path"][:4]]
     df = p.score(paths, prompts=listing["prompt"][:4].tolist(), generators=listing["generator"][:4].tolist())
-    assert list(df.columns) == ["path", "score", "status", "error"] and (df["status"] == "ok").all()
+    assert list(df.columns) == ["path", "score", "score_lo", "score_hi", "in_domain", "domain_score", "status",
+                                "error"] and (df["status"] == "ok").all()
+    assert (df["score_lo"] <= df["score"]).all() and (df["score"] <= df["score_hi"]).all()
+    assert df["in_domain"].map(type).eq(bool).all() and np.isfinite(df["domain_score"]).all()
     assert {"load_s", "extraction_s", "prediction_s"} <= set(p.timings)
     ims = [Image.open(x) for x in paths]
     df2 = p.score_images(ims, listing["prompt"][:4].tolist(), listing["generator"][:4].tolist())
@@ -198,7 +194,8 @@ def test_a_model_trained_on_fetv_scores_a_folder_of_gifs(shared_data, tmp_path, 
     df = pd.read_csv(io.StringIO(out), keep_default_na=False)
     assert rc == 1  # the still image is the wrong kind for a video model; every GIF is scored
     ok = df[df["path"].str.endswith(".gif")]
-    assert len(ok) == len(picks) and (ok["status"] == "ok").all()
+    # the model reads the prompt and the folder gives none: scored with an empty one, and the rows say so
+    assert len(ok) == len(picks) and (ok["status"] == "no_prompt").all()
     assert df.loc[df["path"].str.endswith("still.png"), "error"].str.contains("an image, but this model scores videos").all()
     scores = pd.to_numeric(ok["score"])
     assert scores.between(1, 5.5).all() and scores.nunique() > 1

@@ -132,11 +132,25 @@ def test_predict_needs_only_the_kept_blocks_in_the_store(demo, pixel_run, tmp_pa
 
 def test_a_bundle_without_kept_blocks_computes_every_block_as_before(demo, pixel_run, built, tmp_path):
     root, _, labels = demo
+    from regressors.bundle import skops_io
+
+    sio = skops_io()
+
+    from aigcq.bundle_cmd import main as bundle_main
+    from regressors.bundle import sha256_file, trusted_types
+    from regressors.bundle_integrity import DEPENDS_ATTR
+
     legacy = tmp_path / "legacy"
     shutil.copytree(pixel_run[0] / "model", legacy)
+    # a bundle as versions before kept_blocks (and before the integrity records) wrote it ...
+    model = sio.load(legacy / "model.skops", trusted=trusted_types())
+    delattr(model, DEPENDS_ATTR)
+    sio.dump(model, legacy / "model.skops")
     meta = json.loads((legacy / "bundle.json").read_text())
-    del meta["kept_blocks"]
-    (legacy / "bundle.json").write_text(json.dumps(meta))  # the checksum covers model.skops only
+    del meta["kept_blocks"], meta["manifest"]
+    meta.update(format_version=1, files={"model.skops": sha256_file(legacy / "model.skops")})
+    (legacy / "bundle.json").write_text(json.dumps(meta))
+    assert bundle_main(["upgrade", str(legacy)]) == 0  # ... recorded by its owner (aigcq bundle upgrade)
     test, paths = _test_items(root, labels)
     p = Predictor.load(legacy, cache=tmp_path / "c.h5", progress=False)
     assert p.kept == ["prompt_minilm", "nss"]

@@ -95,7 +95,10 @@ def test_no_room_for_the_shared_arrays_is_one_clear_line(monkeypatch):
 def _write_pid_then_sleep(path: str) -> None:
     import os
 
-    Path(path).write_text(str(os.getpid()))
+    # written whole then renamed: a reader polling for the file (and the test after the pool killed this
+    # worker) never sees it created but still empty
+    Path(path + ".tmp").write_text(str(os.getpid()))
+    os.replace(path + ".tmp", path)
     time.sleep(120)
 
 

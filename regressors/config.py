@@ -1,0 +1,62 @@
+"""The stack's configuration (``StackConfig``): plain data, so that the command line shows its
+defaults (``aigcq regress --help``) without importing the fit (numpy, scikit-learn, Optuna).
+
+``regressors.stacking`` fits with it and re-exports it.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+
+@dataclass
+class StackConfig:
+    heads: tuple[str, ...] = ("svr", "enet", "lgbm", "knn")  # tuned heads (knn: on the non-generator blocks)
+    block_head: str | None = "enet"  # kind of the per-block heads (None: off); enet: cheap on 2 cores
+    # untuned preset heads (FIXED_PRESETS) to add to the stack; none by default: svr_smooth did not
+    # lift the stack on AIGIQA-20K or T2VQA-DB and scored 0.19 on FETV
+    fixed_heads: tuple[str, ...] = ()
+    n_trials: int = 12  # per tuned head
+    tune_folds: int = 3
+    max_tune_items: int = 4000
+    tune_fraction: float = 0.5  # of the labelled items, at most, go to the tuning set (nested="split");
+    # 0.5 rather than 0.3: T2VQA-DB grouped (7,000 items) stack 0.727 tuned on 3,500 vs 0.712 on 2,100
+    outer_folds: int = 5
+    nested: str = "auto"  # auto | split | full (see module doc)
+    auto_full_below: int = 3000  # nested="auto": "split" from this many labelled items, "cross" or "full" below
+    # nested="auto": "cross" from this many labelled items up to auto_full_below, "full" below. At 2,982 items
+    # (AIGIQA-20K label-only subsample, 400 dims) cross took 0.29x the time of full at the same score (0.7375
+    # vs 0.7358 main); full stays on tiny sets (FETV: 174 clips), where it is cheap and tunes on more items
+    auto_cross_from: int = 1000
+    pca: int | None = 128  # per-block PCA for blocks wider than this (None: off)
+    interact_components: int = 16  # enet: generator one-hot x this many prompt components (0: off)
+    protocol: str = "grouped"  # grouped | random
+    seed: int = 0
+    storage: str | None = None
+    prune: bool = True
+    n_jobs: int = -1  # worker processes for tuning and refits (-1: all cores, at most 8); LightGBM 1 thread each
+    # nested block selection (regressors.block_selection): on the tuning set, untuned proxy heads propose the
+    # smallest block subset that scores within select_tolerance of the best subset (select_confirm decides)
+    select_blocks: bool = True
+    select_tolerance: float = 0.005
+    # the proxies only propose a drop: the heads are then tuned on all blocks and on the proposed subset, and
+    # the subset is kept only when its tuned stack scores at least select_margin above all blocks' on the
+    # tuning set (heads and meta-learner out-of-fold); False: the proxies' choice is final (the behaviour before
+    # issue 20). 0.015: on the evaluation panel the drops that cost on the scored items had gained at most
+    # +0.011 on their tuning sets (AIGIQA-20K, 500 items), the drops that paid at least +0.028 (the demo);
+    # evidence: docs/defaults.md
+    select_confirm: bool = True
+    select_margin: float = 0.015
+    # every head's prediction and the stack's bounded to the training target range (StackedModel.bounds)
+    bound_scores: bool = True
+    meta_learner: str = "positive"  # positive (non-negative least squares) | mean | best (see stacking._fit_meta)
+    # split/cross: the final model reuses the first tuning set's hyper-parameters and meta-learner (reuse), or
+    # is tuned again on up to max_tune_items of all items (retune: one more tuning)
+    final_tuning: str = "reuse"
+    # fit: a generator probe (regressors.generator_probe) fills the generator block of items whose generator
+    # is unknown (T2VQA-DB val/test) with probabilities predicted from their content blocks
+    generator_probe: bool = False
+    engine: str = "local"  # local (n_jobs worker processes) | ray: the same tasks on a Ray cluster (ray_tasks.py)
+    trial_workers: int = 1  # engine=ray + storage: Ray tasks sharing each search (order-dependent results)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
