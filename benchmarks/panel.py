@@ -110,11 +110,15 @@ def _code_of(source: str) -> str:
 
 
 def code_hash() -> str:
-    """Hash of the code of the ``regressors`` package imported (a result is reused only for the same code)."""
-    import regressors
+    """Hash of the code a fit runs: every ``regressors`` module that ``regressors.stacking`` imports (a result is
+    reused only for the same code; modules the fit never imports, e.g. the bundle or the conformal intervals,
+    do not count)."""
+    import regressors.stacking  # noqa: F401 - imports what a fit runs
 
     h = hashlib.sha256()
-    for p in sorted(Path(regressors.__file__).parent.glob("*.py")):
+    files = {Path(m.__file__) for name, m in list(sys.modules.items())
+             if (name == "regressors" or name.startswith("regressors.")) and getattr(m, "__file__", None)}
+    for p in sorted(files, key=lambda f: f.name):
         h.update(p.name.encode() + _code_of(p.read_text()).encode())
     return h.hexdigest()[:16]
 
