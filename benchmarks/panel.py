@@ -250,9 +250,14 @@ def summarise(rows: list[dict]) -> dict:
 def render(result: dict) -> str:
     """Markdown: the meta line, one table per alternative, the summary."""
     m = result["meta"]
-    lines = [f"Panel run {m['date']} (code {m.get('code_label') or m['commit'][:10]}, {m['machine']}, "
-             f"{m['cpu_count']} CPUs, load {m['load_avg_start']} → {m['load_avg']}); "
-             f"{m['trials']} trials per tuned head; `{m['command']}`", ""]
+    return (f"Panel run {m['date']} (code {m.get('code_label') or m['commit'][:10]}, {m['machine']}, "
+            f"{m['cpu_count']} CPUs, load {m['load_avg_start']} → {m['load_avg']}); "
+            f"{m['trials']} trials per tuned head; `{m['command']}`\n\n" + render_tables(result))
+
+
+def render_tables(result: dict) -> str:
+    """One table per alternative and its summary (the docs' renderer: ``meta.renderer`` = "panel:render_tables")."""
+    lines = [f"{result['meta']['trials']} Optuna trials per tuned head.", ""]
     for label, s in result["summary"].items():
         lines += [f"**default − `{label}`** (main; Δ = default − alternative, 95% paired bootstrap over groups)", "",
                   "| set | items (scored) | nesting | default | alternative | Δ [95% CI] | | blocks read: default / alternative |",
@@ -270,6 +275,19 @@ def render(result: dict) -> str:
                       f"wins / losses / ties {s['wins']} / {s['losses']} / {s['ties']}; "
                       f"sets with Δ < −{TOLERANCE}: {below}. Fit time default {s['seconds_default'] / 60:.1f} min, "
                       f"alternative {s['seconds_alt'] / 60:.1f} min{cpu_note}.", ""]
+    return "\n".join(lines)
+
+
+def render_hindsight(result: dict) -> str:
+    """The default against every block subset fitted without selection (``--hindsight SET``)."""
+    s = result["summary"]
+    lines = [f"Set {s['set']}: the default (reads {_kept_cell(s['default_kept'])}) scores {s['default']:.3f}; the best "
+             f"subset in hindsight, {s['best_subset']}, {s['best_main']:.3f} (default − best "
+             f"{s['default_minus_best']:+.3f}).", "",
+             "| blocks (no selection) | main | default − subset [95% CI] |", "|---|---|---|"]
+    for r in sorted(result["rows"], key=lambda r: -r["main"]):
+        lines.append(f"| {r['subset']} | {r['main']:.3f} | {r['default_minus_subset']:+.3f} "
+                     f"[{r['ci'][0]:+.3f}, {r['ci'][1]:+.3f}] |")
     return "\n".join(lines)
 
 
@@ -395,7 +413,7 @@ def run_panel(args) -> int:
                   f"Δ {ma - mb:+.4f} [{lo:+.4f}, {hi:+.4f}] {row['outcome']:4s}  {ref['seconds']:.0f}+{alt['seconds']:.0f} s"
                   f"  kept {sorted(set(ref['kept']))}  load {os.getloadavg()[0]:.1f}", flush=True)
     summary = summarise(rows)
-    meta = {"date": started, "commit": _git("rev-parse", "HEAD"), "dirty": bool(_git("status", "--porcelain")),
+    meta = {"date": started, "commit": _git("rev-parse", "HEAD"), "renderer": "panel:render_tables", "dirty": bool(_git("status", "--porcelain")),
             "code": str(Path(regressors.__file__).parent.parent), "code_label": args.code_label, "code_hash": code,
             "machine": f"{platform.node()} {platform.machine()} "
                        f"{_cpu_model()}".strip(), "cpu_count": os.cpu_count(), "load_avg_start": load0,
@@ -447,7 +465,7 @@ def hindsight(args, base, code: str) -> int:
                "best_main": best["main"], "default_minus_best": main_default - best["main"]}
     print(json.dumps(summary, indent=1))
     meta = {"date": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "commit": _git("rev-parse", "HEAD"),
-            "code_label": args.code_label, "code_hash": code, "machine": f"{platform.node()} {_cpu_model()}",
+            "renderer": "panel:render_hindsight", "code_label": args.code_label, "code_hash": code, "machine": f"{platform.node()} {_cpu_model()}",
             "cpu_count": os.cpu_count(), "load_avg": [round(x, 2) for x in os.getloadavg()],
             "command": " ".join(["python", *sys.argv]), "trials": args.trials}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
