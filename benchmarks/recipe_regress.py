@@ -112,23 +112,35 @@ def main() -> int:
         print(f"seed {seed}: default {row['default']:.3f}  all blocks {row['all_blocks']:.3f}  difference "
               f"{row['difference']:+.3f} [{lo:+.3f}, {hi:+.3f}]  kept {row['kept']}  "
               f"({row['seconds']['default']:.0f} s, {row['seconds']['all']:.0f} s; load {row['load']:.1f})", flush=True)
-    lines = ["| seed | default | all blocks (`--no-select-blocks`) | difference [95% CI] | blocks kept |",
-             "|---|---|---|---|---|"]
-    for r in rows:
-        lines.append(f"| {r['seed']} | {r['default']:.3f} | {r['all_blocks']:.3f} | {r['difference']:+.3f} "
-                     f"[{r['ci'][0]:+.3f}, {r['ci'][1]:+.3f}] | {' + '.join(r['kept'] or ['all'])} |")
-    print("\n" + "\n".join(lines))
+    print("\n" + render({"rows": rows}))
     commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=checkout, capture_output=True, text=True).stdout.strip()
-    meta = {"date": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "commit": commit, "checkout": str(checkout),
+    meta = {"date": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "commit": commit or args.label or "unknown",
+            "renderer": "recipe_regress:render", "checkout": str(checkout),
             "label": args.label, "machine": os.uname().nodename, "cpu_count": os.cpu_count(),
             "load_avg": [round(x, 2) for x in os.getloadavg()], "command": " ".join(["python", *sys.argv]),
             "seconds": time.perf_counter() - t_all}
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"meta": meta, "rows": rows, "summary": {"table": "\n".join(lines)}}, indent=1,
+    out.write_text(json.dumps({"meta": meta, "rows": rows, "summary": {}}, indent=1,
                               default=str) + "\n")
     print(f"wrote {out}")
     return 0
+
+
+def render(doc: dict) -> str:
+    """The recipe's table: main of the default and of ``--no-select-blocks`` per seed, their difference, and
+    what block selection did (the docs' renderer, ``meta.renderer``)."""
+    lines = ["| seed | items | default | all blocks (`--no-select-blocks`) | difference [95% CI] | blocks kept | "
+             "proxies proposed → tuned stacks on the tuning set |", "|---|---|---|---|---|---|---|"]
+    for r in doc["rows"]:
+        sel = r.get("selection") or {}
+        conf = sel.get("confirm")
+        decided = (f"{' + '.join(sel.get('proposed') or [])}: all blocks {conf['all_blocks']:.3f}, proposed "
+                   f"{conf['proposed']:.3f} → {conf['kept']}" if conf else "no drop proposed")
+        lines.append(f"| {r['seed']} | {r['items']:,} | {r['default']:.3f} | {r['all_blocks']:.3f} | "
+                     f"{r['difference']:+.3f} [{r['ci'][0]:+.3f}, {r['ci'][1]:+.3f}] | "
+                     f"{' + '.join(r['kept'] or ['all'])} | {decided} |")
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":
