@@ -44,8 +44,9 @@ def _parser(prog: str = "python -m regressors", job_progs: dict[str, str] | None
     f.add_argument("--max-tune-items", type=int, default=StackConfig.max_tune_items)
     f.add_argument("--pca", type=int, default=StackConfig.pca, help="per-block PCA width (0: off)")
     f.add_argument("--no-select-blocks", action="store_true",
-                   help="heads read every block (default: nested block selection on the tuning set drops blocks "
-                        "that do not help)")
+                   help="heads read every block (default: on the tuning set, untuned proxies may propose dropping "
+                        "blocks, and a drop is made only when the tuned stack on the subset beats all blocks by "
+                        f"{StackConfig.select_margin})")
     f.add_argument("--generator-probe", action="store_true",
                    help="items whose generator is unknown (e.g. T2VQA-DB val/test) get generator probabilities "
                         "predicted from their content features")
