@@ -5,7 +5,13 @@ defaults (``aigcq regress --help``) without importing the fit (numpy, scikit-lea
 """
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass
+
+#: StackConfig.meta_learner's values (regressors.stacking._fit_meta)
+META_LEARNERS = ("positive", "mean", "best")
+#: StackConfig.final_tuning's values
+FINAL_TUNINGS = ("reuse", "retune")
 
 
 @dataclass
@@ -57,6 +63,19 @@ class StackConfig:
     generator_probe: bool = False
     engine: str = "local"  # local (n_jobs worker processes) | ray: the same tasks on a Ray cluster (ray_tasks.py)
     trial_workers: int = 1  # engine=ray + storage: Ray tasks sharing each search (order-dependent results)
+
+    def __post_init__(self):
+        # checked here, not where each is used: a misspelt meta_learner used to fail only when the first
+        # meta-learner was fitted, after every search (minutes to hours), and a NaN margin never compared true,
+        # so block selection silently never dropped a block
+        if self.meta_learner not in META_LEARNERS:
+            raise ValueError(f"meta_learner must be one of {', '.join(META_LEARNERS)}, got {self.meta_learner!r}")
+        if self.final_tuning not in FINAL_TUNINGS:
+            raise ValueError(f"final_tuning must be one of {', '.join(FINAL_TUNINGS)}, got {self.final_tuning!r}")
+        for name in ("select_margin", "select_tolerance"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+                raise ValueError(f"{name} must be a finite number (a main-score difference, e.g. 0.015), got {v!r}")
 
     def to_dict(self) -> dict:
         return asdict(self)

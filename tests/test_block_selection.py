@@ -1,6 +1,8 @@
 """Nested block selection: a noise block is dropped, useful blocks (and their interaction) are kept."""
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 
@@ -120,3 +122,16 @@ def test_a_drop_the_tuned_heads_do_not_confirm_is_not_made(data, monkeypatch):
     s = cv["scored"]
     assert blind["info"]["tuning_set"]["block_selection"]["kept"] == ["generator", "noise"]
     assert main_score(blind["stack"], y[s]) < main_score(cv["stack"], y[s]) - 0.05
+
+
+@pytest.mark.parametrize("field, value", [("meta_learner", "bogus"), ("final_tuning", "again"),
+                                          ("select_margin", float("nan")), ("select_margin", "0.01"),
+                                          ("select_tolerance", float("inf"))])
+def test_a_nonsense_stack_setting_is_refused_when_the_config_is_made_not_after_the_searches(field, value):
+    """meta_learner='bogus' used to fail only when the first meta-learner was fitted, after every search; a NaN
+    select_margin never compared true, so no drop was ever made, silently."""
+    with pytest.raises(ValueError, match=f"^{field} must be"):
+        StackConfig(**{field: value})
+    with pytest.raises(ValueError, match=field):  # a copy with one field changed (the panel's --alt) too
+        dataclasses.replace(StackConfig(), **{field: value})
+    assert StackConfig(select_margin=-0.01).select_margin == -0.01  # negative: keep a subset up to 0.01 worse
