@@ -73,15 +73,21 @@ def parse_alt(spec: str) -> dict:
             if raw.lower() not in ("true", "false", "1", "0"):
                 raise SystemExit(f"--alt {spec!r}: {key} takes true or false, got {raw!r}")
             val = raw.lower() in ("true", "1")
-        elif isinstance(cur, int):
-            val = int(raw)
-        elif isinstance(cur, float):
-            val = float(raw)
+        elif isinstance(cur, (int, float)):
+            try:
+                val = type(cur)(raw)
+            except ValueError:
+                raise SystemExit(f"--alt {spec!r}: {key} takes a{'n integer' if isinstance(cur, int) else ' number'}, "
+                                 f"got {raw!r}") from None
         elif isinstance(cur, tuple):
             val = tuple(x for x in raw.split(",") if x)
         else:
             val = raw
         out[key] = val
+    try:  # StackConfig checks its values (meta_learner=bogus): refused now, not after the first set's fits
+        dataclasses.replace(defaults, **out)
+    except (TypeError, ValueError) as err:
+        raise SystemExit(f"--alt {spec!r}: {err}") from None
     return out
 
 
@@ -345,6 +351,10 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     if args.code:  # this process and its worker processes (which read PYTHONPATH) import that checkout
         code_dir = str(Path(args.code).resolve())
+        if not (Path(code_dir) / "regressors" / "__init__.py").is_file():
+            # otherwise the import below silently falls back to this checkout: a "before" panel of the new code
+            raise SystemExit(f"--code {args.code}: no regressors package there (a checkout's root, e.g. one "
+                             f"unpacked with git archive)")
         sys.path.insert(0, code_dir)
         os.environ["PYTHONPATH"] = os.pathsep.join([code_dir, os.environ.get("PYTHONPATH", "")])
     sys.path.insert(0 if not args.code else 1, str(REPO))
@@ -377,6 +387,9 @@ def run_panel(args) -> int:
     from regressors.metrics import main_score
     from regressors.stacking import StackConfig
 
+    if args.code and Path(regressors.__file__).resolve().parents[1] != Path(args.code).resolve():
+        raise SystemExit(f"--code {args.code}: regressors was already imported from "
+                         f"{Path(regressors.__file__).resolve().parent} in this process")
     code = code_hash()
     base = StackConfig(**{**StackConfig().to_dict(), **parse_alt(args.base), "n_trials": args.trials,
                           "n_jobs": args.jobs})

@@ -36,6 +36,15 @@ def test_alternatives_parse_as_stack_config_fields():
         panel.parse_alt("selct_blocks=false")
 
 
+@pytest.mark.parametrize("spec, says", [("max_tune_items=1.5", "max_tune_items takes an integer"),
+                                        ("select_margin=small", "select_margin takes a number"),
+                                        ("meta_learner=bogus", "meta_learner must be one of")])
+def test_a_bad_alternative_is_one_line_before_any_fit(spec, says):
+    """int('1.5') was a traceback; meta_learner=bogus ran the first set's default fit and then failed"""
+    with pytest.raises(SystemExit, match=says):
+        panel.parse_alt(spec)
+
+
 def test_the_paired_bootstrap_resamples_whole_groups():
     rng = np.random.default_rng(0)
     y = rng.normal(size=300)
@@ -77,3 +86,24 @@ def test_the_panel_runs_a_tiny_set_end_to_end(tmp_path, monkeypatch):
     # a rerun with the same code reuses every fit from the cache
     assert panel.main(args) == 0
     assert all(r["reused"] == [True, True] for r in json.loads(out.read_text())["rows"])
+
+
+def test_code_that_is_not_a_checkout_is_refused_not_replaced_by_this_one(tmp_path):
+    """--code naming a missing folder (or one without regressors/) used to run this checkout's code silently, so a
+    'before' panel measured the new code under the old code's label."""
+    (tmp_path / "empty").mkdir()
+    for where in (tmp_path / "missing", tmp_path / "empty"):
+        with pytest.raises(SystemExit, match="no regressors package there"):
+            panel.main(["--code", str(where), "--code-label", "main@old", "--sets", "nothing"])
+
+
+def test_code_already_imported_from_elsewhere_is_refused(tmp_path, monkeypatch):
+    other = tmp_path / "old"
+    (other / "regressors").mkdir(parents=True)
+    (other / "regressors" / "__init__.py").write_text("")
+    import regressors.stacking  # noqa: F401 - this process runs this checkout's code already
+
+    monkeypatch.setattr(sys, "path", list(sys.path))
+    monkeypatch.setenv("PYTHONPATH", "")
+    with pytest.raises(SystemExit, match="already imported from"):
+        panel.main(["--code", str(other), "--sets", "nothing"])
