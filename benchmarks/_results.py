@@ -190,25 +190,36 @@ def _cell(v) -> str:
 
 
 def _custom_renderer(spec: str, source: str):
-    """``"panel:render"`` -> the function ``render`` of benchmarks/panel.py (a results file whose rows do not fit one
-    flat table names its benchmark's own renderer in ``meta.renderer``; only a script of this folder)."""
+    """``"panel:render_tables"`` -> the function ``render_tables`` of benchmarks/panel.py (a results file whose rows
+    do not fit one flat table names its benchmark's own renderer in ``meta.renderer``). Only a function named
+    ``render*`` defined at the top of a script of this folder (read before the script is imported): a results
+    file must not make the docs build run a benchmark's ``main`` (``bench_fit_time:main`` did), nor this module
+    render itself (``_results:render`` recursed without end)."""
+    import ast
     import importlib.util
     import re
 
-    m = re.fullmatch(r"([a-z_][a-z0-9_]*):([a-z_][a-z0-9_]*)", spec or "")
+    m = re.fullmatch(r"([a-z][a-z0-9_]*):(render[a-z0-9_]*)", spec or "")
     path = REPO / "benchmarks" / f"{m.group(1)}.py" if m else None
     if path is None or not path.is_file():
-        raise ResultsError(f"{source}: meta.renderer {spec!r} is not 'script:function' of a script in benchmarks/")
+        raise ResultsError(f"{source}: meta.renderer {spec!r} is not 'script:render...' of a script in benchmarks/")
+    defined = {n.name for n in ast.parse(path.read_text()).body if isinstance(n, ast.FunctionDef)}
+    if m.group(2) not in defined:
+        raise ResultsError(f"{source}: meta.renderer {spec!r}: benchmarks/{m.group(1)}.py has no {m.group(2)}()")
     name = f"_bench_render_{m.group(1)}"
     if name not in sys.modules:
         spec_ = importlib.util.spec_from_file_location(name, path)
         mod = importlib.util.module_from_spec(spec_)
         spec_.loader.exec_module(mod)
         sys.modules[name] = mod
-    fn = getattr(sys.modules[name], m.group(2), None)
-    if not callable(fn):
-        raise ResultsError(f"{source}: meta.renderer {spec!r}: benchmarks/{m.group(1)}.py has no {m.group(2)}()")
-    return fn
+    fn = getattr(sys.modules[name], m.group(2))
+
+    def checked(doc: dict) -> str:
+        try:
+            return fn(doc)
+        except Exception as err:  # a renderer given rows it does not know: one line naming the file, not a traceback
+            raise ResultsError(f"{source}: meta.renderer {spec!r} cannot render it ({type(err).__name__}: {err})") from None
+    return checked
 
 
 def render(doc: dict, source: str = "results") -> str:
