@@ -5,13 +5,7 @@ defaults (``aigcq regress --help``) without importing the fit (numpy, scikit-lea
 """
 from __future__ import annotations
 
-import math
 from dataclasses import asdict, dataclass
-
-#: StackConfig.meta_learner's values (regressors.stacking._fit_meta)
-META_LEARNERS = ("positive", "mean", "best")
-#: StackConfig.final_tuning's values
-FINAL_TUNINGS = ("reuse", "retune")
 
 
 @dataclass
@@ -67,7 +61,12 @@ class StackConfig:
     def __post_init__(self):
         # checked here, not where each is used: a misspelt meta_learner used to fail only when the first
         # meta-learner was fitted, after every search (minutes to hours), and a NaN margin never compared true,
-        # so block selection silently never dropped a block
+        # so block selection silently never dropped a block. (All of it inside this method: the evaluation panel's
+        # cache key leaves it out, as it changes no value; benchmarks/panel.py _code_of)
+        import math
+
+        META_LEARNERS = ("positive", "mean", "best")  # regressors.stacking._fit_meta
+        FINAL_TUNINGS = ("reuse", "retune")
         if self.meta_learner not in META_LEARNERS:
             raise ValueError(f"meta_learner must be one of {', '.join(META_LEARNERS)}, got {self.meta_learner!r}")
         if self.final_tuning not in FINAL_TUNINGS:

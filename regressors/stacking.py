@@ -68,7 +68,7 @@ from sklearn.linear_model import LinearRegression
 from tqdm.auto import tqdm
 
 from .block_selection import select_blocks
-from .config import META_LEARNERS, StackConfig  # noqa: F401 (re-exported: importers use stacking.StackConfig)
+from .config import StackConfig  # noqa: F401 (re-exported: importers use stacking.StackConfig)
 from .heads import make_head
 from .metrics import MetricError, main_score
 from .stacked_model import StackedModel, bounded_combine, clip_to  # noqa: F401 (re-exported; bundles before it moved name it here)
@@ -150,6 +150,9 @@ def _fold_main(pred, y) -> float:
         return main_score(pred, y)
     except MetricError:
         return 0.0
+
+
+META_LEARNERS = ("positive", "mean", "best")
 
 
 def _fit_meta(oof: np.ndarray, y: np.ndarray, kind: str = "positive", names: list[str] | None = None) -> LinearRegression:

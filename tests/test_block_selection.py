@@ -135,3 +135,12 @@ def test_a_nonsense_stack_setting_is_refused_when_the_config_is_made_not_after_t
     with pytest.raises(ValueError, match=field):  # a copy with one field changed (the panel's --alt) too
         dataclasses.replace(StackConfig(), **{field: value})
     assert StackConfig(select_margin=-0.01).select_margin == -0.01  # negative: keep a subset up to 0.01 worse
+
+
+def test_every_meta_learner_the_fit_knows_is_accepted_and_no_value_is_changed_by_the_check():
+    from regressors.stacking import META_LEARNERS
+
+    for kind in META_LEARNERS:
+        assert StackConfig(meta_learner=kind).meta_learner == kind
+    values = {"meta_learner": "best", "final_tuning": "retune", "select_margin": 0, "select_tolerance": 0.01}
+    assert {k: getattr(StackConfig(**values), k) for k in values} == values  # the panel's cache key relies on it

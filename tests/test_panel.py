@@ -107,3 +107,10 @@ def test_code_already_imported_from_elsewhere_is_refused(tmp_path, monkeypatch):
     monkeypatch.setenv("PYTHONPATH", "")
     with pytest.raises(SystemExit, match="already imported from"):
         panel.main(["--code", str(other), "--sets", "nothing"])
+
+
+def test_the_code_hash_ignores_stack_config_checks_but_not_code():
+    base = "class StackConfig:\n    a: int = 1\n\n    def to_dict(self):\n        return {}\n"
+    checked = base + "\n    def __post_init__(self):\n        if self.a < 0:\n            raise ValueError('a')\n"
+    assert panel._code_of(checked) == panel._code_of(base)
+    assert panel._code_of(base.replace("return {}", "return {'a': 1}")) != panel._code_of(base)
