@@ -42,7 +42,8 @@ from joblib.externals.loky import get_reusable_executor
 get_reusable_executor().shutdown(wait=True)  # reap the workers: their CPU time then counts in RUSAGE_CHILDREN
 me, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
 from regressors.metrics import main_score
-print(json.dumps({"wall_s": wall, "cpu_s": me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime,
+import regressors
+print(json.dumps({"code": os.path.dirname(os.path.dirname(os.path.abspath(regressors.__file__))), "wall_s": wall, "cpu_s": me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime,
                   "main": main_score(cv["stack"], data.y[cv["scored"]]), "n_scored": len(cv["scored"])}))
 """
 
@@ -54,6 +55,8 @@ def one_fit(code: Path, set_name: str, trials: int) -> dict:
     if p.returncode:
         raise SystemExit(f"fit with {code} failed:\n{p.stderr[-3000:]}")
     out = json.loads(p.stdout.strip().splitlines()[-1])
+    if Path(out.pop("code")).resolve() != code:  # a ratio of one code against itself would pass any cap
+        raise SystemExit(f"the fit meant to run {code} imported regressors from elsewhere")
     out["load"] = round(os.getloadavg()[0], 2)
     return out
 
@@ -69,6 +72,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--reps", type=int, default=2)
     args = ap.parse_args(argv)
     codes = {args.before_label: Path(args.before).resolve(), args.after_label: Path(args.after).resolve()}
+    for label, code in codes.items():
+        if not (code / "regressors" / "__init__.py").is_file():  # else the child imports another checkout's code
+            raise SystemExit(f"--{'before' if label == args.before_label else 'after'} {code}: no regressors package "
+                             f"there (a checkout's root, e.g. one unpacked with git archive)")
     rows = []
     for rep in range(args.reps):
         order = list(codes) if rep % 2 == 0 else list(codes)[::-1]

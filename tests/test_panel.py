@@ -114,3 +114,11 @@ def test_the_code_hash_ignores_stack_config_checks_but_not_code():
     checked = base + "\n    def __post_init__(self):\n        if self.a < 0:\n            raise ValueError('a')\n"
     assert panel._code_of(checked) == panel._code_of(base)
     assert panel._code_of(base.replace("return {}", "return {'a': 1}")) != panel._code_of(base)
+
+
+def test_the_fit_time_benchmark_refuses_a_checkout_that_is_not_one(tmp_path):
+    """--before naming a missing folder used to time this checkout's (or the installed) code against itself."""
+    import bench_fit_time
+
+    with pytest.raises(SystemExit, match="--before .*no regressors package there"):
+        bench_fit_time.main(["--before", str(tmp_path / "missing"), "--reps", "1"])
