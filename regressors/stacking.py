@@ -323,6 +323,12 @@ def _run_tuning(tunings: list[_Tuning], blocks, cfg: StackConfig, desc: str, fol
             if selection is not None:
                 t.info["block_selection"] = selection
             drops = keep is not None and [b for b in blocks if b in keep] != list(blocks)
+            if drops and not base_specs(blocks, t.cfg, keep):
+                # no head can read the proposed subset (heads=knn, proposal: the generator alone): a stack of no
+                # heads was a raw "need at least one array to concatenate" after the searches; every block stays
+                selection.update({"proposed": list(keep), "kept": list(blocks), "dropped": [],
+                                  "note": "no head of the stack reads the proposed subset: every block kept"})
+                drops, keep = False, None
             if drops and t.cfg.select_confirm:
                 # the proposed subset's studies get their own names (a shared --storage holds both)
                 t.layouts = [_Layout(t.tag, None, base_specs(blocks, t.cfg)),

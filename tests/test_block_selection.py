@@ -144,3 +144,19 @@ def test_every_meta_learner_the_fit_knows_is_accepted_and_no_value_is_changed_by
         assert StackConfig(meta_learner=kind).meta_learner == kind
     values = {"meta_learner": "best", "final_tuning": "retune", "select_margin": 0, "select_tolerance": 0.01}
     assert {k: getattr(StackConfig(**values), k) for k in values} == values  # the panel's cache key relies on it
+
+
+@pytest.mark.parametrize("confirm", [True, False])
+def test_a_proposed_subset_no_head_can_read_keeps_every_block(data, monkeypatch, confirm):
+    """heads=knn reads only content blocks: a proposal of the generator alone left a stack of no heads, and the fit
+    failed after its searches with numpy's 'need at least one array to concatenate'."""
+    import regressors.stacking as stacking
+
+    X, y, groups, blocks = data
+    monkeypatch.setattr(stacking, "select_blocks", lambda X, y, groups, blocks, **kw: (
+        ["generator"], {"kept": ["generator"], "dropped": ["prompt", "noise"], "scores": {}}))
+    cfg = StackConfig(heads=("knn",), n_trials=1, n_jobs=1, pca=None, tune_folds=3, select_confirm=confirm)
+    model = fit_stack(X, y, groups, blocks, cfg)
+    sel = model.info["block_selection"]
+    assert sel["proposed"] == ["generator"] and sel["kept"] == list(blocks) and "no head" in sel["note"]
+    assert "knn" in model.names and np.all(np.isfinite(model.predict(X)))
