@@ -15,7 +15,10 @@
     included; quote a CSV cell as CSV does (``"a, b.png"``);
   - otherwise one path per line, exactly as written: leading/trailing spaces and ``#`` are
     part of the name (no comments, nothing stripped but the line break; a file whose lines
-    all end in CRLF loses the CR). A path holding a line break needs a JSON list;
+    all end in CRLF, the last one perhaps without a line break, loses the CR). A path holding a
+    line break needs a JSON list;
+  - lists and ``--prompts`` tables are read as UTF-8 (a byte order mark is dropped); bytes that
+    are not UTF-8 (a file name in another encoding) are kept as they are, stdin included;
   - a ``.txt`` (or any non-media file) is a list only when some line names an existing file;
 
   relative paths are relative to the list file (to the working folder for stdin).
@@ -109,14 +112,29 @@ def _records_from_jsonl(text: str, where: str) -> list[dict]:
     return out
 
 
+def decode_list(raw: bytes) -> str:
+    """A list's or table's text: UTF-8 with a leading byte order mark dropped (Windows editors write one; it is
+    the encoding's mark, not part of the first name), and bytes that are not UTF-8 kept as surrogate escapes (a
+    file name in any encoding reaches the file system unchanged)."""
+    return raw.removeprefix(b"\xef\xbb\xbf").decode("utf-8", errors="surrogateescape")
+
+
+def _read_stdin(stdin) -> str:
+    """stdin as :func:`decode_list` reads a file: from its bytes when it has them (a text stdin is strict
+    UTF-8 in a UTF-8 locale: one non-UTF-8 name refused the whole list)."""
+    raw = getattr(stdin, "buffer", None)
+    if raw is not None:
+        return decode_list(raw.read())
+    return stdin.read().removeprefix("\ufeff")
+
+
 def text_lines(text: str) -> list[str]:
     """The lines of a plain list, exactly: split at line feeds only; a CR is dropped only when every line
-    ends in CRLF (a file saved on Windows); empty lines are not paths."""
+    ends in CRLF (a file saved on Windows; its last line may lack a line break); empty lines are not paths."""
     lines = text.split("\n")
-    if lines and lines[-1] == "":
-        lines.pop()
-    if lines and all(ln.endswith("\r") for ln in lines):
-        lines = [ln[:-1] for ln in lines]
+    ended = lines[:-1]  # the lines followed by a line feed (the last piece is what follows the last one)
+    if ended and all(ln.endswith("\r") for ln in ended):
+        lines = [ln[:-1] for ln in ended] + lines[-1:]
     return [ln for ln in lines if ln != ""]
 
 
@@ -241,7 +259,7 @@ def _read_list_file(p: Path) -> tuple[list[dict] | None, str | None]:
         return None, f"cannot read {p} ({err.strerror or err})"
     if b"\0" in raw[:8192]:
         return None, None  # binary: not a list; the media check gives the reason
-    text = raw.decode("utf-8", errors="surrogateescape")
+    text = decode_list(raw)
     fmt = {".csv": "csv", ".tsv": "tsv", ".json": "json", ".jsonl": "jsonl"}.get(p.suffix.lower(), "auto")
     if fmt == "auto":
         fmt = _sniff(text, p.parent)
@@ -257,7 +275,7 @@ def collect(args: list[str], stdin=None) -> tuple[list[Input], list[str]]:
     notes: list[str] = []
     for arg in args:
         if arg == "-":
-            text = (stdin or sys.stdin).read()
+            text = _read_stdin(stdin or sys.stdin)
             for r in parse_list(text, "auto", "stdin", Path.cwd()):
                 items.append(Input(r["path"], os.path.abspath(r["path"]), r["prompt"], r["generator"]))
             continue
@@ -319,7 +337,7 @@ def read_prompt_table(path: str) -> PromptTable:
     if not p.is_file():
         raise InputError(f"--prompts {path}: file not found")
     fmt = {".csv": "csv", ".tsv": "tsv", ".json": "json", ".jsonl": "jsonl"}.get(p.suffix.lower(), "auto")
-    text = p.read_bytes().decode("utf-8", errors="surrogateescape")
+    text = decode_list(p.read_bytes())
     if fmt == "auto":
         fmt = _sniff(text, p.parent)
     if fmt == "txt":
