@@ -5,8 +5,8 @@
 * a folder: every media file under it, recursively, in sorted order; files with a media
   extension are always taken (a broken one then fails by name), other files only when
   their content is an image or a video; text/data files and hidden files are skipped.
-  Symlinked folders are followed; one leading back to a folder already walked (a loop, or a
-  second link to the same folder) is skipped with a note naming it;
+  Symlinked folders are followed; one leading to a folder above it (a loop) or to one already
+  walked (a second link to the same folder) is skipped with a note naming it;
 * a list (``-`` reads one from stdin), decided by content:
 
   - JSON (a list of paths or of objects with a ``path``, or ``{path: prompt}``), JSONL (one
@@ -207,17 +207,21 @@ def _text_or_none(v) -> str | None:
 def walk_folder(folder: Path) -> tuple[list[Path], list[Path], list[str]]:
     """(media files, skipped files, notes) under ``folder``, recursively, in sorted order.
 
-    Symlinked folders are followed; one whose target was already walked (a loop, or a second link to
-    the same folder) is skipped and named in a note."""
+    Symlinked folders are followed; one leading to a folder that holds it (``up -> ../..``, ``/``: a loop),
+    or to one already walked (a second link to the same folder), is skipped and named in a note."""
     media, skipped, notes = [], [], []
     seen = {os.path.realpath(folder)}
     for root, dirs, files in os.walk(folder, followlinks=True):
         keep = []
+        here = os.path.realpath(root)
         for d in sorted(d for d in dirs if not d.startswith(".")):
             full = os.path.join(root, d)
             real = os.path.realpath(full)
             if real in seen:
                 notes.append(f"{full}: a link to {real}, which is already scanned (a loop or a second link): skipped")
+                continue
+            if os.path.commonpath([real, here]) == real:  # a folder above the one given (``/`` too): walking it loops
+                notes.append(f"{full}: a link to {real}, a folder that holds it (a loop): skipped")
                 continue
             seen.add(real)
             keep.append(d)
