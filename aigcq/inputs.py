@@ -309,28 +309,25 @@ def collect(args: list[str], stdin=None) -> tuple[list[Input], list[str]]:
 @dataclass
 class PromptTable:
     """``--prompts``: keys resolved to absolute paths relative to the table's folder; a key that is a bare file
-    name (no folder) also matches any input of that name, or stem."""
+    name (no folder) also matches any input of that name; a bare key without a media extension (an id such as
+    ``img.001`` or ``cat``) also matches any input whose name is the key plus an extension (``img.001.png``)."""
     where: str
     by_path: dict[str, str]
-    by_name: dict[str, dict[str, str]]  # file name -> {key: prompt}
-    by_stem: dict[str, dict[str, str]]
+    by_name: dict[str, str]  # bare key -> prompt
+    by_stem: dict[str, str]  # bare key without a media extension -> prompt
 
     def __len__(self) -> int:
         return len(self.by_path)
 
     def lookup(self, it: Input) -> str | None:
-        hit = self.by_path.get(os.path.normpath(it.abspath))
-        if hit is not None:
-            return hit
+        """The prompt of ``it``: keyed by its path, else by its file name, else by its name less the extension.
+        (One key each: a bare key given twice with different prompts is refused when the table is read.)"""
         p = Path(it.abspath)
-        for index, part in ((self.by_name, p.name), (self.by_stem, p.stem)):
-            cands = index.get(part)
-            if cands:
-                prompts = set(cands.values())
-                if len(prompts) > 1:
-                    raise InputError(f"{self.where}: {it.path} matches keys {', '.join(map(repr, cands))} by file "
-                                     "name, with different prompts; key it by its path (relative to the table)")
-                return prompts.pop()
+        for index, part in ((self.by_path, os.path.normpath(it.abspath)), (self.by_name, p.name),
+                            (self.by_stem, p.stem)):
+            hit = index.get(part)
+            if hit is not None:
+                return hit
         return None
 
 
@@ -362,9 +359,10 @@ def read_prompt_table(path: str) -> PromptTable:
                              + "): keep one row per file")
         table.by_path[resolved] = r["prompt"]
         first_key.setdefault(resolved, key)
-        if os.sep not in key and "/" not in key:  # a bare name: matches by file name or stem anywhere
-            table.by_name.setdefault(Path(key).name, {})[key] = r["prompt"]
-            table.by_stem.setdefault(Path(key).stem, {})[key] = r["prompt"]
+        if os.sep not in key and "/" not in key:  # a bare name: matches by file name anywhere
+            table.by_name[key] = r["prompt"]
+            if Path(key).suffix.lower() not in MEDIA_EXT:  # an id, not a file name: matches any extension
+                table.by_stem[key] = r["prompt"]  # (a.png's prompt is not a.jpg's)
     if not table.by_path:
         raise InputError(f"{where}: no prompts found (expected columns 'path' and 'prompt')")
     return table
