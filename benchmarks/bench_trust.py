@@ -388,8 +388,10 @@ def published_tables(rows: list[dict]) -> dict[str, list[dict]]:
     for r in rows:
         t = r["table"]
         if t == "coverage" and (_draw_seed(r["dataset"]) is not None or r["dataset"].startswith("demo, ")):
-            d = draws.setdefault(r["dataset"], {"demo label draw (seed)": _draw_seed(r["dataset"])
-                                                if _draw_seed(r["dataset"]) is not None else r["dataset"]})
+            seed = _draw_seed(r["dataset"])
+            d = draws.setdefault(r["dataset"], {"demo label draw (seed)": r["dataset"] if seed is None else seed,
+                                                **{f"coverage % at {100 * lv:.0f}%": None for lv in LEVELS},
+                                                "mean width at 90%": None})
             d[f"coverage % at {100 * r['level']:.0f}%"] = round(100 * r["coverage"], 1)
             if r["level"] == 0.9:
                 d["mean width at 90%"] = round(r["mean_width"], 3)

@@ -101,7 +101,7 @@ def fit_intervals(residuals, difficulties: dict[str, np.ndarray | None], groups,
     On a dozen correlated groups each costs about half a point of coverage. The guards against them cost
     more than they save: choosing on a split of the groups halves a small calibration set, and a rank over
     groups rather than items (one residual per group, averaged over draws) widened the demo's intervals by
-    11% and over-covered (92.4% at 90%); a design-effect correction of the rank widened them by 4%.
+    10% and over-covered (92.5% at 90%, 8 draws); a design-effect correction of the rank widened them by 4%.
     """
     usable = {m: d for m, d in difficulties.items() if d is None or np.all(np.isfinite(d))}
     check = cross_conformal_check(residuals, usable, groups, level, seed=seed)
