@@ -5,8 +5,8 @@
 * a folder: every media file under it, recursively, in sorted order; files with a media
   extension are always taken (a broken one then fails by name), other files only when
   their content is an image or a video; text/data files and hidden files are skipped.
-  Symlinked folders are followed; one leading back to a folder already walked (a loop, or a
-  second link to the same folder) is skipped with a note naming it;
+  Symlinked folders are followed; one leading to a folder above it (a loop) or to one already
+  walked (a second link to the same folder) is skipped with a note naming it;
 * a list (``-`` reads one from stdin), decided by content:
 
   - JSON (a list of paths or of objects with a ``path``, or ``{path: prompt}``), JSONL (one
@@ -15,7 +15,10 @@
     included; quote a CSV cell as CSV does (``"a, b.png"``);
   - otherwise one path per line, exactly as written: leading/trailing spaces and ``#`` are
     part of the name (no comments, nothing stripped but the line break; a file whose lines
-    all end in CRLF loses the CR). A path holding a line break needs a JSON list;
+    all end in CRLF, the last one perhaps without a line break, loses the CR). A path holding a
+    line break needs a JSON list;
+  - lists and ``--prompts`` tables are read as UTF-8 (a byte order mark is dropped); bytes that
+    are not UTF-8 (a file name in another encoding) are kept as they are, stdin included;
   - a ``.txt`` (or any non-media file) is a list only when some line names an existing file;
 
   relative paths are relative to the list file (to the working folder for stdin).
@@ -109,14 +112,29 @@ def _records_from_jsonl(text: str, where: str) -> list[dict]:
     return out
 
 
+def decode_list(raw: bytes) -> str:
+    """A list's or table's text: UTF-8 with a leading byte order mark dropped (Windows editors write one; it is
+    the encoding's mark, not part of the first name), and bytes that are not UTF-8 kept as surrogate escapes (a
+    file name in any encoding reaches the file system unchanged)."""
+    return raw.removeprefix(b"\xef\xbb\xbf").decode("utf-8", errors="surrogateescape")
+
+
+def _read_stdin(stdin) -> str:
+    """stdin as :func:`decode_list` reads a file: from its bytes when it has them (a text stdin is strict
+    UTF-8 in a UTF-8 locale: one non-UTF-8 name refused the whole list)."""
+    raw = getattr(stdin, "buffer", None)
+    if raw is not None:
+        return decode_list(raw.read())
+    return stdin.read().removeprefix("\ufeff")
+
+
 def text_lines(text: str) -> list[str]:
     """The lines of a plain list, exactly: split at line feeds only; a CR is dropped only when every line
-    ends in CRLF (a file saved on Windows); empty lines are not paths."""
+    ends in CRLF (a file saved on Windows; its last line may lack a line break); empty lines are not paths."""
     lines = text.split("\n")
-    if lines and lines[-1] == "":
-        lines.pop()
-    if lines and all(ln.endswith("\r") for ln in lines):
-        lines = [ln[:-1] for ln in lines]
+    ended = lines[:-1]  # the lines followed by a line feed (the last piece is what follows the last one)
+    if ended and all(ln.endswith("\r") for ln in ended):
+        lines = [ln[:-1] for ln in ended] + lines[-1:]
     return [ln for ln in lines if ln != ""]
 
 
@@ -189,17 +207,21 @@ def _text_or_none(v) -> str | None:
 def walk_folder(folder: Path) -> tuple[list[Path], list[Path], list[str]]:
     """(media files, skipped files, notes) under ``folder``, recursively, in sorted order.
 
-    Symlinked folders are followed; one whose target was already walked (a loop, or a second link to
-    the same folder) is skipped and named in a note."""
+    Symlinked folders are followed; one leading to a folder that holds it (``up -> ../..``, ``/``: a loop),
+    or to one already walked (a second link to the same folder), is skipped and named in a note."""
     media, skipped, notes = [], [], []
     seen = {os.path.realpath(folder)}
     for root, dirs, files in os.walk(folder, followlinks=True):
         keep = []
+        here = os.path.realpath(root)
         for d in sorted(d for d in dirs if not d.startswith(".")):
             full = os.path.join(root, d)
             real = os.path.realpath(full)
             if real in seen:
                 notes.append(f"{full}: a link to {real}, which is already scanned (a loop or a second link): skipped")
+                continue
+            if os.path.commonpath([real, here]) == real:  # a folder above the one given (``/`` too): walking it loops
+                notes.append(f"{full}: a link to {real}, a folder that holds it (a loop): skipped")
                 continue
             seen.add(real)
             keep.append(d)
@@ -241,7 +263,7 @@ def _read_list_file(p: Path) -> tuple[list[dict] | None, str | None]:
         return None, f"cannot read {p} ({err.strerror or err})"
     if b"\0" in raw[:8192]:
         return None, None  # binary: not a list; the media check gives the reason
-    text = raw.decode("utf-8", errors="surrogateescape")
+    text = decode_list(raw)
     fmt = {".csv": "csv", ".tsv": "tsv", ".json": "json", ".jsonl": "jsonl"}.get(p.suffix.lower(), "auto")
     if fmt == "auto":
         fmt = _sniff(text, p.parent)
@@ -257,7 +279,7 @@ def collect(args: list[str], stdin=None) -> tuple[list[Input], list[str]]:
     notes: list[str] = []
     for arg in args:
         if arg == "-":
-            text = (stdin or sys.stdin).read()
+            text = _read_stdin(stdin or sys.stdin)
             for r in parse_list(text, "auto", "stdin", Path.cwd()):
                 items.append(Input(r["path"], os.path.abspath(r["path"]), r["prompt"], r["generator"]))
             continue
@@ -287,28 +309,25 @@ def collect(args: list[str], stdin=None) -> tuple[list[Input], list[str]]:
 @dataclass
 class PromptTable:
     """``--prompts``: keys resolved to absolute paths relative to the table's folder; a key that is a bare file
-    name (no folder) also matches any input of that name, or stem."""
+    name (no folder) also matches any input of that name; a bare key without a media extension (an id such as
+    ``img.001`` or ``cat``) also matches any input whose name is the key plus an extension (``img.001.png``)."""
     where: str
     by_path: dict[str, str]
-    by_name: dict[str, dict[str, str]]  # file name -> {key: prompt}
-    by_stem: dict[str, dict[str, str]]
+    by_name: dict[str, str]  # bare key -> prompt
+    by_stem: dict[str, str]  # bare key without a media extension -> prompt
 
     def __len__(self) -> int:
         return len(self.by_path)
 
     def lookup(self, it: Input) -> str | None:
-        hit = self.by_path.get(os.path.normpath(it.abspath))
-        if hit is not None:
-            return hit
+        """The prompt of ``it``: keyed by its path, else by its file name, else by its name less the extension.
+        (One key each: a bare key given twice with different prompts is refused when the table is read.)"""
         p = Path(it.abspath)
-        for index, part in ((self.by_name, p.name), (self.by_stem, p.stem)):
-            cands = index.get(part)
-            if cands:
-                prompts = set(cands.values())
-                if len(prompts) > 1:
-                    raise InputError(f"{self.where}: {it.path} matches keys {', '.join(map(repr, cands))} by file "
-                                     "name, with different prompts; key it by its path (relative to the table)")
-                return prompts.pop()
+        for index, part in ((self.by_path, os.path.normpath(it.abspath)), (self.by_name, p.name),
+                            (self.by_stem, p.stem)):
+            hit = index.get(part)
+            if hit is not None:
+                return hit
         return None
 
 
@@ -319,7 +338,7 @@ def read_prompt_table(path: str) -> PromptTable:
     if not p.is_file():
         raise InputError(f"--prompts {path}: file not found")
     fmt = {".csv": "csv", ".tsv": "tsv", ".json": "json", ".jsonl": "jsonl"}.get(p.suffix.lower(), "auto")
-    text = p.read_bytes().decode("utf-8", errors="surrogateescape")
+    text = decode_list(p.read_bytes())
     if fmt == "auto":
         fmt = _sniff(text, p.parent)
     if fmt == "txt":
@@ -340,9 +359,10 @@ def read_prompt_table(path: str) -> PromptTable:
                              + "): keep one row per file")
         table.by_path[resolved] = r["prompt"]
         first_key.setdefault(resolved, key)
-        if os.sep not in key and "/" not in key:  # a bare name: matches by file name or stem anywhere
-            table.by_name.setdefault(Path(key).name, {})[key] = r["prompt"]
-            table.by_stem.setdefault(Path(key).stem, {})[key] = r["prompt"]
+        if os.sep not in key and "/" not in key:  # a bare name: matches by file name anywhere
+            table.by_name[key] = r["prompt"]
+            if Path(key).suffix.lower() not in MEDIA_EXT:  # an id, not a file name: matches any extension
+                table.by_stem[key] = r["prompt"]  # (a.png's prompt is not a.jpg's)
     if not table.by_path:
         raise InputError(f"{where}: no prompts found (expected columns 'path' and 'prompt')")
     return table

@@ -85,6 +85,7 @@ class Predictor:
                  batch_size: int = 16, workers: int | None = None, threads: int | None = None, progress: bool = True,
                  level: float | None = None, weights: dict[str, str] | None = None, trust_code: bool = False):
         from regressors.bundle import kept_blocks
+        from regressors.conformal import parse_level
 
         from .score_cache import MAX_ENV, ScoreCache, parse_size
 
@@ -96,7 +97,8 @@ class Predictor:
         # the bound of the cache's size (None: unbounded); CacheError when its folder cannot be created
         self._cache = ScoreCache(self.cache, parse_size(cache_max if cache_max is not None
                                                         else os.environ.get(MAX_ENV)))
-        self.level = level  # prediction interval level (None: the bundle's, 90%)
+        # prediction interval level, read as --level reads it (None: the bundle's, 90%)
+        self.level = parse_level(level, "level") if level is not None else None
         # whether the model reads a prompt embedding: items without a prompt then get status no_prompt
         self.reads_prompt = any(f["block"] in self.kept and (f.get("kind") == "text" or f["key"].startswith("prompt"))
                                 for f in info["features"])
@@ -298,13 +300,15 @@ class Predictor:
 
         ``status``: ``ok``; ``no_prompt`` (scored, but the model reads the prompt and the item had none: it was
         scored with an empty one, and a UserWarning says how many); ``failed`` (``error`` says why).
-        ``score_lo``/``score_hi``: the prediction interval at ``level`` (default: the Predictor's, else the
-        bundle's 90%). ``in_domain``: whether the item's features lie as close to the training items as held-out
+        ``score_lo``/``score_hi``: the prediction interval at ``level`` (0.9, 90 or "90%", as ``--level`` reads it;
+        default: the Predictor's, else the bundle's 90%). ``in_domain``: whether the item's features lie as close to the training items as held-out
         training items do (``domain_score`` ≤ 1); None when the model reads no block with a distance (see the
         card). NaN/None on failed rows and for bundles saved before these existed."""
         from extractors.generator import onehot
+        from regressors.conformal import parse_level
         from regressors.trust import assess
 
+        level = parse_level(level, "level") if level is not None else self.level  # refused before any work
         t_start = time.perf_counter()
         self.notes, self.computed = [], {}
         self._cache.notes = []
@@ -365,7 +369,7 @@ class Predictor:
             rows = [ok[j] for j in good]
             pred = self.model.predict(X)
             out.loc[rows, "score"] = pred
-            trust = assess(self.model, X, pred, level if level is not None else self.level)
+            trust = assess(self.model, X, pred, level)
             for col, vals in trust.items():
                 out.loc[rows, col] = pd.Series(vals, index=rows, dtype=object if col == "in_domain" else float)
             if self.reads_prompt:

@@ -51,7 +51,8 @@ def parser() -> argparse.ArgumentParser:
                     help="bound of the cache's size: the least recently used rows are dropped beyond it (500M, 4G, "
                          "none; default: $AIGCQ_CACHE_MAX, else 4G)")
     ap.add_argument("--level", default=None, metavar="COVERAGE",
-                    help="coverage of the prediction interval score_lo..score_hi (0.9 or 90%%; default 90%%)")
+                    help="coverage of the prediction interval score_lo..score_hi (0.9, 90 or 90%%; a bare 1 is "
+                         "refused as ambiguous: 1%% or 100%%?; default 90%%)")
     ap.add_argument("--batch-size", type=int, default=16)
     ap.add_argument("--workers", type=int, default=None, help="decoding workers (default: 0 below 64 items, else 2)")
     ap.add_argument("--threads", type=int, default=None, help="torch CPU threads when features are computed (default: torch's; torch is not "

@@ -11,7 +11,8 @@ plus the prompt's hash for features that read the prompt: :meth:`Predictor._cach
 * Size bound (``--cache-max``, ``$AIGCQ_CACHE_MAX``, default :data:`DEFAULT_MAX`): every use of a
   row is appended to ``<cache>.used`` (time and row id); when a write leaves the store larger than
   the bound, the least recently used rows are dropped until it is at most 80% of it, by writing the
-  kept rows to a new file that replaces the old one atomically.
+  kept rows to a new file (``.<cache>.evict-<host>-<pid>.h5`` beside it) that replaces the old one
+  atomically; one left by a killed process is removed by the next run.
 * Scratch folders (the extraction's store before its rows are copied in) live in
   ``<cache folder>/.aigcq-scratch/``, named by host and process id; one left by a killed process is
   removed by the next run. Only when that folder cannot be written does the scratch go to TMPDIR
@@ -73,15 +74,22 @@ def _alive(pid: int) -> bool:
 
 def sweep_scratch(root: Path, prefix: str = "") -> None:
     """Remove scratch folders under ``root`` left by dead processes of this host."""
-    pat = re.compile(re.escape(prefix) + re.escape(_host()) + r"-(\d+)-")
+    _sweep(root, re.compile(re.escape(prefix) + re.escape(_host()) + r"-(\d+)-"))
+
+
+def _sweep(root: Path, pattern: re.Pattern) -> None:
+    """Remove the files and folders under ``root`` whose name ``pattern`` matches, its group 1 the process id of a
+    dead process of this host (a run killed before it could clean up)."""
     try:
         names = os.listdir(root)
     except OSError:
         return
     for name in names:
-        m = pat.match(name)
+        m = pattern.match(name)
         if m and int(m.group(1)) != os.getpid() and not _alive(int(m.group(1))):
-            shutil.rmtree(root / name, ignore_errors=True)
+            p = root / name
+            with contextlib.suppress(OSError):
+                shutil.rmtree(p, ignore_errors=True) if p.is_dir() and not p.is_symlink() else p.unlink()
 
 
 class ScoreCache:
@@ -114,6 +122,13 @@ class ScoreCache:
             raise CacheError(f"--cache {err}") from None
         if not os.access(folder, os.W_OK):
             self._unwritable = "read-only file system or no permission"
+        else:  # the new copy (and its journal) of an eviction a kill interrupted: up to the bound's size
+            real = Path(os.path.realpath(self.path))
+            _sweep(real.parent, re.compile(re.escape(self._evict_prefix(real)) + r"(\d+)\.h5(\.journal)?$"))
+
+    @staticmethod
+    def _evict_prefix(real: Path) -> str:
+        return f".{real.name}.evict-{_host()}-"
 
     @property
     def writable(self) -> bool:
@@ -298,7 +313,7 @@ class ScoreCache:
         from features_store.store import DONE
 
         real = Path(os.path.realpath(self.path))
-        tmp = real.with_name(f".{real.name}.evict-{os.getpid()}.h5")
+        tmp = real.with_name(f"{self._evict_prefix(real)}{os.getpid()}.h5")
         for p in (tmp, Path(f"{tmp}.journal")):
             shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
         df = st.columns(["item_id", "path", "prompt", "generator", "split"]).iloc[keep].reset_index(drop=True)

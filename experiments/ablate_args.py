@@ -10,9 +10,11 @@ DESCRIPTION = "Ablations: every extractor alone, all together, and all minus eac
 def parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="python -m experiments.ablate", description=DESCRIPTION)
     ap.add_argument("--track", choices=("image", "video"), default=None)
-    ap.add_argument("--store", required=True, help="feature store (.h5) holding the extractors' features")
+    ap.add_argument("--store", required=True, help="feature store (.h5) holding the extractors' features (aigcq ablate: or "
+                    "--data DATASET [--track])")
     ap.add_argument("--target", default=None, help="label column (default: the recipe's, else mos)")
-    ap.add_argument("--out", required=True, help="output folder (the tuned-parameter cache lives there too)")
+    ap.add_argument("--out", required=True, help="output folder (the tuned-parameter cache lives there too; aigcq ablate: "
+                    "default runs/<store name>-<target>/ablation)")
     ap.add_argument("--recipe", default=None, help="recipe name or YAML path (default: --extractors)")
     ap.add_argument("--extractors", default=None, help="comma-separated extractor specs (when no recipe)")
     ap.add_argument("--head", default="svr", choices=("svr", "enet", "lgbm"))

@@ -106,7 +106,7 @@ def _is_video_container(path: str) -> bool:
         import av
 
         with av.open(path) as c:
-            return bool(c.streams.video) and c.format.name not in IMAGE_DEMUXERS
+            return bool(c.streams.video) and c.format.name not in IMAGE_DEMUXERS | TEXT_DEMUXERS
     except Exception:  # noqa: BLE001 - not openable by PyAV: not a video
         return False
 
@@ -131,6 +131,9 @@ def _first_video_frame(path: str):
 IMAGE_DEMUXERS = {"image2", "png_pipe", "jpeg_pipe", "bmp_pipe", "webp_pipe", "tiff_pipe", "ppm_pipe", "pgm_pipe",
                   "pam_pipe", "qoi_pipe", "dpx_pipe", "exr_pipe", "j2k_pipe", "jpegls_pipe", "pcx_pipe",
                   "sgi_pipe", "sunrast_pipe", "svg_pipe", "xbm_pipe", "xpm_pipe", "psd_pipe", "tiff", "bmp"}
+#: FFmpeg demuxers that render text as "video" (ANSI/text-mode art): 'tty' takes any .txt/.nfo/.asc of a few hundred
+#: bytes, so a list of paths was a video (refused by image models, scored as one clip by video models)
+TEXT_DEMUXERS = {"tty", "bin", "xbin", "adf", "idf"}
 
 
 def media_kind(path: str) -> str:

@@ -26,7 +26,7 @@ import numpy as np
 
 from features_store.fingerprint import MEDIA_KINDS  # the kinds whose features read the media (one definition)
 
-from .base import Extractor, Item, ItemError, resolve_precision
+from .base import Extractor, Item, ItemError, WeightsNotFoundError, resolve_precision
 from .cpu_runtime import ThreadGovernor
 
 log = logging.getLogger(__name__)
@@ -42,6 +42,23 @@ class ContractError(RuntimeError):
 
 class BrokenExtractor(RuntimeError):
     """Every item of the first MAX_BROKEN_BATCHES batches failed in compute and none ever worked."""
+
+
+class SetupError(RuntimeError):
+    """The extractor could not be set up (a package it imports is missing, its weights file is damaged, ...):
+    nothing was computed. One line naming the extractor and the cause (the original exception is chained)."""
+
+
+def _setup(extractor: Extractor, device: str, precision: str) -> None:
+    from features_store.console import missing_extra
+
+    try:
+        extractor.setup(device, precision)
+    except WeightsNotFoundError:
+        raise  # its message already names the missing file and how to provide it
+    except Exception as err:  # noqa: BLE001 - any failure here stops the whole extractor, not an item
+        why = missing_extra(err) or f"{type(err).__name__}: {err}"
+        raise SetupError(f"{extractor.name}: cannot be set up ({why})") from err
 
 
 @dataclass
@@ -299,7 +316,7 @@ def run_extraction(
         summary.skipped = int((~todo).sum())
         local, rows = local[todo], rows[todo]
         if len(rows):
-            extractor.setup(device, resolved)
+            _setup(extractor, device, resolved)
             new_key = extractor.key()
             if new_key != key:  # setup refined the identity (e.g. resolved a weights revision)
                 log.warning("%s: identity changed during setup; storing under %s", key, new_key)

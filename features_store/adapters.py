@@ -371,7 +371,8 @@ def _refuse_unknown_roles(columns: dict, df: pd.DataFrame, labels: Path) -> None
         raise ValueError(f"table: {key!r} is not a column role (columns: maps roles to the file's columns; {roles}). "
                          f"A second label is listed, under its own name, in label_columns: [{col}] and fitted with "
                          f"aigcq regress --target {col} (make regress TARGET={col}); the main rating is "
-                         f"columns: {{mos: <column>}}. See docs/datasets.md.")
+                         f"columns: {{mos: <column>}}. See the Datasets page of the documentation "
+                         f"(docs/datasets.md in the source tree).")
     raise ValueError(f"table: unknown column role(s) {sorted(bad)}.{suggest(key, ROLES)} {roles}")
 
 
@@ -450,7 +451,8 @@ def _misplaced_option(adapter: str, option: str, value) -> str:
                     f"aigcq describe lists the dataset's labels.")
         return (f" The target is chosen when fitting, not in the dataset: list the column in label_columns: [{text}] "
                 f"(the main rating: columns: {{mos: <column>}}) and fit it with aigcq regress --target {text} "
-                f"(make regress TARGET={text}). See docs/datasets.md.")
+                f"(make regress TARGET={text}). See the Datasets page of the documentation "
+                f"(docs/datasets.md in the source tree).")
     if adapter != "table":
         return ""
     role = option[:-len("_column")] if option.endswith("_column") else option[:-len("_col")] if option.endswith("_col") \

@@ -422,6 +422,16 @@ def _trust_lines(info: dict) -> list[str]:
     return card_lines(info)
 
 
+def _bounds_line(info: dict) -> str:
+    """Whether scores stay inside the training target range (StackConfig.bound_scores, recorded in ``config``)."""
+    t = info.get("target", {})
+    if (info.get("config") or {}).get("bound_scores"):
+        return (f"Every head's prediction and the score are bounded to the training target range "
+                f"{_fmt(t.get('min'))} – {_fmt(t.get('max'))}: no score leaves it, whatever the input.")
+    return ("**Scores are not bounded** (a model fitted before bounded scores existed, or with bound_scores off): "
+            "on media unlike the training items a score can leave the training target range; refit to bound it.")
+
+
 def model_card(info: dict) -> str:
     """MODEL.md: what the model predicts, from what, how well, and how to use it."""
     t, tr = info.get("target", {}), info.get("training", {})
@@ -457,6 +467,7 @@ def model_card(info: dict) -> str:
     lines += ["", "## Model", "",
               f"{len(heads)} heads ({', '.join(heads)}) stacked by a non-negative linear meta-learner"
               + (f" (weights: {', '.join(f'{k} {v:.2f}' for k, v in w.items() if v)})" if w else "") + ".", "",
+              _bounds_line(info), "",
               *_trust_lines(info),
               "## Use", "", "```bash", "aigcq score <this folder> images/ --prompts prompts.csv -o scores.csv", "```",
               "", "```python", "from aigcq import Predictor",

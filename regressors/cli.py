@@ -20,10 +20,11 @@ def _parser(prog: str = "python -m regressors", job_progs: dict[str, str] | None
     progs = job_progs or {}
     f = sub.add_parser("fit", prog=progs.get("fit"), help="tune, cross-validate (nested) and fit the stacked model of one track")
     f.add_argument("--track", required=True, choices=["image", "video"])
-    f.add_argument("--store", required=True, help="HDF5 feature store")
+    f.add_argument("--store", required=True, help="HDF5 feature store (aigcq regress: or --data DATASET [--track], "
+                   "which names the store `aigcq features` wrote)")
     f.add_argument("--extractors", default="", help="comma-separated extractor names or store keys (default: all)")
     f.add_argument("--target", default="mos")
-    f.add_argument("--out", required=True)
+    f.add_argument("--out", required=True, help="run folder (aigcq regress: default runs/<store name>-<target>)")
     f.add_argument("--trials", type=int, default=StackConfig.n_trials, help="Optuna trials per tuned head (0: defaults)")
     f.add_argument("--folds", type=int, default=StackConfig.outer_folds, help="outer CV folds")
     f.add_argument("--tune-folds", type=int, default=StackConfig.tune_folds)
@@ -75,10 +76,11 @@ def _parser(prog: str = "python -m regressors", job_progs: dict[str, str] | None
                         "is never written for an incomplete split")
     f.add_argument("--skip-media-check", action="store_true", help=MEDIA_HELP)
     p = sub.add_parser("predict", prog=progs.get("predict"), help="score a split of a store with a saved model")
-    p.add_argument("--model", required=True, help="model bundle folder (or the run folder holding model/)")
-    p.add_argument("--store", required=True)
+    p.add_argument("--model", required=True, help="model bundle folder (or the run folder holding model/; aigcq "
+                   "predict: default runs/<store name>-<target>/model)")
+    p.add_argument("--store", required=True, help="HDF5 feature store (aigcq predict: or --data DATASET [--track])")
     p.add_argument("--split", default="test")
-    p.add_argument("--out", required=True)
+    p.add_argument("--out", required=True, help="output folder (aigcq predict: default <model's run folder>/predict)")
     p.add_argument("--bootstrap", type=int, default=1000)
     p.add_argument("--allow-incomplete", action="store_true",
                    help="score the done items of an incomplete split (no submission is written)")

@@ -32,18 +32,21 @@ DEFAULT_LEVEL = 0.9
 MODES = ("standard", "spread", "distance")
 
 
-def parse_level(value) -> float:
-    """0.9, "0.9", "90" or "90%" -> 0.9; ValueError with one line otherwise."""
+def parse_level(value, name: str = "--level") -> float:
+    """0.9, "0.9", 90, "90" or "90%" -> 0.9; ValueError with one line (naming ``name``) otherwise. A bare 1 is
+    refused: 100% (no interval can promise it) or 1% (an interval of nearly no width) are both misreadings."""
     text = str(value).strip()
     pct = text.endswith("%")
     try:
         v = float(text.rstrip("%"))
     except ValueError:
-        raise ValueError(f"--level {value!r}: give a coverage such as 0.9 or 90%") from None
-    if pct or v >= 1:
+        raise ValueError(f"{name} {value!r}: give a coverage such as 0.9 or 90%") from None
+    if v == 1 and not pct:
+        raise ValueError(f"{name} {value!r} is ambiguous (100% or 1%?): give a coverage such as 0.9 or 90%")
+    if pct or v > 1:
         v = v / 100
     if not 0 < v < 1:
-        raise ValueError(f"--level {value!r}: the coverage must lie strictly between 0 and 100%")
+        raise ValueError(f"{name} {value!r}: the coverage must lie strictly between 0 and 100%")
     return v
 
 

@@ -278,14 +278,16 @@ def test_a_prompt_key_twice_with_different_prompts_or_an_ambiguous_name_is_refus
     bundle, heldout = score_model
     rc, _, err = _score(capsys, bundle, *_images(heldout, 1), "--prompts", table, "--cache", tmp_path / "c.h5")
     assert rc == 2 and "given twice" in err
-    # the same prompt twice is harmless; bare names that differ only by extension match one stem ambiguously
+    # the same prompt twice is harmless; a bare file name keys that file only (not x.webp by its stem: see
+    # test_score_review.test_a_bare_prompt_key_gives_its_prompt_to_that_file_only)
     table.write_text("path,prompt\nx.png,a red fox\nx.png,a red fox\nx.jpg,a blue whale\n")
     t = read_prompt_table(str(table))
     (tmp_path / "img").mkdir()
-    Image.new("RGB", (8, 8)).save(tmp_path / "img" / "x.webp")
-    items, _ = collect([str(tmp_path / "img" / "x.webp")])
-    with pytest.raises(InputError, match="matches keys 'x.png', 'x.jpg'"):
-        attach_prompts(items, t)
+    for name in ("x.webp", "x.png"):
+        Image.new("RGB", (8, 8)).save(tmp_path / "img" / name)
+    items, _ = collect([str(tmp_path / "img" / n) for n in ("x.webp", "x.png")])
+    attach_prompts(items, t)
+    assert [it.prompt for it in items] == [None, "a red fox"]
 
 
 def test_a_missing_prompt_is_a_status_and_a_python_warning(score_model, tmp_path):

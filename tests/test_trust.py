@@ -104,6 +104,30 @@ def test_coverage_on_new_items_is_the_nominal_level_and_adaptive_intervals_are_n
     assert np.mean((resid[n:] >= lo) & (resid[n:] <= hi)) == pytest.approx(0.5, abs=0.03)
 
 
+def test_with_few_correlated_groups_and_modes_to_choose_from_new_groups_are_covered_at_the_nominal_level():
+    """The demo's case (issue 21): a dozen photos, items of one photo sharing its error, and the fit picking
+    the narrowest of three modes on the same residuals it calibrates on. Neither the clustering nor the
+    choice may cost more than 2 points of coverage on a new group, averaged over many datasets; nor may a
+    guard against them widen the intervals past nominal + 2 (measured: about 0.5 point each; the demo's
+    85.7% on one draw of its labels is that draw's noise, see docs/trust.md)."""
+    m, icc, reps = 12, 0.5, 300
+    covered = {0.8: [], 0.9: []}
+    for r in range(reps):
+        rng = np.random.default_rng(r)
+        groups = int(rng.integers(6, 13))  # calibration groups, as a demo fold has 11 or 12 photos
+        res = (rng.normal(size=(groups + 1, 1)) * np.sqrt(icc) + rng.normal(size=(groups + 1, m)) * np.sqrt(1 - icc))
+        useless = {name: rng.uniform(0, 1, res.shape) for name in ("spread", "distance")}  # chosen only by chance
+        cal = np.s_[:groups]
+        ci, _ = fit_intervals(res[cal].ravel(), {"standard": None, **{k: v[cal].ravel() for k, v in useless.items()}},
+                              np.repeat(np.arange(groups), m), -np.inf, np.inf, seed=r)
+        difficulty = useless[ci.mode_][groups] if ci.mode_ in useless else None
+        for level in covered:
+            lo, hi = ci.interval(np.zeros(m), difficulty, level)
+            covered[level].append(np.mean((res[groups] >= lo) & (res[groups] <= hi)))
+    for level, got in covered.items():
+        assert np.mean(got) == pytest.approx(level, abs=0.02), level
+
+
 def test_intervals_are_bounded_to_the_range_and_hold_the_score():
     ci = ConformalIntervals().fit(np.linspace(-1, 1, 101), y_min=1.0, y_max=5.0)
     pred = np.array([-20.0, 1.2, 3.0, 4.9, 7.0])  # unbounded scores (a model without clipping)
