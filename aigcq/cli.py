@@ -69,6 +69,11 @@ def _resolve(argv: list[str], job: str) -> list[str]:
         return argv
     k, rest = _store_options(argv)
     store = k.store or (default_store(k.data, k.track or "image") if k.data else None)
+    if not k.store and store and job in ("regress", "ablate") and not Path(store).exists():
+        # a newcomer's second command: name the one that makes the store, not just the missing file
+        raise JobError(f"no features yet for --data {k.data} (track {k.track or 'image'}): {store} does not exist; "
+                       f"compute them first: aigcq features --data {k.data} --track {k.track or 'image'} "
+                       f"--extractors <names> (aigcq list shows them)")
     run = f"runs/{Path(store).stem}-{k.target or 'mos'}" if store else None
     args = [*rest, *(["--store", store] if store else [])]
     if job == "predict":  # regressors predict reads the track and target from the model bundle

@@ -343,3 +343,15 @@ def test_a_closed_pipe_ends_quietly(tmp_path):
         rc = proc.wait(timeout=120)
         assert "Traceback" not in err and "BrokenPipe" not in err, (job, err)
         assert rc in (0, 141), (job, rc, err)
+
+
+def test_regress_before_features_names_the_command_that_makes_the_store(tmp_path, monkeypatch, capsys):
+    """Before: `aigcq regress --data d.yaml` on a new dataset said only "feature store stores/...h5 not found"."""
+    from aigcq.cli import main
+
+    _labels(tmp_path)
+    data = _yaml(tmp_path, "columns: {item_id: name, prompt: prompt, generator: model, mos: mos_quality}\n")
+    monkeypatch.chdir(tmp_path)
+    assert main(["regress", "--data", str(data)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "aigcq features --data" in err and str(data) in err
