@@ -189,9 +189,45 @@ def _cell(v) -> str:
     return str(v).replace("|", "\\|").replace("\n", " ")
 
 
+def _custom_renderer(spec: str, source: str):
+    """``"panel:render_tables"`` -> the function ``render_tables`` of benchmarks/panel.py (a results file whose rows
+    do not fit one flat table names its benchmark's own renderer in ``meta.renderer``). Only a function named
+    ``render*`` defined at the top of a script of this folder (read before the script is imported): a results
+    file must not make the docs build run a benchmark's ``main`` (``bench_fit_time:main`` did), nor this module
+    render itself (``_results:render`` recursed without end)."""
+    import ast
+    import importlib.util
+    import re
+
+    m = re.fullmatch(r"([a-z][a-z0-9_]*):(render[a-z0-9_]*)", spec or "")
+    path = REPO / "benchmarks" / f"{m.group(1)}.py" if m else None
+    if path is None or not path.is_file():
+        raise ResultsError(f"{source}: meta.renderer {spec!r} is not 'script:render...' of a script in benchmarks/")
+    defined = {n.name for n in ast.parse(path.read_text()).body if isinstance(n, ast.FunctionDef)}
+    if m.group(2) not in defined:
+        raise ResultsError(f"{source}: meta.renderer {spec!r}: benchmarks/{m.group(1)}.py has no {m.group(2)}()")
+    name = f"_bench_render_{m.group(1)}"
+    if name not in sys.modules:
+        spec_ = importlib.util.spec_from_file_location(name, path)
+        mod = importlib.util.module_from_spec(spec_)
+        spec_.loader.exec_module(mod)
+        sys.modules[name] = mod
+    fn = getattr(sys.modules[name], m.group(2))
+
+    def checked(doc: dict) -> str:
+        try:
+            return fn(doc)
+        except Exception as err:  # a renderer given rows it does not know: one line naming the file, not a traceback
+            raise ResultsError(f"{source}: meta.renderer {spec!r} cannot render it ({type(err).__name__}: {err})") from None
+    return checked
+
+
 def render(doc: dict, source: str = "results") -> str:
-    """Markdown: the rows as a table (columns in first-seen order), the summary, and the meta line."""
+    """Markdown: the rows as a table (columns in first-seen order), the summary, and the meta line; or, when
+    ``meta.renderer`` names one (``"panel:render"``), that benchmark's own tables and the meta line."""
     validate(doc, source)
+    if doc["meta"].get("renderer"):
+        return _custom_renderer(doc["meta"]["renderer"], source)(doc) + "\n\n" + meta_line(doc["meta"])
     cols: list[str] = []
     for r in doc["rows"]:
         cols += [k for k in r if k not in cols]
@@ -200,12 +236,15 @@ def render(doc: dict, source: str = "results") -> str:
     summary = doc.get("summary") or {}
     if summary:
         lines += [""] + [f"- **{_cell(k)}**: {_cell(v)}" for k, v in summary.items()]
-    m = doc["meta"]
+    return "\n".join([*lines, "", meta_line(doc["meta"])])
+
+
+def meta_line(m: dict) -> str:
+    """When, where, how loaded and how to rerun, as one small line under a table."""
     load_txt = " / ".join(f"{x:.2f}" for x in m["load_avg"]) if isinstance(m["load_avg"], list) else m["load_avg"]
     if isinstance(m.get("load_avg_start"), list):
         load_txt += f" (at start {m['load_avg_start'][0]:.2f})"
     extra = f", nice {m['nice']}" if m.get("nice") else ""
     extra += f", {m['wall_s']:.0f} s" if isinstance(m.get("wall_s"), (int, float)) else ""
-    lines += ["", f"<small>Measured {m['date']} at commit `{m['commit']}` on {m['machine']}, "
-                  f"{m['cpu_count']} CPUs, load average {load_txt}{extra}. Rerun: `{m['command']}`</small>"]
-    return "\n".join(lines)
+    return (f"<small>Measured {m['date']} at commit `{m['commit']}` on {m['machine']}, "
+            f"{m['cpu_count']} CPUs, load average {load_txt}{extra}. Rerun: `{m['command']}`</small>")

@@ -34,15 +34,47 @@ class StackConfig:
     storage: str | None = None
     prune: bool = True
     n_jobs: int = -1  # worker processes for tuning and refits (-1: all cores, at most 8); LightGBM 1 thread each
-    # nested block selection (regressors.block_selection): on the tuning set, keep the smallest block subset
-    # whose untuned proxy heads score within select_tolerance of the best subset; the heads see only those
+    # nested block selection (regressors.block_selection): on the tuning set, untuned proxy heads propose the
+    # smallest block subset that scores within select_tolerance of the best subset (select_confirm decides)
     select_blocks: bool = True
     select_tolerance: float = 0.005
+    # the proxies only propose a drop: the heads are then tuned on all blocks and on the proposed subset, and
+    # the subset is kept only when its tuned stack scores at least select_margin above all blocks' on the
+    # tuning set (heads and meta-learner out-of-fold); False: the proxies' choice is final (the behaviour before
+    # issue 20). 0.015: on the evaluation panel the drops that cost on the scored items had gained at most
+    # +0.011 on their tuning sets (AIGIQA-20K, 500 items), the drops that paid at least +0.028 (the demo);
+    # evidence: docs/defaults.md
+    select_confirm: bool = True
+    select_margin: float = 0.015
+    # every head's prediction and the stack's bounded to the training target range (StackedModel.bounds)
+    bound_scores: bool = True
+    meta_learner: str = "positive"  # positive (non-negative least squares) | mean | best (see stacking._fit_meta)
+    # split/cross: the final model reuses the first tuning set's hyper-parameters and meta-learner (reuse), or
+    # is tuned again on up to max_tune_items of all items (retune: one more tuning)
+    final_tuning: str = "reuse"
     # fit: a generator probe (regressors.generator_probe) fills the generator block of items whose generator
     # is unknown (T2VQA-DB val/test) with probabilities predicted from their content blocks
     generator_probe: bool = False
     engine: str = "local"  # local (n_jobs worker processes) | ray: the same tasks on a Ray cluster (ray_tasks.py)
     trial_workers: int = 1  # engine=ray + storage: Ray tasks sharing each search (order-dependent results)
+
+    def __post_init__(self):
+        # checked here, not where each is used: a misspelt meta_learner used to fail only when the first
+        # meta-learner was fitted, after every search (minutes to hours), and a NaN margin never compared true,
+        # so block selection silently never dropped a block. (All of it inside this method: the evaluation panel's
+        # cache key leaves it out, as it changes no value; benchmarks/panel.py _code_of)
+        import math
+
+        META_LEARNERS = ("positive", "mean", "best")  # regressors.stacking._fit_meta
+        FINAL_TUNINGS = ("reuse", "retune")
+        if self.meta_learner not in META_LEARNERS:
+            raise ValueError(f"meta_learner must be one of {', '.join(META_LEARNERS)}, got {self.meta_learner!r}")
+        if self.final_tuning not in FINAL_TUNINGS:
+            raise ValueError(f"final_tuning must be one of {', '.join(FINAL_TUNINGS)}, got {self.final_tuning!r}")
+        for name in ("select_margin", "select_tolerance"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+                raise ValueError(f"{name} must be a finite number (a main-score difference, e.g. 0.015), got {v!r}")
 
     def to_dict(self) -> dict:
         return asdict(self)

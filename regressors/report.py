@@ -80,6 +80,12 @@ def markdown_report(metrics: dict) -> str:
                   f"Kept: {', '.join(sel.get('kept', []))}; dropped: {', '.join(sel.get('dropped', [])) or 'none'} "
                   f"(proxy-head scores of the subsets tried: "
                   + ", ".join(f"{k} {v:.3f}" for k, v in sel.get("scores", {}).items()) + ")"]
+        confirm = sel.get("confirm")
+        if confirm:  # the proxies proposed a drop; the tuned stacks on both layouts decided
+            lines.append(f"\nThe proxies proposed {', '.join(sel.get('proposed', []))}; tuned stacks on the tuning set "
+                         f"(out-of-fold main): all blocks {confirm['all_blocks']:.3f}, proposed "
+                         f"{confirm['proposed']:.3f} (kept: {confirm['kept']}; a drop needs the proposed subset "
+                         f"{confirm['margin']} above all blocks).")
     w = metrics.get("meta_weights", {})
     if w:
         lines += ["", "## Meta-learner weights (non-negative)", "", "| head | weight |", "|---|---|"]

@@ -5,6 +5,20 @@ content blocks (all but the generator), plus one untuned head per extractor bloc
 of features"). A non-negative linear meta-learner
 (LinearRegression(positive=True)) combines their out-of-fold predictions.
 
+Which blocks the heads read (nested block selection, on each tuning set): cheap untuned proxy
+heads score block subsets (``regressors.block_selection``) and may *propose* a subset; the
+heads are then tuned on all blocks and on the proposed subset, and the subset is kept only when
+its tuned stack scores clearly better on the tuning set (out-of-fold, by ``select_margin``).
+The proxies alone cost up to 0.065 main on label sets nobody tuned them on (issue 20; the
+evaluation panel, ``benchmarks/panel.py``, docs/panel.md), where the tuned heads gain from the
+prompt block the proxies rate useless; on the demo they still drop the blocks that hurt.
+
+Bounded scores: every head's prediction is clipped to the range of the target it was fitted
+on before the meta-learner sees it (when the meta-learner is fitted on out-of-fold predictions
+and when it predicts), and the stack's prediction is clipped too (``StackedModel.bounds``).
+A linear head extrapolates without limit on features unlike the training items; bounded, it
+cannot drag the stack, and no score leaves the training range.
+
 Three nesting schemes (``StackConfig.nested``), all keep every scored item out of
 tuning and out of the meta-learner's fit:
 
@@ -30,7 +44,8 @@ tuning and out of the meta-learner's fit:
   ``full`` (2,982 items: 434 s vs 1,500 s on a busy 2-core machine, main 0.7375 vs 0.7358).
 
 The final model is fitted on all labelled items: with ``split``/``cross`` on the reused tuning
-(the first part's), with ``full`` tuned on everything. Block selections, searches and refits
+(the first part's; ``final_tuning="retune"`` tunes once more on all items), with ``full`` tuned
+on everything. Block selections, searches and refits
 of the outer folds and of the final model are one graph of tasks on the worker pool
 (``task_pool.run_graph``): a tuning set's searches start when its block selection ends, a
 head's refits when its own search ends (the demo's fit: 40 -> 24 s on 2 cores, the same
@@ -56,7 +71,7 @@ from .block_selection import select_blocks
 from .config import StackConfig  # noqa: F401 (re-exported: importers use stacking.StackConfig)
 from .heads import make_head
 from .metrics import MetricError, main_score
-from .stacked_model import StackedModel  # noqa: F401 (re-exported; bundles before it moved name it here)
+from .stacked_model import StackedModel, bounded_combine, clip_to  # noqa: F401 (re-exported; bundles before it moved name it here)
 from .task_pool import MAX_AUTO_WORKERS, resolve_jobs, run_graph, run_tasks, task  # noqa: F401 (re-exported)
 from .tuning import GROUP_BLOCK, make_folds, subsample_groups, tune_head
 
@@ -125,6 +140,11 @@ def base_specs(blocks: dict[str, list[int]] | None, cfg: StackConfig, keep: list
     return specs
 
 
+def target_bounds(y: np.ndarray, cfg: StackConfig) -> tuple[float, float] | None:
+    """The range of the target a model is fitted on (None when ``cfg.bound_scores`` is off)."""
+    return (float(np.min(y)), float(np.max(y))) if cfg.bound_scores else None
+
+
 def _fold_main(pred, y) -> float:
     try:
         return main_score(pred, y)
@@ -132,11 +152,28 @@ def _fold_main(pred, y) -> float:
         return 0.0
 
 
-def _fit_meta(oof: np.ndarray, y: np.ndarray) -> LinearRegression:
+META_LEARNERS = ("positive", "mean", "best")
+
+
+def _fit_meta(oof: np.ndarray, y: np.ndarray, kind: str = "positive", names: list[str] | None = None) -> LinearRegression:
+    """The meta-learner on the heads' out-of-fold predictions (already bounded): ``positive`` (default),
+    non-negative least squares with an intercept; ``mean``, the plain mean of the heads on several blocks
+    (not the one-block heads, ``block:*``, when there are others); ``best``, the head whose out-of-fold
+    predictions score best alone."""
+    if kind not in META_LEARNERS:
+        raise ValueError(f"meta_learner must be one of {META_LEARNERS}, got {kind!r}")
     meta = LinearRegression(positive=True).fit(oof, y)
     if not np.any(meta.coef_ > 0):  # all heads useless (tiny data): fall back to a plain mean
-        meta.coef_ = np.full(oof.shape[1], 1.0 / oof.shape[1])
+        kind, names = "mean", None
+    if kind == "mean":
+        use = np.array([not n.startswith("block:") for n in names]) if names else np.ones(oof.shape[1], bool)
+        use = use if use.any() else np.ones(oof.shape[1], bool)
+        meta.coef_ = use / use.sum()
         meta.intercept_ = float(np.mean(y) - oof.mean(0) @ meta.coef_)
+    elif kind == "best":
+        best = int(np.argmax([_fold_main(oof[:, j], y) for j in range(oof.shape[1])]))
+        meta.coef_ = np.eye(oof.shape[1])[best]
+        meta.intercept_ = 0.0
     return meta
 
 
@@ -165,6 +202,15 @@ def _tune_one(spec: HeadSpec, X, y, groups, cfg: StackConfig, tag: str) -> tuple
 
 
 @dataclass
+class _Layout:
+    """The heads of one tuning set on one block layout (all blocks, or those block selection proposes)."""
+    tag: str
+    keep: list[str] | None  # None: every block
+    specs: list[HeadSpec]
+    results: dict = field(default_factory=dict)  # spec index -> (params, info, out-of-fold predictions)
+
+
+@dataclass
 class _Tuning:
     """One tuning set, the config it tunes with, and its heads (laid out once its blocks are selected;
     each spec's params are filled in when its search ends)."""
@@ -175,6 +221,9 @@ class _Tuning:
     cfg: StackConfig
     specs: list[HeadSpec] = field(default_factory=list)
     info: dict = field(default_factory=dict)
+    layouts: list[_Layout] = field(default_factory=list)
+    block_names: list[str] = field(default_factory=list)
+    stacked: tuple | None = None  # (specs, meta, info) once decided
 
 
 def _select(X, y, groups, blocks, cfg: StackConfig) -> tuple[list[str] | None, dict | None]:
@@ -185,13 +234,69 @@ def _select(X, y, groups, blocks, cfg: StackConfig) -> tuple[list[str] | None, d
                          tolerance=cfg.select_tolerance)
 
 
+def _stack_layout(t: _Tuning, layout: _Layout) -> tuple[list[HeadSpec], LinearRegression, dict, np.ndarray, np.ndarray]:
+    """The meta-learner of one layout fitted on its heads' bounded out-of-fold predictions on the tuning set:
+    (specs, meta, heads' info, the stack's out-of-fold predictions there, and the same with the meta-learner
+    itself cross-validated over the tuning folds: no layout gains from fitting more weights in-sample)."""
+    res = [layout.results[j] for j in range(len(layout.specs))]
+    bounds = target_bounds(t.y, t.cfg)
+    oof = clip_to(np.column_stack([r[2] for r in res]), bounds)
+    names = [s.name for s in layout.specs]
+    meta = _fit_meta(oof, t.y, t.cfg.meta_learner, names)
+    cv_pred = np.zeros(len(t.y))
+    for tr, te in make_folds(len(t.y), t.groups, t.cfg.tune_folds, t.cfg.seed, t.cfg.protocol):  # the searches' folds
+        cv_pred[te] = bounded_combine(_fit_meta(oof[tr], t.y[tr], t.cfg.meta_learner, names), oof[te], bounds)
+    return (layout.specs, meta, {s.name: r[1] for s, r in zip(layout.specs, res)}, bounded_combine(meta, oof, bounds),
+            cv_pred)
+
+
+def _decide(t: _Tuning) -> int:
+    """Which layout the tuning set keeps (index into t.layouts), recording the evidence in t.info.
+
+    With one layout: that one. With two (all blocks, and the subset the proxies propose): the tuned
+    stacks decide, by their main score on the tuning set with heads and meta-learner both out-of-fold
+    (an in-sample meta-learner favours the layout with more heads: ~0.005 main with 6 heads against 3
+    on 400 items; 0.08 with 8 against 6 on the demo's 134). The subset is kept only when its stack
+    scores at least ``select_margin`` above all blocks': the untuned proxies misjudge blocks that only
+    tuned heads use (AIGIQA-20K, 1,000 items, 6 generators: proxies 0.630 for the generator alone
+    against 0.587 with the prompt, where the tuned stack gains 0.03 from the prompt), so they may only
+    propose a drop, and a drop must pay clearly on the tuning set to be made (the comparison's own
+    noise on a few hundred items is ~0.01)."""
+    stacks = [_stack_layout(t, lay) for lay in t.layouts]
+    in_sample = [_fold_main(st[3], t.y) for st in stacks]
+    scores = [_fold_main(st[4], t.y) for st in stacks]
+    pick = 0
+    if len(stacks) == 2 and scores[1] >= scores[0] + t.cfg.select_margin:
+        pick = 1
+    specs, meta, heads_info, *_ = stacks[pick]
+    sel = t.info.get("block_selection")
+    if sel is not None and len(stacks) == 2:
+        proposed = sel["kept"]
+        order = t.block_names
+        kept = proposed if pick == 1 else order
+        sel.update({"proposed": proposed, "kept": kept, "dropped": [n for n in order if n not in kept],
+                    "confirm": {"all_blocks": scores[0], "proposed": scores[1], "margin": t.cfg.select_margin,
+                                "kept": "proposed" if pick == 1 else "all blocks",
+                                "in_sample_meta": {"all_blocks": in_sample[0], "proposed": in_sample[1]}}})
+    t.specs = specs
+    t.info["heads"] = heads_info
+    t.info["meta_weights"] = {s.name: float(w) for s, w in zip(specs, meta.coef_)}
+    t.info["meta_oof_main"] = in_sample[pick]
+    t.info["meta_cv_main"] = scores[pick]
+    t.stacked = (specs, meta, t.info)
+    return pick
+
+
 def _run_tuning(tunings: list[_Tuning], blocks, cfg: StackConfig, desc: str, follow=None):
     """Per tuning set: select blocks, tune every head, fit the meta-learner on the heads' out-of-fold predictions.
 
     All of it is one graph of tasks on the pool (``cfg.n_jobs`` workers or Ray): a tuning set's
     searches start when its block selection ends, and ``follow(p, spec)`` gives the tasks that may
     start once that head's search on tuning set ``p`` is done (its refits): they start then, not
-    after the slowest search. Returns ([(specs, meta, info)] per tuning set, {key: result} of every task).
+    after the slowest search. When block selection proposes dropping blocks (and ``cfg.select_confirm``),
+    the heads are tuned on both layouts, all blocks and the proposed subset, and the refits of the layout
+    kept (:func:`_decide`) start once every search of that tuning set is done.
+    Returns ([(specs, meta, info)] per tuning set, {key: result} of every task).
     """
     tune = _tune_one
     if cfg.engine == "ray" and cfg.trial_workers > 1:  # each search split over Ray tasks on its stored study
@@ -199,13 +304,14 @@ def _run_tuning(tunings: list[_Tuning], blocks, cfg: StackConfig, desc: str, fol
 
         tune = partial(_tune_shared, _tune_one)
 
-    def searches(p: int) -> list:
+    def searches(p: int, c: int) -> list:
         # longest search first, so that the cheap ones fill the gaps (with 2 workers, LightGBM's search
         # started last was the critical path: 364 of 542 s at 14,000 x 2,000); selections first, refits last
         t = tunings[p]
-        return [task(("tune", p, j), tune, spec, t.X, t.y, t.groups, t.cfg, t.tag,
-                     priority=(1, not spec.tune, TUNING_COST_RANK.get(spec.kind, 9), p))
-                for j, spec in enumerate(t.specs)]
+        lay = t.layouts[c]
+        return [task(("tune", p, c, j), tune, spec, t.X, t.y, t.groups, t.cfg, lay.tag,
+                     priority=(1, not spec.tune, TUNING_COST_RANK.get(spec.kind, 9), p, c))
+                for j, spec in enumerate(lay.specs)]
 
     def then(key, result):
         if key[0] == "select":
@@ -213,30 +319,44 @@ def _run_tuning(tunings: list[_Tuning], blocks, cfg: StackConfig, desc: str, fol
             keep, selection = result
             t = tunings[p]
             t.info = {"tuning_items": int(len(t.y)), "heads": {}}
+            t.block_names = list(blocks)
             if selection is not None:
                 t.info["block_selection"] = selection
-            t.specs = base_specs(blocks, t.cfg, keep)
-            return searches(p)
+            drops = keep is not None and [b for b in blocks if b in keep] != list(blocks)
+            if drops and not base_specs(blocks, t.cfg, keep):
+                # no head can read the proposed subset (heads=knn, proposal: the generator alone): a stack of no
+                # heads was a raw "need at least one array to concatenate" after the searches; every block stays
+                selection.update({"proposed": list(keep), "kept": list(blocks), "dropped": [],
+                                  "note": "no head of the stack reads the proposed subset: every block kept"})
+                drops, keep = False, None
+            if drops and t.cfg.select_confirm:
+                # the proposed subset's studies get their own names (a shared --storage holds both)
+                t.layouts = [_Layout(t.tag, None, base_specs(blocks, t.cfg)),
+                             _Layout(f"{t.tag}-{'+'.join(keep)}", list(keep), base_specs(blocks, t.cfg, keep))]
+            else:
+                t.layouts = [_Layout(t.tag, keep, base_specs(blocks, t.cfg, keep))]
+            return [x for c in range(len(t.layouts)) for x in searches(p, c)]
         if key[0] == "tune":
-            _, p, j = key
-            spec = tunings[p].specs[j]
-            spec.params = result[0]
-            return follow(p, spec) if follow else []
+            _, p, c, j = key
+            t = tunings[p]
+            lay = t.layouts[c]
+            lay.specs[j].params = result[0]
+            lay.results[j] = result
+            if len(t.layouts) == 1:
+                return follow(p, lay.specs[j]) if follow else []
+            if any(len(la.results) < len(la.specs) for la in t.layouts):
+                return []  # the refits wait for the decision between the layouts
+            chosen = t.layouts[_decide(t)]
+            return [x for spec in chosen.specs for x in follow(p, spec)] if follow else []
         return []
 
     start = [task(("select", p), _select, t.X, t.y, t.groups, blocks, t.cfg, priority=(0, p))
              for p, t in enumerate(tunings)]
     done = run_graph(start, cfg.n_jobs, desc, cfg.engine, then)
-    tuned = []
-    for p, t in enumerate(tunings):
-        res = [done[("tune", p, j)] for j in range(len(t.specs))]
-        t.info["heads"] = {s.name: r[1] for s, r in zip(t.specs, res)}
-        oof = np.column_stack([r[2] for r in res])
-        meta = _fit_meta(oof, t.y)
-        t.info["meta_weights"] = {s.name: float(w) for s, w in zip(t.specs, meta.coef_)}
-        t.info["meta_oof_main"] = _fold_main(meta.predict(oof), t.y)
-        tuned.append((t.specs, meta, t.info))
-    return tuned, done
+    for t in tunings:
+        if t.stacked is None:
+            _decide(t)
+    return [t.stacked for t in tunings], done
 
 
 def _fit_one(spec: HeadSpec, X, y, train):
@@ -305,9 +425,11 @@ def _model_tuning(X, y, groups, cfg: StackConfig, tag: str) -> _Tuning:
     return _Tuning(tag, X[sub], y[sub], g_sub, cfg)
 
 
-def _stacked(heads: dict[str, Any], tuned, t: _Tuning, blocks) -> StackedModel:
+def _stacked(heads: dict[str, Any], tuned, t: _Tuning, blocks, y_fit: np.ndarray) -> StackedModel:
+    """The StackedModel of a tuning's heads, bounded to the range of ``y_fit``, the target they were fitted on."""
     specs, meta, info = tuned
-    return StackedModel({s.name: heads[s.name] for s in specs}, meta, {**info, "config": t.cfg.to_dict(), "blocks": blocks})
+    return StackedModel({s.name: heads[s.name] for s in specs}, meta,
+                        {**info, "config": t.cfg.to_dict(), "blocks": blocks}, bounds=target_bounds(y_fit, t.cfg))
 
 
 def fit_stack(X, y, groups, blocks, cfg: StackConfig, tag: str = "final", tuned=None) -> StackedModel:
@@ -319,13 +441,14 @@ def fit_stack(X, y, groups, blocks, cfg: StackConfig, tag: str = "final", tuned=
     if tuned is not None:
         specs, meta, info = tuned
         heads = fit_heads(specs, X, y, desc=f"fit {tag}", n_jobs=cfg.n_jobs, engine=cfg.engine)
-        return StackedModel(heads, meta, {**info, "config": cfg.to_dict(), "blocks": blocks})
+        return StackedModel(heads, meta, {**info, "config": cfg.to_dict(), "blocks": blocks},
+                            bounds=target_bounds(y, cfg))
     t = _model_tuning(X, y, groups, cfg, tag)
     rows = np.arange(len(y))
     # each head is refitted on all rows as soon as its own search is done
     (tuned,), done = _run_tuning([t], blocks, cfg, f"tune + fit {tag}", follow=lambda p, spec: [
         task(("fit", spec.name), _fit_one, spec, X, y, rows, priority=(2, FIT_COST_RANK.get(spec.kind, 9)))])
-    return _stacked({s.name: done[("fit", s.name)] for s in tuned[0]}, tuned, t, blocks)
+    return _stacked({s.name: done[("fit", s.name)] for s in tuned[0]}, tuned, t, blocks, y)
 
 
 # fitting cost of a head kind, most first: tasks are queued longest first so that the short ones fill the
@@ -380,34 +503,46 @@ def cross_validate(X, y, groups, blocks, cfg: StackConfig, final_predict: np.nda
         scored = np.concatenate([rest for _, rest in passes])
         unscored = np.setdiff1d(np.arange(n), scored)  # split: the tuning set, predicted in-sample by the final model
         final_rows = np.vstack([X[unscored], final_predict]) if final_predict is not None else None
+        if cfg.final_tuning not in ("reuse", "retune"):
+            raise ValueError(f"final_tuning must be 'reuse' or 'retune', got {cfg.final_tuning!r}")
+        # the tuning the final model's heads and meta-learner come from: the first pass's (reuse), or one more on
+        # (up to max_tune_items of) every item (retune)
+        final_from = len(passes) if cfg.final_tuning == "retune" else 0
+        if final_rows is not None and final_from:
+            tunings.append(_model_tuning(X, y, groups_arr, cfg_in, "final"))
 
         def refits(p: int, spec: HeadSpec) -> list:
             """Once a head's search on tuning set p is done: one task per outer fold (each fold's heads train on
-            every item but the fold's own, the tuning rows included), and the final model's head (p = 0)."""
-            rest = passes[p][1]
-            others = np.setdiff1d(everything, rest)
+            every item but the fold's own, the tuning rows included), and the final model's head."""
             rank = FIT_COST_RANK.get(spec.kind, 9)
-            out = [task(("fold", p, k, spec.name), _fit_predict, spec, X, y, np.concatenate([others, rest[tr]]),
-                        rest[te], priority=(2, rank, 1)) for k, (tr, te) in enumerate(fold_sets[p])]
-            if p == 0 and final_rows is not None:
+            out = []
+            if p < len(passes):
+                rest = passes[p][1]
+                others = np.setdiff1d(everything, rest)
+                out = [task(("fold", p, k, spec.name), _fit_predict, spec, X, y, np.concatenate([others, rest[tr]]),
+                            rest[te], priority=(2, rank, 1)) for k, (tr, te) in enumerate(fold_sets[p])]
+            if p == final_from and final_rows is not None:
                 out.append(task(("final", spec.name), _fit_predict, spec, X, y, everything, None, final_rows,
                                 priority=(2, rank, 0)))
             return out
 
         tuned, done = _run_tuning(tunings, blocks, cfg, "tune + final fit + outer folds" if final_rows is not None
                                   else "tune + outer folds", follow=refits)
-        final_specs = tuned[0][0] if final_rows is not None else []
+        final_specs = tuned[final_from][0] if final_rows is not None else []
         final_results = [done[("final", s.name)] for s in final_specs]
         heads_pred: dict[str, np.ndarray] = {}
         stack, fold_id = np.zeros(len(scored)), np.zeros(len(scored), int)
         at = 0
         for p, ((_, rest), folds, (specs, meta, _)) in enumerate(zip(passes, fold_sets, tuned)):
             part = {s.name: np.zeros(len(rest)) for s in specs}
-            for k, (_, te) in enumerate(folds):
+            others = np.setdiff1d(everything, rest)
+            for k, (tr, te) in enumerate(folds):
                 for s in specs:
                     part[s.name][te] = done[("fold", p, k, s.name)][1]
                 fold_id[at + te] = k + p * len(fold_sets[0])
-            stack[at:at + len(rest)] = meta.predict(np.column_stack(list(part.values())))
+                # bounded to the range of the target the fold's heads were fitted on (never the held-out fold's)
+                bounds = target_bounds(y[np.concatenate([others, rest[tr]])], cfg)
+                stack[at + te] = bounded_combine(meta, np.column_stack([part[s.name][te] for s in specs]), bounds)
             for name, v in part.items():  # a head missing from one pass (e.g. after block selection) scores NaN there
                 heads_pred.setdefault(name, np.full(len(scored), np.nan))[at:at + len(rest)] = v
             at += len(rest)
@@ -420,9 +555,9 @@ def cross_validate(X, y, groups, blocks, cfg: StackConfig, final_predict: np.nda
                "heads": {k: v[by_index] for k, v in heads_pred.items()}, "info": info, "tuned": tuned[0],
                "tuning_rows": [t for t, _ in passes]}
         if final_specs:
-            specs, meta, tinfo = tuned[0]
+            specs, meta, tinfo = tuned[final_from]
             model = StackedModel({s.name: r[0] for s, r in zip(specs, final_results)}, meta,
-                                 {**tinfo, "config": cfg_in.to_dict(), "blocks": blocks})
+                                 {**tinfo, "config": cfg_in.to_dict(), "blocks": blocks}, bounds=target_bounds(y, cfg))
             pred = model.combine({s.name: r[1] for s, r in zip(specs, final_results)}) if len(final_rows) else np.zeros(0)
             out["final"] = model
             out["final_in_sample"] = (unscored, pred[:len(unscored)])
@@ -453,7 +588,8 @@ def cross_validate(X, y, groups, blocks, cfg: StackConfig, final_predict: np.nda
     fold_id = np.zeros(n, int)
     infos = []
     for k, (_, te) in enumerate(folds):
-        model = _stacked({s.name: done[("fold", k, s.name)][0] for s in tuned[k][0]}, tuned[k], tunings[k], blocks)
+        model = _stacked({s.name: done[("fold", k, s.name)][0] for s in tuned[k][0]}, tuned[k], tunings[k], blocks,
+                         y[folds[k][0]])
         head_preds = {s.name: done[("fold", k, s.name)][1] for s in tuned[k][0]}
         for name, p in head_preds.items():
             # NaN where an outer fold's model lacks this head (its block selection dropped the block)
@@ -466,7 +602,7 @@ def cross_validate(X, y, groups, blocks, cfg: StackConfig, final_predict: np.nda
     if final_predict is not None:
         specs = tuned[-1][0]
         final = {s.name: done[("final", s.name)] for s in specs}
-        model = _stacked({name: r[0] for name, r in final.items()}, tuned[-1], tunings[-1], blocks)
+        model = _stacked({name: r[0] for name, r in final.items()}, tuned[-1], tunings[-1], blocks, y)
         out["final"] = model
         out["final_in_sample"] = (everything[:0], np.zeros(0))  # every training item is scored
         out["final_predictions"] = (model.combine({name: r[1] for name, r in final.items()}) if len(final_predict)

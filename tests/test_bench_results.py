@@ -76,3 +76,26 @@ def test_every_committed_result_and_every_docs_marker_is_valid():
     for page in sorted((REPO / "docs").rglob("*.md")):
         for name in hooks.MARKER.findall(page.read_text()):
             assert (REPO / "benchmarks" / "results" / f"{name}.json").is_file(), f"{page.name}: no results file {name}"
+
+
+@pytest.mark.parametrize("renderer, message", [
+    ("../x:render", "is not 'script:render...'"),
+    ("bench_fit_time:main", "is not 'script:render...'"),  # a benchmark's main: the docs build ran it (exit 2)
+    ("_results:render", "is not 'script:render...'"),  # this module itself: it recursed without end
+    ("panel:render_nothing", "has no render_nothing"),
+    ("panel:render_tables", r"cannot render it \("),  # the panel's renderer on rows that are not a panel's
+])
+def test_a_results_file_names_only_a_renderer_and_a_bad_one_is_one_line(tmp_path, renderer, message):
+    doc = {"meta": {"date": "d", "commit": "c", "machine": "m", "cpu_count": 2, "load_avg": [1, 1, 1],
+                    "command": "x", "renderer": renderer}, "rows": [{"a": 1}]}
+    (tmp_path / "odd.json").write_text(json.dumps(doc))
+    (tmp_path / "page.md").write_text("<!-- results: odd -->\n")
+    with pytest.raises(res.ResultsError, match=f"page.md: .*odd.json: meta.renderer .*{message}"):
+        hooks.render_markers((tmp_path / "page.md").read_text(), "page.md", results_dir=tmp_path)
+
+
+def test_the_published_results_render_with_the_renderers_they_name():
+    for path in sorted((REPO / "benchmarks" / "results").glob("*.json")):
+        doc = json.loads(path.read_text())
+        if doc.get("meta", {}).get("renderer"):
+            assert res.render(doc, path.name).strip()

@@ -143,3 +143,21 @@ def test_an_sqlite_storage_has_its_tables_before_the_searches_start(tmp_path, mo
     assert main(["fit", "--track", "image", "--store", str(store), "--out", str(tmp_path / "o"),
                  "--storage", f"sqlite:///{tmp_path / 'studies.db'}"]) == 0
     assert {"studies", "trials", "alembic_version"} <= seen["tables"]
+
+
+def test_the_fit_options_of_the_defaults_page_reach_the_model(tmp_path):
+    """--meta-learner, --final-tuning, --select-margin and --no-bound-scores are recorded in the bundle and used:
+    an unbounded model says so in MODEL.md, and its 'best' meta-learner weights exactly one head."""
+    store = _make_store(tmp_path / "toy.h5")
+    out = tmp_path / "out"
+    rc = main(["fit", "--track", "image", "--store", str(store), "--extractors", "generator,prompt_minilm",
+               "--out", str(out), "--trials", "2", "--folds", "3", "--tune-folds", "3", "--pca", "0",
+               "--bootstrap", "50", "--nested", "split", "--meta-learner", "best", "--final-tuning", "retune",
+               "--select-margin", "0.05", "--no-bound-scores"])
+    assert rc == 0
+    info = json.loads((out / "model" / "bundle.json").read_text())
+    cfg = info["config"]
+    assert (cfg["meta_learner"], cfg["final_tuning"], cfg["select_margin"], cfg["bound_scores"]) == \
+        ("best", "retune", 0.05, False)
+    assert sorted(w for w in info["meta_weights"].values() if w) == [1.0]
+    assert "Scores are not bounded" in (out / "model" / "MODEL.md").read_text()

@@ -31,7 +31,7 @@ def render_markers(markdown: str, where: str = "page", results_dir: str | Path |
 
     def table(m: re.Match) -> str:
         try:
-            return res.render(res.load(m.group(1), results_dir))
+            return res.render(res.load(m.group(1), results_dir), f"{m.group(1)}.json")  # errors name the file
         except res.ResultsError as e:
             raise res.ResultsError(f"{where}: {e}") from None
 
