@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-MARKER = re.compile(r"^<!--\s*results:\s*([\w.-]+)\s*-->\s*$", re.MULTILINE)
+MARKER = re.compile(r"^<!--\s*results:\s*([\w.-]+)\s*-->[ \t]*$", re.MULTILINE)
 
 
 def results_module():
