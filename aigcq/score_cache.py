@@ -31,6 +31,8 @@ from pathlib import Path
 
 import numpy as np
 
+from regressors.rundir import pid_alive
+
 MAX_ENV = "AIGCQ_CACHE_MAX"
 DEFAULT_MAX = 4 << 30  # 4 GiB
 LOCK_WAIT_S = 600.0
@@ -62,16 +64,6 @@ def _host() -> str:
     return re.sub(r"[^A-Za-z0-9.]", "_", socket.gethostname()) or "host"
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def sweep_scratch(root: Path, prefix: str = "") -> None:
     """Remove scratch folders under ``root`` left by dead processes of this host."""
     _sweep(root, re.compile(re.escape(prefix) + re.escape(_host()) + r"-(\d+)-"))
@@ -86,7 +78,7 @@ def _sweep(root: Path, pattern: re.Pattern) -> None:
         return
     for name in names:
         m = pattern.match(name)
-        if m and int(m.group(1)) != os.getpid() and not _alive(int(m.group(1))):
+        if m and int(m.group(1)) != os.getpid() and not pid_alive(int(m.group(1))):
             p = root / name
             with contextlib.suppress(OSError):
                 shutil.rmtree(p, ignore_errors=True) if p.is_dir() and not p.is_symlink() else p.unlink()

@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from .bundle_integrity import BundleError  # noqa: F401 (defined in the module below; callers import it from here)
+from .bundle_integrity import sha256_file  # noqa: F401 (one file hash for the bundle, its manifest and model_io)
 
 FORMAT = "aigcq-model-bundle"
 FORMAT_VERSION = 2  # 2: the model records what its heads depend on; bundle.json a manifest (bundle_integrity)
@@ -76,14 +77,6 @@ REQUIRED = ("format", "format_version", "track", "target", "features", "files")
 #: extractor kinds read from the prompt or the generator name, not from the media file (extractors.base.KINDS)
 METADATA_KINDS = ("text", "meta")
 
-
-
-def sha256_file(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def library_versions() -> dict[str, str]:

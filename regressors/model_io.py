@@ -13,24 +13,17 @@ you trust.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 from typing import Any
 
 import joblib
 
+from .bundle_integrity import sha256_file  # the same file hash as the bundle manifest's
+
 
 class ModelChecksumError(RuntimeError):
     """The model file does not match its recorded sha256 (or none is recorded)."""
-
-
-def sha256_file(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def checksum_path(path: str | Path) -> Path:

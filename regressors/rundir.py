@@ -40,7 +40,8 @@ class RunFolderError(ValueError):
     """An output folder this toolkit may not write into or replace (one line: which folder and what to do)."""
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """Whether process ``pid`` runs on this host (a process of another user counts as running)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -66,7 +67,7 @@ def _killed_here(stamp: str) -> bool:
     host, _, pid = stamp.rpartition("+")
     if host and host != socket.gethostname().replace("/", "_"):
         return False
-    return pid.isdigit() and not _pid_alive(int(pid))
+    return pid.isdigit() and not pid_alive(int(pid))
 
 
 def new_run_id() -> str:
