@@ -61,7 +61,7 @@ class StackConfig:
     # split/cross: the final model reuses the first tuning set's hyper-parameters and meta-learner (reuse), or
     # is tuned again on up to max_tune_items of all items (retune: one more tuning). Panel, final model scored on
     # 20% of prompts held out, five 3,000-item sets: reuse - retune -0.0035 mean, all five ties, at 0.71x the
-    # time; kept for the time (one more tuning would break issue 20's 1.2x cap on the full AIGIQA-20K fit)
+    # time; kept for the time (one more tuning would likely exceed issue 20's 1.2x cap on the full AIGIQA-20K fit)
     final_tuning: str = "reuse"
     # fit: a generator probe (regressors.generator_probe) fills the generator block of items whose generator
     # is unknown (T2VQA-DB val/test) with probabilities predicted from their content blocks
