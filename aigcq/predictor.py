@@ -30,6 +30,8 @@ from typing import Any, Sequence
 import numpy as np
 import pandas as pd
 
+from regressors.bundle_integrity import sha256_file  # the content hash the score cache is keyed by
+
 from .inputs import Input, media_kind
 
 COLUMNS = ("path", "score", "score_lo", "score_hi", "in_domain", "domain_score", "status", "error")
@@ -41,14 +43,6 @@ def default_cache(track: str) -> Path:
     root = os.environ.get(CACHE_ENV) or os.path.join(
         os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache"), "aigcq")
     return Path(root) / f"features-{track}.h5"
-
-
-def sha256_file(path: str) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _text_hash(text: str) -> str:

@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -61,15 +60,11 @@ def _commit() -> str:
 
 
 def _machine() -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"{cpu}; {platform.system()} {platform.release()}; Python {platform.python_version()}"
+    """OS, CPU model, memory and Python, as every results file records them (benchmarks/_results.py)."""
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    import _results
+
+    return _results._machine()
 
 
 def main(argv: list[str] | None = None) -> int:

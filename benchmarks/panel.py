@@ -432,8 +432,7 @@ def run_panel(args) -> int:
     summary = summarise(rows)
     meta = {"date": started, "commit": _git("rev-parse", "HEAD"), "renderer": "panel:render_tables", "dirty": bool(_git("status", "--porcelain")),
             "code": str(Path(regressors.__file__).parent.parent), "code_label": args.code_label, "code_hash": code,
-            "machine": f"{platform.node()} {platform.machine()} "
-                       f"{_cpu_model()}".strip(), "cpu_count": os.cpu_count(), "load_avg_start": load0,
+            "machine": _machine(), "cpu_count": os.cpu_count(), "load_avg_start": load0,
             "load_avg": [round(x, 2) for x in os.getloadavg()], "command": " ".join(["python", *sys.argv]),
             "trials": args.trials, "jobs": args.jobs, "n_boot": args.n_boot, "holdout": args.holdout,
             "tolerance": TOLERANCE, "default_config": base.to_dict(), "alternatives": [alt_label(a) for a in alts],
@@ -482,7 +481,7 @@ def hindsight(args, base, code: str) -> int:
                "best_main": best["main"], "default_minus_best": main_default - best["main"]}
     print(json.dumps(summary, indent=1))
     meta = {"date": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "commit": _git("rev-parse", "HEAD"),
-            "renderer": "panel:render_hindsight", "code_label": args.code_label, "code_hash": code, "machine": f"{platform.node()} {_cpu_model()}",
+            "renderer": "panel:render_hindsight", "code_label": args.code_label, "code_hash": code, "machine": _machine(),
             "cpu_count": os.cpu_count(), "load_avg": [round(x, 2) for x in os.getloadavg()],
             "command": " ".join(["python", *sys.argv]), "trials": args.trials}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
@@ -490,14 +489,12 @@ def hindsight(args, base, code: str) -> int:
     return 0
 
 
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor()
+def _machine() -> str:
+    """OS, CPU model, memory and Python, as every benchmark's results file records them (``_results._machine``)."""
+    sys.path.insert(0, str(HERE))
+    import _results
+
+    return _results._machine()
 
 
 if __name__ == "__main__":
